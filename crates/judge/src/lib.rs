@@ -1,0 +1,217 @@
+//! rearguard's judge: decides, step by step, whether a new release (the candidate) is good,
+//! bad or not known yet, compared with the release it replaces (the baseline).
+//!
+//! Pure: no IO, no clock, no randomness. Time is the `t` of the steps it is fed, so the same
+//! code runs live in the guard and over recorded traffic in `rearguard backtest`, and a
+//! decision at `t` depends only on steps up to `t`.
+//!
+//! ```
+//! use rearguard_judge::{Judge, Mode, Policy, Setup, Step, Counts};
+//! let mut judge = Judge::new(Policy::default(), Setup { mode: Mode::BlueGreen, deploy_at: 300, step_seconds: 1 });
+//! let judgement = judge.observe(Step { t: 0, baseline: Counts::default(), candidate: Counts::default() }).unwrap();
+//! assert!(!judgement.verdict.is_rollback());
+//! ```
+
+mod counts;
+mod policy;
+mod rules;
+mod series;
+mod stats;
+mod verdict;
+
+pub use counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, HistogramError, LatencyHistogram, bucket_name};
+pub use policy::{Fraction, Policy, Seconds};
+pub use verdict::{Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason};
+
+use rules::regression::{Chart, p95};
+use series::{Sums, block_dispersion};
+use serde::{Deserialize, Serialize};
+
+/// How traffic is shared between the releases after the deploy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// All traffic moves to the candidate; the baseline is the replaced release's history.
+    #[serde(alias = "blue-green", alias = "blue_green")]
+    BlueGreen,
+    /// The candidate takes a share; the baseline keeps serving the rest, side by side.
+    Canary,
+}
+
+/// Where the judge stands: how traffic is split and when the candidate was deployed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Setup {
+    pub mode: Mode,
+    /// Time of the deploy, in the same seconds as the steps' `t`.
+    pub deploy_at: i64,
+    /// Length of one step in seconds.
+    pub step_seconds: u32,
+}
+
+/// What each release served during the step ending at `t` (not running totals).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub t: i64,
+    pub baseline: Counts,
+    pub candidate: Counts,
+}
+
+/// Steps must come in time order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfOrder {
+    pub t: i64,
+    pub previous: i64,
+}
+
+impl std::fmt::Display for OutOfOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "time goes backwards: step at t={} after t={}", self.t, self.previous)
+    }
+}
+
+impl std::error::Error for OutOfOrder {}
+
+/// Window for the gross-failure rule and the snapshot shown to people.
+const RECENT_SECONDS: i64 = 60;
+
+/// The replaced release as it was just before the deploy.
+struct History {
+    baseline: Counts,
+}
+
+/// The judge for one candidate. Feed it every step in time order with [`Judge::observe`].
+pub struct Judge {
+    policy: Policy,
+    setup: Setup,
+    sums: Sums,
+    last_t: Option<i64>,
+    history: Option<History>,
+    charts: Option<[Chart; 2]>,
+}
+
+impl Judge {
+    pub fn new(policy: Policy, setup: Setup) -> Self {
+        Self { policy, setup, sums: Sums::default(), last_t: None, history: None, charts: None }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Takes one step and answers for the time `step.t`.
+    pub fn observe(&mut self, step: Step) -> Result<Judgement, OutOfOrder> {
+        if let Some(previous) = self.last_t.filter(|&p| step.t <= p) {
+            return Err(OutOfOrder { t: step.t, previous });
+        }
+        self.last_t = Some(step.t);
+        self.sums.push(step.t, &step.baseline, &step.candidate);
+        let now = step.t;
+        let deploy_at = self.setup.deploy_at;
+        if now < deploy_at {
+            self.sums.drop_before(now - self.policy.lookback.0 as i64);
+            return Ok(self.judgement(now, Verdict::Wait { why: WaitReason::NotDeployed }));
+        }
+        if self.history.is_none() {
+            self.freeze_history();
+        }
+        let reference = self.reference(now);
+        let charts = self.charts.as_mut().expect("made with the history");
+        for chart in charts.iter_mut() {
+            chart.observe(&self.policy, &self.setup, &step, &reference);
+        }
+        self.sums.drop_before(now.min(deploy_at) - self.policy.lookback.0 as i64);
+        let verdict = self.decide(now, &reference);
+        Ok(self.judgement(now, verdict))
+    }
+
+    fn freeze_history(&mut self) {
+        let deploy_at = self.setup.deploy_at;
+        let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
+        let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
+        let error_chart = Chart::errors(self.setup.mode, block_dispersion(&error_blocks));
+        if std::env::var("JUDGE_DEBUG").is_ok() { eprintln!("phi errors {}", block_dispersion(&error_blocks)); }
+        let latency_chart = match rules::regression::latency_threshold(&self.policy, &history) {
+            Some(threshold) => {
+                let blocks = self.sums.baseline_blocks(deploy_at, |c| c.latency.count_above(threshold));
+                let fixed = (self.setup.mode == Mode::BlueGreen).then_some(threshold);
+                if std::env::var("JUDGE_DEBUG").is_ok() { eprintln!("phi latency {} threshold {threshold}", block_dispersion(&blocks)); }
+                Chart::latency(self.setup.mode, block_dispersion(&blocks), fixed)
+            }
+            None => Chart::latency(self.setup.mode, 1.0, None),
+        };
+        self.charts = Some([error_chart, latency_chart]);
+        self.history = Some(History { baseline: history });
+    }
+
+    /// The baseline data the candidate is held against at `now`.
+    fn reference(&self, now: i64) -> Counts {
+        match self.setup.mode {
+            Mode::BlueGreen => self.history.as_ref().map(|h| h.baseline).unwrap_or_default(),
+            Mode::Canary => self.sums.concurrent_baseline(now),
+        }
+    }
+
+    fn decide(&self, now: i64, reference: &Counts) -> Verdict {
+        let policy = &self.policy;
+        let since_deploy = self.sums.between(self.setup.deploy_at, now).candidate;
+        if since_deploy.requests == 0 {
+            return Verdict::Wait { why: WaitReason::NoTraffic };
+        }
+        let recent = self.sums.between((now - RECENT_SECONDS + 1).max(self.setup.deploy_at), now);
+        if let Some(finding) = rules::gross::check(policy, &recent.candidate, reference, (now - RECENT_SECONDS + 1).max(self.setup.deploy_at), now) {
+            return Verdict::Rollback(finding);
+        }
+        if let Some(finding) = rules::limits::check(policy, &self.sums, self.setup.deploy_at, now) {
+            return Verdict::Rollback(finding);
+        }
+        if now < self.setup.deploy_at + policy.warmup.0 as i64 {
+            return Verdict::Wait { why: WaitReason::WarmingUp };
+        }
+        for chart in self.charts.as_ref().expect("made with the history") {
+            if let Some(finding) = chart.finding(policy, &self.sums, now) {
+                return Verdict::Rollback(finding);
+            }
+        }
+        if since_deploy.requests < rules::regression::MIN_REQUESTS_TO_KEEP {
+            return Verdict::Wait { why: WaitReason::LowTraffic };
+        }
+        Verdict::Keep
+    }
+
+    fn judgement(&self, now: i64, verdict: Verdict) -> Judgement {
+        let recent = self.sums.between((now - RECENT_SECONDS + 1).max(self.setup.deploy_at), now);
+        let baseline = match self.setup.mode {
+            Mode::BlueGreen if now >= self.setup.deploy_at => {
+                self.history.as_ref().map(|h| h.baseline).unwrap_or_default()
+            }
+            _ => self.sums.between(now - RECENT_SECONDS + 1, now).baseline,
+        };
+        let evidence = |i: usize| {
+            self.charts.as_ref().map_or(0.0, |charts| charts[i].evidence(&self.policy))
+        };
+        let candidate = if now >= self.setup.deploy_at { recent.candidate } else { Counts::default() };
+        Judgement {
+            verdict,
+            snapshot: Snapshot {
+                candidate_requests: candidate.requests,
+                candidate_error_rate: candidate.error_rate(),
+                candidate_p95_ms: p95(&candidate),
+                baseline_error_rate: baseline.error_rate(),
+                baseline_p95_ms: p95(&baseline),
+                error_evidence: evidence(0),
+                latency_evidence: evidence(1),
+            },
+        }
+    }
+}
+
+/// Feeds every step of `steps` to a new judge and returns the last judgement: the one-shot
+/// form, for tests and callers holding a whole series.
+pub fn judge_series(policy: &Policy, setup: Setup, steps: &[Step]) -> Result<Option<Judgement>, OutOfOrder> {
+    let mut judge = Judge::new(policy.clone(), setup);
+    let mut last = None;
+    for step in steps {
+        last = Some(judge.observe(*step)?);
+    }
+    Ok(last)
+}

@@ -1,0 +1,5 @@
+//! The judge's rules, one per file: each looks at the data and may return a finding.
+
+pub mod gross;
+pub mod limits;
+pub mod regression;

@@ -1,0 +1,293 @@
+//! The sequential test: is the candidate materially worse than the baseline, persistently?
+//!
+//! For each metric (error rate; share of requests slower than the baseline's p95 times the
+//! tolerated ratio) and
+//! each of a few sizes of regression, a CUSUM of log-likelihood ratios runs over the steps
+//! since the deploy: "candidate rate = tolerated rate + regression" against "candidate rate
+//! = tolerated rate", where the tolerated rate is the baseline's 99 % upper bound plus the
+//! policy's tolerance. A CUSUM stays valid however often it is looked at and restarts by
+//! itself after healthy stretches, so it also finds regressions that begin long after the
+//! deploy.
+//!
+//! Robustness, each by construction rather than tuned to data:
+//! - transients: the steps of any `policy.transient`-long window add at most
+//!   `TRANSIENT_SHARE` of what a rollback needs, so no single episode can trigger one, while
+//!   sparse evidence (one failed request among few) keeps its full weight;
+//! - warm-up: evidence may build during the warm-up, but a rollback also needs evidence
+//!   from after it;
+//! - the environment: when the baseline's rate moves from block to block more than chance
+//!   allows (dispersion), the evidence is scaled down by that factor (quasi-likelihood);
+//! - low traffic: a run needs `MIN_EVENTS` events, and a thin baseline widens its bound.
+
+use std::collections::VecDeque;
+
+use crate::counts::Counts;
+use crate::policy::Policy;
+use crate::series::Sums;
+use crate::stats::{Z_99, binomial_llr, wilson_bound};
+use crate::verdict::{Evidence, Finding, Metric, Rule, Tier};
+use crate::{Mode, Setup, Step};
+
+/// Regression sizes tried, as multiples of `Chart::unit`: one CUSUM per size, so small and
+/// large regressions are each caught at their own best speed.
+const ALTERNATIVES: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+/// A run needs at least this many events (errors, slow requests) to conclude anything.
+const MIN_EVENTS: f64 = 3.0;
+/// A p95 is only trusted from this many requests.
+const MIN_REQUESTS_FOR_P95: u64 = 20;
+/// Below this many requests since the deploy the judge says "wait", not "keep".
+pub const MIN_REQUESTS_TO_KEEP: u64 = 20;
+/// Share of requests above the p95, by definition.
+const TAIL_SHARE: f64 = 0.05;
+/// Most of the evidence a rollback needs that one transient-long window may add.
+const TRANSIENT_SHARE: f64 = 0.45;
+/// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
+const CONFIRM_SHARE: f64 = 0.06;
+
+#[derive(Clone, Default)]
+struct Run {
+    /// The CUSUM statistic in nats.
+    statistic: f64,
+    /// When the current run (since the statistic was last at zero) started.
+    start: Option<i64>,
+    events: f64,
+    trials: f64,
+    /// Sum of the increments since the warm-up ended (never reset).
+    after_warmup: f64,
+    /// Positive increments of the last `transient` seconds, for the window budget.
+    recent: VecDeque<(i64, f64)>,
+}
+
+/// The reference a step was tested against.
+#[derive(Clone, Copy, Default)]
+struct Reference {
+    tolerated: f64,
+    baseline_rate: f64,
+    latency_threshold_ms: Option<f64>,
+}
+
+/// One metric's bank of CUSUMs.
+pub struct Chart {
+    metric: Metric,
+    dispersion: f64,
+    /// Latency in blue-green mode: the threshold fixed from the replaced release's history.
+    fixed_latency_threshold: Option<f64>,
+    /// z of the baseline's upper bound added to the tolerated rate.
+    reference_z: f64,
+    runs: [Run; ALTERNATIVES.len()],
+    last_reference: Reference,
+}
+
+impl Chart {
+    pub fn errors(mode: Mode, dispersion: f64) -> Self {
+        Self::new(Metric::ErrorRate, mode, dispersion, None)
+    }
+
+    pub fn latency(mode: Mode, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
+        Self::new(Metric::Latency, mode, dispersion, fixed_threshold)
+    }
+
+    fn new(metric: Metric, mode: Mode, dispersion: f64, fixed_latency_threshold: Option<f64>) -> Self {
+        // Blue-green holds the candidate against one fixed reference for the whole watch, so
+        // the reference's sampling error is a persistent bias: use its full 99 % bound. A
+        // canary's reference moves with time and its errors average out in the CUSUM.
+        let reference_z = match mode {
+            Mode::BlueGreen => Z_99,
+            Mode::Canary => 1.0,
+        };
+        Self {
+            metric,
+            dispersion,
+            fixed_latency_threshold,
+            reference_z,
+            runs: Default::default(),
+            last_reference: Reference::default(),
+        }
+    }
+
+    /// The rate step between alternatives.
+    fn unit(&self, policy: &Policy) -> f64 {
+        match self.metric {
+            Metric::ErrorRate => policy.error_rate_increase.0 - policy.error_rate_increase_tolerated.0,
+            // The share above the threshold is 5 % at the tolerated ratio and a few points
+            // more at the bad one: steps of 2 points.
+            Metric::Latency => 0.02,
+        }
+    }
+
+    /// The candidate's events in this step and the reference they are held against.
+    fn test(&self, policy: &Policy, candidate: &Counts, reference: &Counts) -> Option<(f64, Reference)> {
+        if reference.requests == 0 {
+            return None;
+        }
+        let total = reference.requests as f64;
+        match self.metric {
+            Metric::ErrorRate => {
+                let errors = reference.errors as f64;
+                Some((
+                    candidate.errors as f64,
+                    Reference {
+                        tolerated: wilson_bound(errors, total, self.reference_z) + policy.error_rate_increase_tolerated.0,
+                        baseline_rate: errors / total,
+                        latency_threshold_ms: None,
+                    },
+                ))
+            }
+            Metric::Latency => {
+                let threshold = self.fixed_latency_threshold.or_else(|| latency_threshold(policy, reference))?;
+                let slow = reference.latency.count_above(threshold);
+                Some((
+                    candidate.latency.count_above(threshold),
+                    Reference {
+                        tolerated: wilson_bound(slow, total, self.reference_z).max(TAIL_SHARE),
+                        baseline_rate: slow / total,
+                        latency_threshold_ms: Some(threshold),
+                    },
+                ))
+            }
+        }
+    }
+
+    pub fn observe(&mut self, policy: &Policy, setup: &Setup, step: &Step, reference: &Counts) {
+        let Some((events, reference)) = self.test(policy, &step.candidate, reference) else { return };
+        self.last_reference = reference;
+        let trials = step.candidate.requests as f64;
+        let budget = TRANSIENT_SHARE * policy.evidence_nats;
+        let transient = policy.transient.0 as i64;
+        let after_warmup = step.t >= setup.deploy_at + policy.warmup.0 as i64;
+        let unit = self.unit(policy);
+        for (run, size) in self.runs.iter_mut().zip(ALTERNATIVES) {
+            let p1 = (reference.tolerated + unit * size).min(0.999);
+            if p1 <= reference.tolerated {
+                continue;
+            }
+            while run.recent.front().is_some_and(|&(t, _)| t <= step.t - transient) {
+                run.recent.pop_front();
+            }
+            let spent: f64 = run.recent.iter().map(|(_, added)| added).sum();
+            let llr = binomial_llr(events, trials, p1, reference.tolerated) / self.dispersion;
+            let increment = llr.min((budget - spent).max(0.0));
+            if increment > 0.0 {
+                run.recent.push_back((step.t, increment));
+            }
+            if after_warmup {
+                run.after_warmup += increment;
+            }
+            run.statistic += increment;
+            if run.statistic <= 0.0 {
+                run.statistic = 0.0;
+                run.start = None;
+                run.events = 0.0;
+                run.trials = 0.0;
+            } else {
+                run.start.get_or_insert(step.t);
+                run.events += events;
+                run.trials += trials;
+            }
+        }
+    }
+
+    fn strongest(&self) -> &Run {
+        self.runs
+            .iter()
+            .max_by(|a, b| a.statistic.total_cmp(&b.statistic))
+            .expect("alternatives are not empty")
+    }
+
+    /// Evidence against the candidate as a share of what a rollback needs.
+    pub fn evidence(&self, policy: &Policy) -> f64 {
+        self.strongest().statistic / policy.evidence_nats
+    }
+
+    /// A finding when some CUSUM has crossed the threshold with evidence from after the
+    /// warm-up and enough events behind it.
+    pub fn finding(&self, policy: &Policy, sums: &Sums, now: i64) -> Option<Finding> {
+        let confirm = CONFIRM_SHARE * policy.evidence_nats;
+        let run = self
+            .runs
+            .iter()
+            .filter(|r| r.statistic >= policy.evidence_nats && r.after_warmup >= confirm && r.events >= MIN_EVENTS)
+            .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
+        let start = run.start.unwrap_or(now);
+        let window = sums.between(start, now);
+        Some(self.describe(policy, run, start, now, &window.candidate))
+    }
+
+    fn describe(&self, policy: &Policy, run: &Run, start: i64, now: i64, candidate: &Counts) -> Finding {
+        let reference = self.last_reference;
+        let candidate_rate = run.events / run.trials.max(1.0);
+        let excess = candidate_rate - reference.baseline_rate;
+        let candidate_p95 = p95(candidate);
+        let baseline_p95 = reference.latency_threshold_ms.map(|t| t / policy.p95_ratio_tolerated);
+        let (tier, reason) = match self.metric {
+            Metric::ErrorRate => (
+                if excess >= 5.0 * policy.error_rate_increase.0 { Tier::Rapid } else { Tier::Evaluate },
+                format!(
+                    "error rate {} against the baseline's {} (+{:.2} points) since t={start}",
+                    show_rate(candidate_rate),
+                    show_rate(reference.baseline_rate),
+                    100.0 * excess
+                ),
+            ),
+            Metric::Latency => {
+                let doubled = matches!((candidate_p95, baseline_p95), (Some(c), Some(b)) if c >= 2.0 * b);
+                (
+                    if doubled { Tier::Rapid } else { Tier::Evaluate },
+                    format!(
+                        "{} of requests slower than {:.0} ms against the baseline's {} (p95 {} against {}) since t={start}",
+                        show_rate(candidate_rate),
+                        reference.latency_threshold_ms.unwrap_or_default(),
+                        show_rate(reference.baseline_rate),
+                        show_ms(candidate_p95),
+                        show_ms(baseline_p95)
+                    ),
+                )
+            }
+        };
+        Finding {
+            rule: Rule::Regression,
+            metric: self.metric,
+            tier,
+            reason,
+            evidence: Evidence {
+                window_start: start,
+                window_end: now,
+                candidate_requests: run.trials,
+                candidate_events: run.events,
+                candidate_rate,
+                baseline_rate: reference.baseline_rate,
+                tolerated_rate: reference.tolerated,
+                latency_threshold_ms: reference.latency_threshold_ms,
+                candidate_p95_ms: candidate_p95,
+                baseline_p95_ms: baseline_p95,
+                statistic: "cusum_llr_nats",
+                value: run.statistic,
+                threshold: policy.evidence_nats,
+            },
+        }
+    }
+}
+
+/// Requests slower than this count against the candidate: the baseline's p95 times the
+/// tolerated ratio. "The candidate's p95 is within tolerance" is exactly "at most 5 % of its
+/// requests are slower than this", so that is the null hypothesis the CUSUMs test; a worse
+/// p95 pushes the share above 5 %. (A threshold nearer the bad ratio was tried: with coarse
+/// buckets the share there barely moves, and regressions went unseen.)
+pub fn latency_threshold(policy: &Policy, baseline: &Counts) -> Option<f64> {
+    p95(baseline).map(|p95| p95 * policy.p95_ratio_tolerated)
+}
+
+pub fn p95(counts: &Counts) -> Option<f64> {
+    if counts.requests < MIN_REQUESTS_FOR_P95 {
+        return None;
+    }
+    counts.latency.quantile_ms(0.95)
+}
+
+pub fn show_ms(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "unknown".to_string(), |ms| format!("{ms:.0} ms"))
+}
+
+pub fn show_rate(rate: f64) -> String {
+    format!("{:.2}%", 100.0 * rate)
+}

@@ -1,0 +1,382 @@
+//! Process backend: each component of a version runs as a local process started from the
+//! component's command template, on a free port of 127.0.0.1. Processes get their own
+//! process group, are stopped with SIGTERM then SIGKILL after a grace period, and are
+//! remembered in pid files so a guard restarted after a crash stops what it left behind.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use rearguard_judge::Seconds;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use super::{Backend, BackendError, Instances};
+use crate::checks::http::get_status;
+use crate::config::AppConfig;
+use crate::names;
+
+/// Settings of the process backend.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// How long a new instance has to become ready.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: Seconds,
+    /// After SIGTERM, how long an instance has to exit before SIGKILL.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace: Seconds,
+    /// How long the replaced version keeps running after a deploy, for an instant
+    /// switch-back.
+    #[serde(default = "default_keep_warm")]
+    pub keep_previous_warm: Seconds,
+}
+
+fn default_ready_timeout() -> Seconds {
+    Seconds(30)
+}
+
+fn default_stop_grace() -> Seconds {
+    Seconds(10)
+}
+
+fn default_keep_warm() -> Seconds {
+    Seconds(300)
+}
+
+impl ProcessConfig {
+    pub fn problems(&self, app: &AppConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, component) in &app.components {
+            if component.command.is_empty() {
+                problems.push(format!("component {name} needs a `command` for the process backend"));
+            }
+            for arg in &component.command {
+                if let Some(unknown) = unknown_placeholder(arg) {
+                    problems.push(format!(
+                        "component {name}: unknown placeholder {{{unknown}}} in command; use {{port}}, {{version}}, {{component}} or {{app}}"
+                    ));
+                }
+            }
+        }
+        if self.ready_timeout.0 == 0 {
+            problems.push("ready_timeout must be at least 1s".into());
+        }
+        problems
+    }
+}
+
+const PLACEHOLDERS: [&str; 4] = ["port", "version", "component", "app"];
+
+fn unknown_placeholder(arg: &str) -> Option<String> {
+    let mut rest = arg;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..].find('}')? + start;
+        let name = &rest[start + 1..end];
+        if !PLACEHOLDERS.contains(&name) {
+            return Some(name.to_string());
+        }
+        rest = &rest[end + 1..];
+    }
+    None
+}
+
+/// Where instances run and where the backend keeps their pid files and logs.
+#[derive(Clone, Debug)]
+pub struct InstanceDirs {
+    /// Working directory of the commands (the config file's directory).
+    pub work_dir: PathBuf,
+    /// Pid files and instance logs go under here.
+    pub state_dir: PathBuf,
+}
+
+struct Instance {
+    component: String,
+    port: u16,
+    child: Child,
+    pid_file: PathBuf,
+}
+
+pub struct ProcessBackend {
+    app: String,
+    components: BTreeMap<String, crate::config::ComponentConfig>,
+    config: ProcessConfig,
+    dirs: InstanceDirs,
+    running: Mutex<BTreeMap<String, Vec<Instance>>>,
+}
+
+impl ProcessBackend {
+    pub fn new(app: &str, app_config: &AppConfig, config: ProcessConfig, dirs: InstanceDirs) -> Self {
+        let backend = Self {
+            app: app.to_string(),
+            components: app_config.components.clone(),
+            config,
+            dirs,
+            running: Mutex::new(BTreeMap::new()),
+        };
+        backend.stop_leftovers();
+        backend
+    }
+
+    pub fn keep_previous_warm(&self) -> Duration {
+        Duration::from_secs(self.config.keep_previous_warm.0)
+    }
+
+    fn pid_dir(&self) -> PathBuf {
+        self.dirs.state_dir.join("instances")
+    }
+
+    /// Stops instances a previous guard of this app left running (it was killed), found
+    /// through their pid files; a pid is only signalled while it still runs the same
+    /// program that was started (same start time), so a reused pid is left alone.
+    fn stop_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(self.pid_dir()) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{}--", self.app)) && n.ends_with(".pid"));
+            if !is_ours {
+                continue;
+            }
+            if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|text| live_pid(&text)) {
+                tracing::warn!(app = %self.app, pid, "stopping an instance left by a previous guard");
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    fn render(&self, template: &str, version: &str, component: &str, port: u16) -> String {
+        template
+            .replace("{port}", &port.to_string())
+            .replace("{version}", version)
+            .replace("{component}", component)
+            .replace("{app}", &self.app)
+    }
+
+    async fn start_component(&self, version: &str, name: &str) -> Result<Instance, BackendError> {
+        let component = &self.components[name];
+        let fail = |why: String| BackendError::StartFailed {
+            component: name.to_string(),
+            version: version.to_string(),
+            why,
+        };
+        let port = free_port().map_err(|e| fail(format!("no free port: {e}")))?;
+        let args: Vec<String> = component.command.iter().map(|a| self.render(a, version, name, port)).collect();
+        let log_path = self.dirs.state_dir.join("logs").join(format!("{}--{name}--{version}.log", self.app));
+        let log = open_log(&log_path).map_err(|e| fail(format!("cannot open {}: {e}", log_path.display())))?;
+        let log_err = log.try_clone().map_err(|e| fail(e.to_string()))?;
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .envs(&component.env)
+            .env("PORT", port.to_string())
+            .env("REARGUARD_VERSION", version)
+            .current_dir(&self.dirs.work_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("cannot run {:?}: {e}", args[0])))?;
+        let pid = child.id().unwrap_or_default();
+        let pid_file = self.pid_dir().join(format!("{}--{name}--{version}.pid", self.app));
+        let _ = std::fs::create_dir_all(self.pid_dir());
+        let _ = std::fs::write(&pid_file, format!("{pid} {}", process_start_time(pid as i32).unwrap_or_default()));
+        tracing::info!(app = %self.app, component = name, version, pid, port, "instance started");
+        Ok(Instance { component: name.to_string(), port, child, pid_file })
+    }
+
+    async fn wait_ready(&self, version: &str, instance: &mut Instance) -> Result<(), BackendError> {
+        let component = &self.components[&instance.component];
+        let timeout = Duration::from_secs(self.config.ready_timeout.0);
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, instance.port));
+        let not_ready = |why: String| BackendError::NotReady {
+            component: instance.component.clone(),
+            version: version.to_string(),
+            seconds: timeout.as_secs(),
+            why,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = "no answer yet".to_string();
+        loop {
+            if let Ok(Some(status)) = instance.child.try_wait() {
+                return Err(not_ready(format!("it exited ({status}); see {}", self.log_hint(version, &instance.component))));
+            }
+            let ready = match &component.ready_path {
+                Some(path) => match get_status(address, path, Duration::from_secs(1)).await {
+                    Ok(status) if (200..300).contains(&status) => true,
+                    Ok(status) => {
+                        last = format!("{path} answered {status}");
+                        false
+                    }
+                    Err(e) => {
+                        last = e;
+                        false
+                    }
+                },
+                None => tokio::net::TcpStream::connect(address).await.is_ok(),
+            };
+            if ready {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(not_ready(last));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log_hint(&self, version: &str, component: &str) -> String {
+        self.dirs.state_dir.join("logs").join(format!("{}--{component}--{version}.log", self.app)).display().to_string()
+    }
+
+    async fn stop_instances(&self, instances: Vec<Instance>) {
+        let grace = Duration::from_secs(self.config.stop_grace.0);
+        let stops = instances.into_iter().map(|mut instance| async move {
+            if let Some(pid) = instance.child.id() {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                if tokio::time::timeout(grace, instance.child.wait()).await.is_err() {
+                    tracing::warn!(pid, "instance ignored SIGTERM; sending SIGKILL");
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    let _ = instance.child.wait().await;
+                }
+            }
+            let _ = std::fs::remove_file(&instance.pid_file);
+        });
+        futures_util::future::join_all(stops).await;
+    }
+}
+
+impl Backend for ProcessBackend {
+    fn check_available(&self, version: &str) -> Result<(), BackendError> {
+        names::check_version(version).map_err(|why| BackendError::Unavailable {
+            component: "*".into(),
+            version: version.into(),
+            why,
+        })?;
+        for (name, component) in &self.components {
+            let program = self.render(&component.command[0], version, name, 0);
+            if !program_exists(&program, &self.dirs.work_dir) {
+                return Err(BackendError::Unavailable {
+                    component: name.clone(),
+                    version: version.into(),
+                    why: format!("{program} not found"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&self, version: &str) -> Result<Instances, BackendError> {
+        self.check_available(version)?;
+        if let Some(instances) = self.running(version) {
+            return Ok(instances);
+        }
+        let mut started: Vec<Instance> = Vec::new();
+        for name in self.components.keys() {
+            let result = match self.start_component(version, name).await {
+                Ok(mut instance) => {
+                    let ready = self.wait_ready(version, &mut instance).await;
+                    started.push(instance);
+                    ready
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                self.stop_instances(started).await;
+                return Err(e);
+            }
+        }
+        let endpoints = started
+            .iter()
+            .map(|i| (i.component.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, i.port))))
+            .collect();
+        self.running.lock().expect("lock").insert(version.to_string(), started);
+        Ok(Instances { version: version.to_string(), endpoints })
+    }
+
+    async fn stop(&self, version: &str) {
+        let instances = self.running.lock().expect("lock").remove(version);
+        if let Some(instances) = instances {
+            tracing::info!(app = %self.app, version, "stopping version");
+            self.stop_instances(instances).await;
+        }
+    }
+
+    fn running(&self, version: &str) -> Option<Instances> {
+        let running = self.running.lock().expect("lock");
+        running.get(version).map(|instances| Instances {
+            version: version.to_string(),
+            endpoints: instances
+                .iter()
+                .map(|i| (i.component.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, i.port))))
+                .collect(),
+        })
+    }
+
+    fn capture_state(&self) -> serde_json::Value {
+        let running = self.running.lock().expect("lock");
+        let versions: BTreeMap<&String, Vec<serde_json::Value>> = running
+            .iter()
+            .map(|(version, instances)| {
+                let list = instances
+                    .iter()
+                    .map(|i| serde_json::json!({"component": i.component, "port": i.port, "pid": i.child.id()}))
+                    .collect();
+                (version, list)
+            })
+            .collect();
+        serde_json::json!({"backend": "process", "app": self.app, "running": versions})
+    }
+
+    async fn stop_all(&self) {
+        let all: Vec<Instance> = std::mem::take(&mut *self.running.lock().expect("lock")).into_values().flatten().collect();
+        self.stop_instances(all).await;
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn program_exists(program: &str, work_dir: &Path) -> bool {
+    if program.contains('/') {
+        let path = Path::new(program);
+        let path = if path.is_absolute() { path.to_path_buf() } else { work_dir.join(path) };
+        return path.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// The pid in a pid file ("PID START_TIME"), if that process still runs with the same start
+/// time.
+fn live_pid(text: &str) -> Option<i32> {
+    let mut parts = text.split_whitespace();
+    let pid: i32 = parts.next()?.parse().ok()?;
+    let started: u64 = parts.next()?.parse().ok()?;
+    (pid > 0 && process_start_time(pid) == Some(started)).then_some(pid)
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it start past the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}

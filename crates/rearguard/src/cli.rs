@@ -1,0 +1,172 @@
+//! The command line: every command, flag and its help text. Parsing only; no work here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Guarded releases: rearguard records every release of an app, watches each new one
+/// against the release it replaced, and rolls a bad one back on its own.
+///
+/// Start with `rearguard demo`, then write a `rearguard.yaml` (see README.md) and run
+/// `rearguard guard` beside your app.
+#[derive(Debug, Parser)]
+#[command(name = "rearguard", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file defining the apps.
+    #[arg(long, short, global = true, env = "REARGUARD_CONFIG", default_value = "rearguard.yaml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REARGUARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `rearguard=debug` (RUST_LOG syntax).
+    #[arg(long, global = true, env = "REARGUARD_LOG", default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show rearguard at work, from nothing: deploy a good release, then a bad one, and
+    /// watch it rolled back on its own. Needs nothing but this binary and two free ports.
+    Demo(DemoArgs),
+    /// Check the config file; every problem is reported with file:line:column.
+    Validate,
+    /// Record a release and deploy it; with --watch, guard it through its bake time.
+    ///
+    /// Exit codes: 0 deployed (with --watch: stable), 3 rolled back, 4 failed.
+    Deploy(DeployArgs),
+    /// Roll an app back, by default to its last known-good release.
+    Rollback(RollbackArgs),
+    /// Release history of an app: version, state, when, by whom, current and known-good.
+    Versions(AppJsonArgs),
+    /// Current release, state and live signals, of one app or all.
+    Status(StatusArgs),
+    /// Guard every configured app continuously: host their router and processes, watch
+    /// each release, roll back bad ones. Runs until stopped (Ctrl-C or SIGTERM).
+    Guard(GuardArgs),
+    /// Replay recorded traffic through the judge: check a policy against your own data.
+    ///
+    /// CSV columns: t, version (baseline|candidate), requests, errors, le_5 .. le_10000,
+    /// le_inf (per-step counts, latency buckets cumulative in milliseconds). META is JSON:
+    /// {"mode": "bluegreen"|"canary", "deploy_at": SECONDS, "step_seconds": 1}.
+    Backtest(BacktestArgs),
+    /// The bundled demo service (used by `rearguard demo`; handy for trying configs).
+    #[command(hide = false)]
+    DemoApp(DemoAppArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port the demo's router listens on (the app's public port).
+    #[arg(long, default_value_t = 18080)]
+    pub port: u16,
+    /// Share of requests v2 fails (the bad release).
+    #[arg(long, default_value_t = 0.2)]
+    pub bad_error_rate: f64,
+    /// Print a JSON summary as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory for the demo's database and logs (default: a temporary one).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// App name from the config.
+    pub app: String,
+    /// Version to deploy: an immutable tag such as the git SHA ([A-Za-z0-9._-], 1-128).
+    pub version: String,
+    /// Stay and guard the release through its bake time, rolling back when the policy says so.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the outcome as JSON on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// App name from the config.
+    pub app: String,
+    /// Version to go back to (default: the last known-good release).
+    pub version: Option<String>,
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Why, for the record.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Print the outcome as JSON on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AppJsonArgs {
+    /// App name from the config.
+    pub app: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// App name (default: every app in the config).
+    pub app: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// Guard only these apps (default: all in the config).
+    #[arg(long = "app")]
+    pub apps: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// Recorded traffic, one row per step per version.
+    pub csv: PathBuf,
+    /// The scenario's metadata (mode, deploy time, step length).
+    #[arg(long)]
+    pub meta: PathBuf,
+    /// A YAML file with policy keys (as under an app's `policy:`); default policy otherwise.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Print the decision as JSON on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoAppArgs {
+    /// Version this instance reports.
+    #[arg(long)]
+    pub version: String,
+    /// Port to listen on (127.0.0.1).
+    #[arg(long)]
+    pub port: u16,
+    /// Share of requests answered with 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Delay added to every response, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub latency_ms: u64,
+}

@@ -1,0 +1,195 @@
+//! `rearguard backtest`: replay recorded traffic through the same judge the guard uses.
+//! Reading and checking the CSV lives here; the decision is entirely the judge's.
+
+use std::path::Path;
+
+use anyhow::Context;
+use rearguard_judge::{
+    BUCKETS, Counts, Judge, Judgement, LatencyHistogram, Mode, Policy, Setup, Step, Verdict, bucket_name,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cli::BacktestArgs;
+use crate::{Outcome, UsageError};
+
+/// The scenario's metadata file.
+#[derive(Debug, Deserialize)]
+pub struct Meta {
+    pub mode: Mode,
+    pub deploy_at: i64,
+    #[serde(default = "one_second")]
+    pub step_seconds: u32,
+}
+
+fn one_second() -> u32 {
+    1
+}
+
+pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
+    let meta = read_meta(&args.meta)?;
+    let policy = match &args.policy {
+        Some(path) => crate::config::read_policy_file(path)?,
+        None => Policy::default(),
+    };
+    let steps = read_steps(&args.csv)?;
+    let setup = Setup { mode: meta.mode, deploy_at: meta.deploy_at, step_seconds: meta.step_seconds };
+    let mut judge = Judge::new(policy, setup);
+    let mut story = Story::default();
+    let mut decision = None;
+    for step in steps {
+        let judgement = judge.observe(step).map_err(|e| UsageError(format!("{}: {e}", args.csv.display())))?;
+        if !args.json {
+            story.tell(step.t, &judgement);
+        }
+        if let Verdict::Rollback(finding) = judgement.verdict {
+            decision = Some((step.t, finding));
+            break;
+        }
+    }
+    match (&decision, args.json) {
+        (Some((t, finding)), true) => println!(
+            "{}",
+            json!({"verdict": "rollback", "decided_at": t, "reason": finding.reason, "rule": finding.rule,
+                   "metric": finding.metric, "tier": finding.tier, "evidence": finding.evidence})
+        ),
+        (None, true) => println!("{}", json!({"verdict": "keep", "decided_at": null, "reason": null, "evidence": null})),
+        (Some((t, finding)), false) => {
+            println!("t={t}: ROLLBACK ({:?} tier): {}", finding.tier, finding.reason);
+            println!("evidence: {}", serde_json::to_string_pretty(&finding.evidence)?);
+        }
+        (None, false) => println!("end of data: KEEP, the release was never found materially worse"),
+    }
+    Ok(Outcome::Success)
+}
+
+/// A readable account of how the decision formed: phase changes and evidence milestones.
+#[derive(Default)]
+struct Story {
+    last_phase: Option<String>,
+    last_quarter: i64,
+}
+
+impl Story {
+    fn tell(&mut self, t: i64, judgement: &Judgement) {
+        let phase = match &judgement.verdict {
+            Verdict::Keep => "keep: healthy so far".to_string(),
+            Verdict::Wait { why } => format!("wait: {}", why.describe()),
+            Verdict::Rollback(_) => return,
+        };
+        if self.last_phase.as_deref() != Some(phase.as_str()) {
+            println!("t={t}: {phase}");
+            self.last_phase = Some(phase);
+        }
+        let s = &judgement.snapshot;
+        let evidence = s.error_evidence.max(s.latency_evidence);
+        // Tell when evidence reaches a new quarter of what a rollback needs, or falls back
+        // by half of it; smaller wobbles are noise to a reader.
+        let quarter = (evidence * 4.0).floor() as i64;
+        if quarter > self.last_quarter || quarter <= self.last_quarter - 2 {
+            println!(
+                "t={t}: evidence at {:.0}% of a rollback (errors {:.0}%, latency {:.0}%); last minute: error rate {} vs baseline {}, p95 {} vs {}",
+                100.0 * evidence,
+                100.0 * s.error_evidence,
+                100.0 * s.latency_evidence,
+                show_rate(s.candidate_error_rate),
+                show_rate(s.baseline_error_rate),
+                show_ms(s.candidate_p95_ms),
+                show_ms(s.baseline_p95_ms),
+            );
+            self.last_quarter = quarter;
+        }
+    }
+}
+
+fn show_rate(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".into(), |r| format!("{:.2}%", 100.0 * r))
+}
+
+fn show_ms(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "-".into(), |ms| format!("{ms:.0}ms"))
+}
+
+pub fn read_meta(path: &Path) -> anyhow::Result<Meta> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta: Meta = serde_json::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "{}:{}:{}: {e} (expected {{\"mode\": \"bluegreen\"|\"canary\", \"deploy_at\": SECONDS, \"step_seconds\": 1}})",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if meta.step_seconds == 0 {
+        return Err(UsageError(format!("{}: step_seconds must be at least 1", path.display())).into());
+    }
+    Ok(meta)
+}
+
+const COLUMNS_BEFORE_BUCKETS: [&str; 4] = ["t", "version", "requests", "errors"];
+
+/// Reads the CSV into steps, one per distinct `t`, refusing anything malformed with the
+/// line it is on.
+pub fn read_steps(path: &Path) -> anyhow::Result<Vec<Step>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let headers = reader.headers().map_err(|e| UsageError(format!("{}: {e}", path.display())))?.clone();
+    let expected: Vec<String> = COLUMNS_BEFORE_BUCKETS
+        .iter()
+        .map(|c| c.to_string())
+        .chain((0..BUCKETS).map(bucket_name))
+        .collect();
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let missing: Vec<&str> = expected.iter().filter(|c| column(c).is_none()).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(UsageError(format!(
+            "{}:1: missing column(s) {}; expected {}",
+            path.display(),
+            missing.join(", "),
+            expected.join(",")
+        ))
+        .into());
+    }
+    let index: Vec<usize> = expected.iter().map(|c| column(c).expect("checked above")).collect();
+    let mut steps: Vec<Step> = Vec::new();
+    for (row_number, record) in reader.records().enumerate() {
+        let line = row_number + 2;
+        let at = |message: String| UsageError(format!("{}:{line}: {message}", path.display()));
+        let record = record.map_err(|e| at(e.to_string()))?;
+        let cell = |i: usize| record.get(index[i]).unwrap_or("");
+        let number = |i: usize| -> Result<u64, UsageError> {
+            cell(i).parse::<u64>().map_err(|_| {
+                at(format!("column {} must be a whole number, got {:?}", expected[i], cell(i)))
+            })
+        };
+        let t: i64 = cell(0).parse().map_err(|_| at(format!("column t must be a whole number, got {:?}", cell(0))))?;
+        let requests = number(2)?;
+        let errors = number(3)?;
+        let mut cumulative = [0u64; BUCKETS];
+        for (b, slot) in cumulative.iter_mut().enumerate() {
+            *slot = number(4 + b)?;
+        }
+        let latency = LatencyHistogram::try_from_cumulative(cumulative).map_err(|e| at(e.to_string()))?;
+        if errors > requests {
+            return Err(at(format!("errors ({errors}) exceed requests ({requests})")).into());
+        }
+        if latency.total() != requests {
+            return Err(at(format!("le_inf ({}) must equal requests ({requests})", latency.total())).into());
+        }
+        let counts = Counts { requests, errors, latency };
+        match steps.last() {
+            Some(last) if t < last.t => {
+                return Err(at(format!("time goes backwards: t={t} after t={}", last.t)).into());
+            }
+            Some(last) if t == last.t => {}
+            _ => steps.push(Step { t, ..Step::default() }),
+        }
+        let step = steps.last_mut().expect("pushed above");
+        match cell(1) {
+            "baseline" => step.baseline.add(&counts),
+            "candidate" => step.candidate.add(&counts),
+            other => return Err(at(format!("version must be baseline or candidate, got {other:?}")).into()),
+        }
+    }
+    Ok(steps)
+}

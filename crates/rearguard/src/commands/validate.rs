@@ -1,0 +1,12 @@
+//! `rearguard validate`: read the config and report every problem, or say it is fine.
+
+use std::path::Path;
+
+use crate::{Outcome, config};
+
+pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {
+    let config = config::load(config_path)?;
+    let components: usize = config.apps.values().map(|a| a.components.len()).sum();
+    println!("{}: ok ({} app(s), {components} component(s))", config_path.display(), config.apps.len());
+    Ok(Outcome::Success)
+}

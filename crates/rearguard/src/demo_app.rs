@@ -1,0 +1,59 @@
+//! The bundled demo service: a tiny HTTP app that reports its version and fails a chosen
+//! share of requests, so `rearguard demo` and the tests need nothing but this binary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::cli::DemoAppArgs;
+
+struct Settings {
+    version: String,
+    /// Fail request n when floor(n * rate) moves: exactly `rate` of requests, evenly spread.
+    error_rate: f64,
+    latency: Duration,
+    served: AtomicU64,
+}
+
+pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
+    crate::names::check_version(&args.version).map_err(crate::UsageError)?;
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        return Err(crate::UsageError("--error-rate must be between 0 and 1".into()).into());
+    }
+    let settings = Arc::new(Settings {
+        version: args.version,
+        error_rate: args.error_rate,
+        latency: Duration::from_millis(args.latency_ms),
+        served: AtomicU64::new(0),
+    });
+    let app = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/version", get(|State(s): State<Arc<Settings>>| async move { s.version.clone() }))
+        .fallback(serve)
+        .with_state(settings);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .map_err(|e| crate::UsageError(format!("demo-app cannot listen on 127.0.0.1:{}: {e}", args.port)))?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(crate::Outcome::Success)
+}
+
+async fn serve(State(settings): State<Arc<Settings>>) -> (StatusCode, String) {
+    tokio::time::sleep(settings.latency).await;
+    let n = settings.served.fetch_add(1, Ordering::Relaxed) as f64;
+    let fails = ((n + 1.0) * settings.error_rate).floor() > (n * settings.error_rate).floor();
+    if fails {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("{} failed\n", settings.version))
+    } else {
+        (StatusCode::OK, format!("hello from {}\n", settings.version))
+    }
+}

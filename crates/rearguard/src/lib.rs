@@ -1,0 +1,63 @@
+//! rearguard: guarded releases. This crate is the application around the pure judge
+//! (`rearguard-judge`): ledger, guard loop, backends, router, checks and the CLI.
+
+pub mod backends;
+pub mod checks;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod demo_app;
+pub mod names;
+pub mod telemetry;
+
+use std::process::ExitCode;
+
+/// How a command ended, as the exit code tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; for a watched deploy: the release is stable.
+    Success,
+    /// The release was rolled back.
+    RolledBack,
+    /// The release failed and could not be rolled back.
+    Failed,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::RolledBack => ExitCode::from(3),
+            Outcome::Failed => ExitCode::from(4),
+        }
+    }
+}
+
+/// A problem with what the user asked for (exit code 2), as opposed to one met doing it (1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs a parsed command line to its exit code; errors are printed on one line.
+pub fn run(cli: cli::Cli) -> ExitCode {
+    telemetry::init(cli.global.log_format, &cli.global.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) => {
+            eprintln!("error: {}", telemetry::redact(&format!("{error:#}")));
+            if error.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

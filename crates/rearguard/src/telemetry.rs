@@ -1,0 +1,48 @@
+//! Logging setup and the redaction every log line and user-facing error passes through.
+
+use crate::cli::LogFormat;
+use tracing_subscriber::{EnvFilter, fmt};
+
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Removes credentials from text bound for logs or people: the userinfo of URLs
+/// (`https://user:pass@host` becomes `https://***@host`).
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let (before, after) = rest.split_at(scheme_end + 3);
+        out.push_str(before);
+        let authority_end = after.find(['/', ' ', '"', '\'', '?', '#']).unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &after[at..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn url_credentials_are_hidden() {
+        assert_eq!(
+            redact("POST https://bot:s3cret@hooks.example/x failed"),
+            "POST https://***@hooks.example/x failed"
+        );
+        assert_eq!(redact("http://127.0.0.1:80/health"), "http://127.0.0.1:80/health");
+    }
+}
