@@ -72,6 +72,37 @@ impl LatencyHistogram {
         below
     }
 
+    /// Like [`Self::count_at_or_below`] but interpolating in log-latency inside a bucket
+    /// (linear in the first bucket, which starts at 0): latencies spread multiplicatively,
+    /// so this follows their distribution better across wide buckets.
+    pub fn count_at_or_below_log(&self, latency_ms: f64) -> f64 {
+        let mut lower_bound = 0.0_f64;
+        let mut below = 0.0;
+        for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
+            let at_bound = self.cumulative[i] as f64;
+            if latency_ms <= bound {
+                let fraction = if lower_bound > 0.0 {
+                    (latency_ms / lower_bound).ln() / (bound / lower_bound).ln()
+                } else {
+                    latency_ms / bound
+                };
+                return below + (at_bound - below) * fraction.clamp(0.0, 1.0);
+            }
+            lower_bound = bound;
+            below = at_bound;
+        }
+        below
+    }
+
+    /// Requests in each bucket (not cumulative).
+    pub fn per_bucket(&self) -> [u64; BUCKETS] {
+        let mut counts = self.cumulative;
+        for i in (1..BUCKETS).rev() {
+            counts[i] -= counts[i - 1];
+        }
+        counts
+    }
+
     /// Requests slower than `latency_ms` (fractional, see [`Self::count_at_or_below`]).
     pub fn count_above(&self, latency_ms: f64) -> f64 {
         (self.total() as f64 - self.count_at_or_below(latency_ms)).max(0.0)

@@ -73,6 +73,8 @@ impl std::error::Error for OutOfOrder {}
 
 /// Window for the gross-failure rule and the snapshot shown to people.
 const RECENT_SECONDS: i64 = 60;
+/// A canary's reference for one step: the baseline over at least this many seconds.
+const CONCURRENT_SECONDS: i64 = 20;
 
 /// The replaced release as it was just before the deploy.
 struct History {
@@ -86,7 +88,7 @@ pub struct Judge {
     sums: Sums,
     last_t: Option<i64>,
     history: Option<History>,
-    charts: Option<[Chart; 2]>,
+    charts: Option<[Chart; 3]>,
 }
 
 impl Judge {
@@ -114,13 +116,13 @@ impl Judge {
         if self.history.is_none() {
             self.freeze_history();
         }
-        let reference = self.reference(now);
+        let reference = self.reference(now - CONCURRENT_SECONDS + 1, now);
         let charts = self.charts.as_mut().expect("made with the history");
         for chart in charts.iter_mut() {
             chart.observe(&self.policy, &self.setup, &step, &reference);
         }
         self.sums.drop_before(now.min(deploy_at) - self.policy.lookback.0 as i64);
-        let verdict = self.decide(now, &reference);
+        let verdict = self.decide(now);
         Ok(self.judgement(now, verdict))
     }
 
@@ -135,30 +137,34 @@ impl Judge {
                 let blocks = self.sums.baseline_blocks(deploy_at, |c| c.latency.count_above(threshold));
                 let fixed = (self.setup.mode == Mode::BlueGreen).then_some(threshold);
                 if std::env::var("JUDGE_DEBUG").is_ok() { eprintln!("phi latency {} threshold {threshold}", block_dispersion(&blocks)); }
-                Chart::latency(self.setup.mode, block_dispersion(&blocks), fixed)
+                let dispersion = block_dispersion(&blocks);
+                [Chart::slow_share(self.setup.mode, dispersion, fixed), Chart::shift(self.setup.mode, dispersion, fixed)]
             }
-            None => Chart::latency(self.setup.mode, 1.0, None),
+            None => [Chart::slow_share(self.setup.mode, 1.0, None), Chart::shift(self.setup.mode, 1.0, None)],
         };
-        self.charts = Some([error_chart, latency_chart]);
+        let [slow_share, shift] = latency_chart;
+        self.charts = Some([error_chart, slow_share, shift]);
         self.history = Some(History { baseline: history });
     }
 
-    /// The baseline data the candidate is held against at `now`.
-    fn reference(&self, now: i64) -> Counts {
+    /// The baseline data the candidate's data since `from` is held against: the replaced
+    /// release's history (blue-green) or the baseline over the same moments (canary).
+    fn reference(&self, from: i64, now: i64) -> Counts {
         match self.setup.mode {
             Mode::BlueGreen => self.history.as_ref().map(|h| h.baseline).unwrap_or_default(),
-            Mode::Canary => self.sums.concurrent_baseline(now),
+            Mode::Canary => self.sums.concurrent_baseline(from, now),
         }
     }
 
-    fn decide(&self, now: i64, reference: &Counts) -> Verdict {
+    fn decide(&self, now: i64) -> Verdict {
         let policy = &self.policy;
         let since_deploy = self.sums.between(self.setup.deploy_at, now).candidate;
         if since_deploy.requests == 0 {
             return Verdict::Wait { why: WaitReason::NoTraffic };
         }
-        let recent = self.sums.between((now - RECENT_SECONDS + 1).max(self.setup.deploy_at), now);
-        if let Some(finding) = rules::gross::check(policy, &recent.candidate, reference, (now - RECENT_SECONDS + 1).max(self.setup.deploy_at), now) {
+        let from = (now - RECENT_SECONDS + 1).max(self.setup.deploy_at);
+        let recent = self.sums.between(from, now).candidate;
+        if let Some(finding) = rules::gross::check(policy, &recent, &self.reference(from, now), from, now) {
             return Verdict::Rollback(finding);
         }
         if let Some(finding) = rules::limits::check(policy, &self.sums, self.setup.deploy_at, now) {
@@ -186,8 +192,10 @@ impl Judge {
             }
             _ => self.sums.between(now - RECENT_SECONDS + 1, now).baseline,
         };
-        let evidence = |i: usize| {
-            self.charts.as_ref().map_or(0.0, |charts| charts[i].evidence(&self.policy))
+        let evidence = |metric: Metric| {
+            self.charts.as_ref().map_or(0.0, |charts| {
+                charts.iter().filter(|c| c.metric() == metric).map(|c| c.evidence(&self.policy)).fold(0.0, f64::max)
+            })
         };
         let candidate = if now >= self.setup.deploy_at { recent.candidate } else { Counts::default() };
         Judgement {
@@ -198,8 +206,8 @@ impl Judge {
                 candidate_p95_ms: p95(&candidate),
                 baseline_error_rate: baseline.error_rate(),
                 baseline_p95_ms: p95(&baseline),
-                error_evidence: evidence(0),
-                latency_evidence: evidence(1),
+                error_evidence: evidence(Metric::ErrorRate),
+                latency_evidence: evidence(Metric::Latency),
             },
         }
     }

@@ -7,10 +7,12 @@ use crate::counts::Counts;
 use crate::stats::dispersion;
 
 /// Baseline requests a canary reference window should hold before it is trusted; shorter
-/// windows are widened back in time.
+/// windows are widened back in time...
 const REFERENCE_MIN_REQUESTS: u64 = 200;
-/// A canary reference window is at least this long, so one odd second is not the reference.
-const REFERENCE_MIN_SECONDS: i64 = 20;
+/// ...but never further back than this: older data may come from another regime (before a
+/// shared outage began, or after it ended), and a thin but concurrent reference is honest
+/// about its uncertainty where a stale one is confidently wrong.
+const REFERENCE_MAX_SECONDS: i64 = 120;
 /// Length of the blocks used to measure how much the environment moves the rates.
 const DISPERSION_BLOCK_SECONDS: i64 = 10;
 
@@ -84,16 +86,16 @@ impl Sums {
         Totals { baseline, candidate }
     }
 
-    /// The baseline over the moments ending at `now` (concurrent with the candidate's
-    /// latest step), widened back until it holds enough requests. Returns the counts and
-    /// the start of the window.
-    pub fn concurrent_baseline(&self, now: i64) -> Counts {
+    /// The baseline over `[from, now]` (concurrent with the candidate's data), widened
+    /// back until it holds enough requests, within `REFERENCE_MAX_SECONDS`.
+    pub fn concurrent_baseline(&self, from: i64, now: i64) -> Counts {
         let end = self.entries.partition_point(|e| e.t <= now);
-        let mut start = self.entries.partition_point(|e| e.t <= now - REFERENCE_MIN_SECONDS);
+        let mut start = self.entries.partition_point(|e| e.t < from);
+        let earliest = self.entries.partition_point(|e| e.t <= now - REFERENCE_MAX_SECONDS);
         let enough = |s: usize| self.by_index(s, end).baseline.requests >= REFERENCE_MIN_REQUESTS;
-        if !enough(start) {
+        if start > earliest && !enough(start) {
             // Binary search for the latest start that still holds enough requests.
-            let (mut lo, mut hi) = (0, start);
+            let (mut lo, mut hi) = (earliest, start);
             if enough(lo) {
                 while lo + 1 < hi {
                     let mid = (lo + hi) / 2;

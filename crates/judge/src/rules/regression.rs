@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use crate::counts::Counts;
+use crate::counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, LatencyHistogram};
 use crate::policy::Policy;
 use crate::series::Sums;
 use crate::stats::{Z_99, binomial_llr, wilson_bound};
@@ -30,7 +30,7 @@ use crate::{Mode, Setup, Step};
 
 /// Regression sizes tried, as multiples of `Chart::unit`: one CUSUM per size, so small and
 /// large regressions are each caught at their own best speed.
-const ALTERNATIVES: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+const ALTERNATIVES: [f64; 7] = [1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 /// A run needs at least this many events (errors, slow requests) to conclude anything.
 const MIN_EVENTS: f64 = 3.0;
 /// A p95 is only trusted from this many requests.
@@ -39,6 +39,8 @@ const MIN_REQUESTS_FOR_P95: u64 = 20;
 pub const MIN_REQUESTS_TO_KEEP: u64 = 20;
 /// Share of requests above the p95, by definition.
 const TAIL_SHARE: f64 = 0.05;
+/// Blocks for the "most of the run favours the regression" condition.
+const BLOCK_SECONDS: i64 = 10;
 /// Most of the evidence a rollback needs that one transient-long window may add.
 const TRANSIENT_SHARE: f64 = 0.45;
 /// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
@@ -52,10 +54,30 @@ struct Run {
     start: Option<i64>,
     events: f64,
     trials: f64,
-    /// Sum of the increments since the warm-up ended (never reset).
+    /// Evidence of this run from steps after the warm-up (not limited by the transient
+    /// budget: it only has to show the regression outlived the warm-up).
     after_warmup: f64,
     /// Positive increments of the last `transient` seconds, for the window budget.
     recent: VecDeque<(i64, f64)>,
+    /// The run's data per block of `BLOCK_SECONDS`: (block, evidence, events expected at
+    /// the tolerated rate).
+    blocks: VecDeque<(i64, f64, f64)>,
+}
+
+impl Run {
+    /// Whether two thirds of the run's informative blocks, each on its own, favour the
+    /// regression over the tolerated rate. Episodes (transients, however many, and their
+    /// shoulders) fill few blocks; a regression fills most. Blocks where fewer than one event
+    /// is expected say little either way and are not counted; with fewer than three
+    /// informative blocks the CUSUM alone decides.
+    fn mostly_worse(&self) -> bool {
+        let informative: Vec<_> = self.blocks.iter().filter(|(_, _, expected)| *expected >= 1.0).collect();
+        if informative.len() < 3 {
+            return true;
+        }
+        let worse = informative.iter().filter(|(_, evidence, _)| *evidence > 0.0).count();
+        3 * worse >= 2 * informative.len()
+    }
 }
 
 /// The reference a step was tested against.
@@ -66,9 +88,21 @@ struct Reference {
     latency_threshold_ms: Option<f64>,
 }
 
-/// One metric's bank of CUSUMs.
+/// What a chart tests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Error rate against the baseline's plus the tolerated increase.
+    ErrorRate,
+    /// Share of requests slower than the baseline's p95 times the tolerated ratio.
+    SlowShare,
+    /// The whole latency distribution against the baseline's scaled by the tolerated
+    /// ratio (multinomial over buckets): uses every request, not just the slow ones.
+    Shift,
+}
+
+/// One test's bank of CUSUMs.
 pub struct Chart {
-    metric: Metric,
+    kind: Kind,
     dispersion: f64,
     /// Latency in blue-green mode: the threshold fixed from the replaced release's history.
     fixed_latency_threshold: Option<f64>,
@@ -80,14 +114,25 @@ pub struct Chart {
 
 impl Chart {
     pub fn errors(mode: Mode, dispersion: f64) -> Self {
-        Self::new(Metric::ErrorRate, mode, dispersion, None)
+        Self::new(Kind::ErrorRate, mode, dispersion, None)
     }
 
-    pub fn latency(mode: Mode, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
-        Self::new(Metric::Latency, mode, dispersion, fixed_threshold)
+    pub fn slow_share(mode: Mode, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
+        Self::new(Kind::SlowShare, mode, dispersion, fixed_threshold)
     }
 
-    fn new(metric: Metric, mode: Mode, dispersion: f64, fixed_latency_threshold: Option<f64>) -> Self {
+    pub fn shift(mode: Mode, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
+        Self::new(Kind::Shift, mode, dispersion, fixed_threshold)
+    }
+
+    pub fn metric(&self) -> Metric {
+        match self.kind {
+            Kind::ErrorRate => Metric::ErrorRate,
+            Kind::SlowShare | Kind::Shift => Metric::Latency,
+        }
+    }
+
+    fn new(kind: Kind, mode: Mode, dispersion: f64, fixed_latency_threshold: Option<f64>) -> Self {
         // Blue-green holds the candidate against one fixed reference for the whole watch, so
         // the reference's sampling error is a persistent bias: use its full 99 % bound. A
         // canary's reference moves with time and its errors average out in the CUSUM.
@@ -96,7 +141,7 @@ impl Chart {
             Mode::Canary => 1.0,
         };
         Self {
-            metric,
+            kind,
             dispersion,
             fixed_latency_threshold,
             reference_z,
@@ -105,73 +150,63 @@ impl Chart {
         }
     }
 
-    /// The rate step between alternatives.
-    fn unit(&self, policy: &Policy) -> f64 {
-        match self.metric {
-            Metric::ErrorRate => policy.error_rate_increase.0 - policy.error_rate_increase_tolerated.0,
-            // The share above the threshold is 5 % at the tolerated ratio and a few points
-            // more at the bad one: steps of 2 points.
-            Metric::Latency => 0.02,
-        }
-    }
-
-    /// The candidate's events in this step and the reference they are held against.
-    fn test(&self, policy: &Policy, candidate: &Counts, reference: &Counts) -> Option<(f64, Reference)> {
+    /// The candidate's events in this step, the log-likelihood ratio of each alternative
+    /// against the null, and the reference they were computed from.
+    fn test(&self, policy: &Policy, candidate: &Counts, reference: &Counts) -> Option<(f64, [f64; ALTERNATIVES.len()], Reference)> {
         if reference.requests == 0 {
             return None;
         }
         let total = reference.requests as f64;
-        match self.metric {
-            Metric::ErrorRate => {
+        let trials = candidate.requests as f64;
+        // Binomial alternatives: the tolerated rate plus `unit` times each size.
+        let binomial = |events: f64, tolerated: f64, unit: f64| {
+            ALTERNATIVES.map(|size| {
+                let p1 = (tolerated + unit * size).min(0.999);
+                if p1 <= tolerated { 0.0 } else { binomial_llr(events, trials, p1, tolerated) }
+            })
+        };
+        match self.kind {
+            Kind::ErrorRate => {
                 let errors = reference.errors as f64;
-                Some((
-                    candidate.errors as f64,
-                    Reference {
-                        tolerated: wilson_bound(errors, total, self.reference_z) + policy.error_rate_increase_tolerated.0,
-                        baseline_rate: errors / total,
-                        latency_threshold_ms: None,
-                    },
-                ))
+                let tolerated = wilson_bound(errors, total, self.reference_z) + policy.error_rate_increase_tolerated.0;
+                let unit = policy.error_rate_increase.0 - policy.error_rate_increase_tolerated.0;
+                let events = candidate.errors as f64;
+                let reference = Reference { tolerated, baseline_rate: errors / total, latency_threshold_ms: None };
+                Some((events, binomial(events, tolerated, unit), reference))
             }
-            Metric::Latency => {
+            Kind::SlowShare | Kind::Shift => {
                 let threshold = self.fixed_latency_threshold.or_else(|| latency_threshold(policy, reference))?;
                 let slow = reference.latency.count_above(threshold);
-                Some((
-                    candidate.latency.count_above(threshold),
-                    Reference {
-                        tolerated: wilson_bound(slow, total, self.reference_z).max(TAIL_SHARE),
-                        baseline_rate: slow / total,
-                        latency_threshold_ms: Some(threshold),
-                    },
-                ))
+                let tolerated = wilson_bound(slow, total, self.reference_z).max(TAIL_SHARE);
+                let events = candidate.latency.count_above(threshold);
+                let summary = Reference { tolerated, baseline_rate: slow / total, latency_threshold_ms: Some(threshold) };
+                let llrs = match self.kind {
+                    // The share above the threshold is 5 % at the tolerated ratio and a few
+                    // points more at the bad one: steps of 2 points.
+                    Kind::SlowShare => binomial(events, tolerated, 0.02),
+                    _ => shift_llrs(policy, candidate, reference),
+                };
+                Some((events, llrs, summary))
             }
         }
     }
 
     pub fn observe(&mut self, policy: &Policy, setup: &Setup, step: &Step, reference: &Counts) {
-        let Some((events, reference)) = self.test(policy, &step.candidate, reference) else { return };
+        let Some((events, llrs, reference)) = self.test(policy, &step.candidate, reference) else { return };
         self.last_reference = reference;
         let trials = step.candidate.requests as f64;
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
         let transient = policy.transient.0 as i64;
         let after_warmup = step.t >= setup.deploy_at + policy.warmup.0 as i64;
-        let unit = self.unit(policy);
-        for (run, size) in self.runs.iter_mut().zip(ALTERNATIVES) {
-            let p1 = (reference.tolerated + unit * size).min(0.999);
-            if p1 <= reference.tolerated {
-                continue;
-            }
+        for (run, llr) in self.runs.iter_mut().zip(llrs) {
             while run.recent.front().is_some_and(|&(t, _)| t <= step.t - transient) {
                 run.recent.pop_front();
             }
             let spent: f64 = run.recent.iter().map(|(_, added)| added).sum();
-            let llr = binomial_llr(events, trials, p1, reference.tolerated) / self.dispersion;
+            let llr = llr / self.dispersion;
             let increment = llr.min((budget - spent).max(0.0));
             if increment > 0.0 {
                 run.recent.push_back((step.t, increment));
-            }
-            if after_warmup {
-                run.after_warmup += increment;
             }
             run.statistic += increment;
             if run.statistic <= 0.0 {
@@ -179,7 +214,21 @@ impl Chart {
                 run.start = None;
                 run.events = 0.0;
                 run.trials = 0.0;
+                run.after_warmup = 0.0;
+                run.blocks.clear();
             } else {
+                let block = step.t.div_euclid(BLOCK_SECONDS);
+                let expected = trials * reference.tolerated;
+                match run.blocks.back_mut() {
+                    Some(last) if last.0 == block => {
+                        last.1 += llr;
+                        last.2 += expected;
+                    }
+                    _ => run.blocks.push_back((block, llr, expected)),
+                }
+                if after_warmup {
+                    run.after_warmup += llr;
+                }
                 run.start.get_or_insert(step.t);
                 run.events += events;
                 run.trials += trials;
@@ -206,9 +255,15 @@ impl Chart {
         let run = self
             .runs
             .iter()
-            .filter(|r| r.statistic >= policy.evidence_nats && r.after_warmup >= confirm && r.events >= MIN_EVENTS)
+            .filter(|r| {
+                r.statistic >= policy.evidence_nats && r.after_warmup >= confirm && r.events >= MIN_EVENTS && r.mostly_worse()
+            })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
         let start = run.start.unwrap_or(now);
+        if std::env::var("JUDGE_DEBUG").is_ok() {
+            let idx = self.runs.iter().position(|r| std::ptr::eq(r, run)).unwrap_or(99);
+            eprintln!("alt {idx} stat {:.2} after_warmup {:.2} blocks {:?}", run.statistic, run.after_warmup, run.blocks.iter().map(|(b, e, x)| format!("{}:{:.0}/{:.1}", b * 10, e, x)).collect::<Vec<_>>());
+        }
         let window = sums.between(start, now);
         Some(self.describe(policy, run, start, now, &window.candidate))
     }
@@ -219,7 +274,7 @@ impl Chart {
         let excess = candidate_rate - reference.baseline_rate;
         let candidate_p95 = p95(candidate);
         let baseline_p95 = reference.latency_threshold_ms.map(|t| t / policy.p95_ratio_tolerated);
-        let (tier, reason) = match self.metric {
+        let (tier, reason) = match self.metric() {
             Metric::ErrorRate => (
                 if excess >= 5.0 * policy.error_rate_increase.0 { Tier::Rapid } else { Tier::Evaluate },
                 format!(
@@ -246,7 +301,7 @@ impl Chart {
         };
         Finding {
             rule: Rule::Regression,
-            metric: self.metric,
+            metric: self.metric(),
             tier,
             reason,
             evidence: Evidence {
@@ -260,7 +315,11 @@ impl Chart {
                 latency_threshold_ms: reference.latency_threshold_ms,
                 candidate_p95_ms: candidate_p95,
                 baseline_p95_ms: baseline_p95,
-                statistic: "cusum_llr_nats",
+                statistic: match self.kind {
+                    Kind::ErrorRate => "error_rate_cusum_nats",
+                    Kind::SlowShare => "slow_share_cusum_nats",
+                    Kind::Shift => "latency_shift_cusum_nats",
+                },
                 value: run.statistic,
                 threshold: policy.evidence_nats,
             },
@@ -290,4 +349,38 @@ pub fn show_ms(ms: Option<f64>) -> String {
 
 pub fn show_rate(rate: f64) -> String {
     format!("{:.2}%", 100.0 * rate)
+}
+
+/// Ratios of the alternatives in the shift test, as multiples of the policy's bad ratio.
+const SHIFT_SIZES: [f64; ALTERNATIVES.len()] = [1.0, 1.2, 1.6, 2.4, 4.0, 8.0, 16.0];
+
+/// Log-likelihood ratios of the candidate's latency buckets under "the baseline's
+/// distribution scaled by each alternative ratio" against "scaled by the tolerated ratio".
+fn shift_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; ALTERNATIVES.len()] {
+    let null = scaled_bucket_shares(&reference.latency, policy.p95_ratio_tolerated);
+    let counts = candidate.latency.per_bucket();
+    SHIFT_SIZES.map(|size| {
+        let alternative = scaled_bucket_shares(&reference.latency, policy.p95_ratio * size);
+        counts
+            .iter()
+            .zip(alternative.iter().zip(&null))
+            .filter(|(count, _)| **count > 0)
+            .map(|(&count, (a, n))| count as f64 * (a / n).ln())
+            .sum()
+    })
+}
+
+/// Shares of requests per bucket if every latency of `histogram` were `ratio` times
+/// longer, smoothed with half a request per bucket so an empty bucket is unlikely, not
+/// impossible.
+fn scaled_bucket_shares(histogram: &LatencyHistogram, ratio: f64) -> [f64; BUCKETS] {
+    let total = histogram.total() as f64;
+    let mut shares = [0.0; BUCKETS];
+    let mut below = 0.0;
+    for (i, share) in shares.iter_mut().enumerate() {
+        let at_or_below = BUCKET_BOUNDS_MS.get(i).map_or(total, |&bound| histogram.count_at_or_below_log(bound / ratio));
+        *share = (at_or_below - below + 0.5) / (total + 0.5 * BUCKETS as f64);
+        below = at_or_below;
+    }
+    shares
 }
