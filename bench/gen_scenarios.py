@@ -127,11 +127,12 @@ def scenario(rng, family):
     latency_env = [math.exp(rng.gauss(0, latency_jitter)) for _ in range(blocks)]
     # Transient error episodes, before the deploy too; some hit every version.
     episodes = []
-    t = rng.expovariate(1 / 500)
+    every = rng.choice([150, 300, 600])
+    t = rng.expovariate(1 / every)
     while t < DURATION:
         length = rng.randint(3, 15)
         episodes.append((int(t), int(t) + length, rng.uniform(0.08, 0.3), rng.choice(["all", "baseline", "candidate"])))
-        t += length + rng.expovariate(1 / 500)
+        t += length + rng.expovariate(1 / every)
     warmup = rng.random() < 0.5 or family == "warmup_blip"
     warm_len = rng.randint(10, 40)
     warm_latency, warm_errors = rng.uniform(1.3, 3.0), rng.uniform(0.0, 0.05)
@@ -172,8 +173,12 @@ def scenario(rng, family):
                     slower *= 1 + (warm_latency - 1) * fade
                     p += warm_errors * fade
             for a, b, extra, who in episodes:
-                if a <= t < b and who in ("all", version):
-                    p += extra
+                if who in ("all", version):
+                    # Episodes rise and fade over a few seconds (shoulders) around their core.
+                    if a <= t < b:
+                        p += extra
+                    elif a - 3 <= t < a or b <= t < b + 3:
+                        p += extra / 3
             if outage and outage[0] <= t < outage[1]:
                 p += outage[2]
             errors = binomial(rng, n, min(p, 1.0))

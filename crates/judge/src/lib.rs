@@ -130,7 +130,7 @@ impl Judge {
         let deploy_at = self.setup.deploy_at;
         let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
         let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
-        let error_chart = Chart::errors(self.setup.mode, block_dispersion(&error_blocks));
+        let error_chart = Chart::errors(self.reference_z(), block_dispersion(&error_blocks));
         if std::env::var("JUDGE_DEBUG").is_ok() { eprintln!("phi errors {}", block_dispersion(&error_blocks)); }
         let latency_chart = match rules::regression::latency_threshold(&self.policy, &history) {
             Some(threshold) => {
@@ -138,9 +138,9 @@ impl Judge {
                 let fixed = (self.setup.mode == Mode::BlueGreen).then_some(threshold);
                 if std::env::var("JUDGE_DEBUG").is_ok() { eprintln!("phi latency {} threshold {threshold}", block_dispersion(&blocks)); }
                 let dispersion = block_dispersion(&blocks);
-                [Chart::slow_share(self.setup.mode, dispersion, fixed), Chart::shift(self.setup.mode, dispersion, fixed)]
+                [Chart::slow_share(self.reference_z(), dispersion, fixed), Chart::shift(self.reference_z(), dispersion, fixed)]
             }
-            None => [Chart::slow_share(self.setup.mode, 1.0, None), Chart::shift(self.setup.mode, 1.0, None)],
+            None => [Chart::slow_share(self.reference_z(), 1.0, None), Chart::shift(self.reference_z(), 1.0, None)],
         };
         let [slow_share, shift] = latency_chart;
         self.charts = Some([error_chart, slow_share, shift]);
@@ -152,7 +152,20 @@ impl Judge {
     fn reference(&self, from: i64, now: i64) -> Counts {
         match self.setup.mode {
             Mode::BlueGreen => self.history.as_ref().map(|h| h.baseline).unwrap_or_default(),
-            Mode::Canary => self.sums.concurrent_baseline(from, now),
+            // Only the same moments: older data may come from another regime (before a
+            // shared outage began, or after it ended). A thin but concurrent reference is
+            // honest about its uncertainty where a stale one is confidently wrong.
+            Mode::Canary => self.sums.between(from, now).baseline,
+        }
+    }
+
+    /// z of the baseline's upper bound: blue-green holds the candidate against one fixed
+    /// reference for the whole watch, so its sampling error is a persistent bias (full 99 %
+    /// bound); a canary's reference moves with time and its errors average out.
+    fn reference_z(&self) -> f64 {
+        match self.setup.mode {
+            Mode::BlueGreen => stats::Z_99,
+            Mode::Canary => 1.0,
         }
     }
 
@@ -164,7 +177,7 @@ impl Judge {
         }
         let from = (now - RECENT_SECONDS + 1).max(self.setup.deploy_at);
         let recent = self.sums.between(from, now).candidate;
-        if let Some(finding) = rules::gross::check(policy, &recent, &self.reference(from, now), from, now) {
+        if let Some(finding) = rules::gross::check(policy, &recent, &self.reference(from, now), self.reference_z(), from, now) {
             return Verdict::Rollback(finding);
         }
         if let Some(finding) = rules::limits::check(policy, &self.sums, self.setup.deploy_at, now) {

@@ -25,7 +25,8 @@ pub struct Policy {
     /// ratio); 10 means the data are e^10 (about 22 000) times likelier under "bad".
     pub evidence_nats: f64,
     /// A gross failure: the candidate's error rate above the baseline's by at least this
-    /// much (with 99 % confidence) rolls back at once, warm-up or not.
+    /// much (with 95 % confidence, and at least `gross_min_errors` failures) rolls back at once,
+    /// warm-up or not.
     pub gross_error_rate_increase: Fraction,
     /// At least this many failed requests before a gross failure is declared.
     pub gross_min_errors: u64,

@@ -6,13 +6,6 @@ use std::collections::VecDeque;
 use crate::counts::Counts;
 use crate::stats::dispersion;
 
-/// Baseline requests a canary reference window should hold before it is trusted; shorter
-/// windows are widened back in time...
-const REFERENCE_MIN_REQUESTS: u64 = 200;
-/// ...but never further back than this: older data may come from another regime (before a
-/// shared outage began, or after it ended), and a thin but concurrent reference is honest
-/// about its uncertainty where a stale one is confidently wrong.
-const REFERENCE_MAX_SECONDS: i64 = 120;
 /// Length of the blocks used to measure how much the environment moves the rates.
 const DISPERSION_BLOCK_SECONDS: i64 = 10;
 
@@ -84,31 +77,6 @@ impl Sums {
         baseline.sub(&before.baseline);
         candidate.sub(&before.candidate);
         Totals { baseline, candidate }
-    }
-
-    /// The baseline over `[from, now]` (concurrent with the candidate's data), widened
-    /// back until it holds enough requests, within `REFERENCE_MAX_SECONDS`.
-    pub fn concurrent_baseline(&self, from: i64, now: i64) -> Counts {
-        let end = self.entries.partition_point(|e| e.t <= now);
-        let mut start = self.entries.partition_point(|e| e.t < from);
-        let earliest = self.entries.partition_point(|e| e.t <= now - REFERENCE_MAX_SECONDS);
-        let enough = |s: usize| self.by_index(s, end).baseline.requests >= REFERENCE_MIN_REQUESTS;
-        if start > earliest && !enough(start) {
-            // Binary search for the latest start that still holds enough requests.
-            let (mut lo, mut hi) = (earliest, start);
-            if enough(lo) {
-                while lo + 1 < hi {
-                    let mid = (lo + hi) / 2;
-                    if enough(mid) {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-            }
-            start = lo;
-        }
-        self.by_index(start, end).baseline
     }
 
     /// Per-block (events, requests) of the baseline over steps before `until`, with

@@ -4,6 +4,8 @@
 
 /// z for a one-sided 99 % bound.
 pub const Z_99: f64 = 2.326;
+/// z for a one-sided 95 % bound.
+pub const Z_95: f64 = 1.645;
 
 /// Wilson score interval bound for `events` out of `trials` (fractional counts allowed).
 /// `z > 0` gives the upper bound, `z < 0` the lower one. With no trials the bound is the

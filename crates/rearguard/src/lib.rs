@@ -8,7 +8,11 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod demo_app;
+pub mod identity;
+pub mod ledger;
 pub mod names;
+pub mod rollback_log;
+pub mod router;
 pub mod telemetry;
 
 use std::process::ExitCode;

@@ -24,9 +24,9 @@ use std::collections::VecDeque;
 use crate::counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, LatencyHistogram};
 use crate::policy::Policy;
 use crate::series::Sums;
-use crate::stats::{Z_99, binomial_llr, wilson_bound};
+use crate::stats::{binomial_llr, wilson_bound};
 use crate::verdict::{Evidence, Finding, Metric, Rule, Tier};
-use crate::{Mode, Setup, Step};
+use crate::{Setup, Step};
 
 /// Regression sizes tried, as multiples of `Chart::unit`: one CUSUM per size, so small and
 /// large regressions are each caught at their own best speed.
@@ -41,10 +41,12 @@ pub const MIN_REQUESTS_TO_KEEP: u64 = 20;
 const TAIL_SHARE: f64 = 0.05;
 /// Blocks for the "most of the run favours the regression" condition.
 const BLOCK_SECONDS: i64 = 10;
+/// A block with this many requests is informative even when few events are expected.
+const MIN_BLOCK_REQUESTS: f64 = 10.0;
 /// Most of the evidence a rollback needs that one transient-long window may add.
 const TRANSIENT_SHARE: f64 = 0.45;
 /// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
-const CONFIRM_SHARE: f64 = 0.06;
+const CONFIRM_SHARE: f64 = 0.3;
 
 #[derive(Clone, Default)]
 struct Run {
@@ -59,9 +61,25 @@ struct Run {
     after_warmup: f64,
     /// Positive increments of the last `transient` seconds, for the window budget.
     recent: VecDeque<(i64, f64)>,
-    /// The run's data per block of `BLOCK_SECONDS`: (block, evidence, events expected at
-    /// the tolerated rate).
-    blocks: VecDeque<(i64, f64, f64)>,
+    /// The run's data per block of `BLOCK_SECONDS`: (block, evidence, requests, events
+    /// expected at the tolerated rate).
+    blocks: VecDeque<Block>,
+}
+
+#[derive(Clone, Copy)]
+struct Block {
+    id: i64,
+    evidence: f64,
+    requests: f64,
+    expected_events: f64,
+}
+
+impl Block {
+    /// Enough data for the block's own evidence to mean something: at least one event
+    /// expected, or enough requests that a clean block speaks against the regression.
+    fn informative(&self) -> bool {
+        self.expected_events >= 1.0 || self.requests >= MIN_BLOCK_REQUESTS
+    }
 }
 
 impl Run {
@@ -71,11 +89,11 @@ impl Run {
     /// is expected say little either way and are not counted; with fewer than three
     /// informative blocks the CUSUM alone decides.
     fn mostly_worse(&self) -> bool {
-        let informative: Vec<_> = self.blocks.iter().filter(|(_, _, expected)| *expected >= 1.0).collect();
+        let informative: Vec<_> = self.blocks.iter().filter(|b| b.informative()).collect();
         if informative.len() < 3 {
             return true;
         }
-        let worse = informative.iter().filter(|(_, evidence, _)| *evidence > 0.0).count();
+        let worse = informative.iter().filter(|b| b.evidence > 0.0).count();
         3 * worse >= 2 * informative.len()
     }
 }
@@ -113,16 +131,16 @@ pub struct Chart {
 }
 
 impl Chart {
-    pub fn errors(mode: Mode, dispersion: f64) -> Self {
-        Self::new(Kind::ErrorRate, mode, dispersion, None)
+    pub fn errors(reference_z: f64, dispersion: f64) -> Self {
+        Self::new(Kind::ErrorRate, reference_z, dispersion, None)
     }
 
-    pub fn slow_share(mode: Mode, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
-        Self::new(Kind::SlowShare, mode, dispersion, fixed_threshold)
+    pub fn slow_share(reference_z: f64, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
+        Self::new(Kind::SlowShare, reference_z, dispersion, fixed_threshold)
     }
 
-    pub fn shift(mode: Mode, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
-        Self::new(Kind::Shift, mode, dispersion, fixed_threshold)
+    pub fn shift(reference_z: f64, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
+        Self::new(Kind::Shift, reference_z, dispersion, fixed_threshold)
     }
 
     pub fn metric(&self) -> Metric {
@@ -132,14 +150,7 @@ impl Chart {
         }
     }
 
-    fn new(kind: Kind, mode: Mode, dispersion: f64, fixed_latency_threshold: Option<f64>) -> Self {
-        // Blue-green holds the candidate against one fixed reference for the whole watch, so
-        // the reference's sampling error is a persistent bias: use its full 99 % bound. A
-        // canary's reference moves with time and its errors average out in the CUSUM.
-        let reference_z = match mode {
-            Mode::BlueGreen => Z_99,
-            Mode::Canary => 1.0,
-        };
+    fn new(kind: Kind, reference_z: f64, dispersion: f64, fixed_latency_threshold: Option<f64>) -> Self {
         Self {
             kind,
             dispersion,
@@ -220,11 +231,12 @@ impl Chart {
                 let block = step.t.div_euclid(BLOCK_SECONDS);
                 let expected = trials * reference.tolerated;
                 match run.blocks.back_mut() {
-                    Some(last) if last.0 == block => {
-                        last.1 += llr;
-                        last.2 += expected;
+                    Some(last) if last.id == block => {
+                        last.evidence += llr;
+                        last.requests += trials;
+                        last.expected_events += expected;
                     }
-                    _ => run.blocks.push_back((block, llr, expected)),
+                    _ => run.blocks.push_back(Block { id: block, evidence: llr, requests: trials, expected_events: expected }),
                 }
                 if after_warmup {
                     run.after_warmup += llr;
@@ -262,7 +274,7 @@ impl Chart {
         let start = run.start.unwrap_or(now);
         if std::env::var("JUDGE_DEBUG").is_ok() {
             let idx = self.runs.iter().position(|r| std::ptr::eq(r, run)).unwrap_or(99);
-            eprintln!("alt {idx} stat {:.2} after_warmup {:.2} blocks {:?}", run.statistic, run.after_warmup, run.blocks.iter().map(|(b, e, x)| format!("{}:{:.0}/{:.1}", b * 10, e, x)).collect::<Vec<_>>());
+            eprintln!("alt {idx} stat {:.2} after_warmup {:.2} blocks {:?}", run.statistic, run.after_warmup, run.blocks.iter().map(|b| format!("{}:{:.1}", b.id * 10, b.evidence)).collect::<Vec<_>>());
         }
         let window = sums.between(start, now);
         Some(self.describe(policy, run, start, now, &window.candidate))

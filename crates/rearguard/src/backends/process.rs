@@ -189,7 +189,7 @@ impl ProcessBackend {
         let pid = child.id().unwrap_or_default();
         let pid_file = self.pid_dir().join(format!("{}--{name}--{version}.pid", self.app));
         let _ = std::fs::create_dir_all(self.pid_dir());
-        let _ = std::fs::write(&pid_file, format!("{pid} {}", process_start_time(pid as i32).unwrap_or_default()));
+        let _ = std::fs::write(&pid_file, format!("{pid} {}", crate::identity::start_time(pid as i32).unwrap_or_default()));
         tracing::info!(app = %self.app, component = name, version, pid, port, "instance started");
         Ok(Instance { component: name.to_string(), port, child, pid_file })
     }
@@ -370,13 +370,5 @@ fn live_pid(text: &str) -> Option<i32> {
     let mut parts = text.split_whitespace();
     let pid: i32 = parts.next()?.parse().ok()?;
     let started: u64 = parts.next()?.parse().ok()?;
-    (pid > 0 && process_start_time(pid) == Some(started)).then_some(pid)
-}
-
-/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
-fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields after it start past the last ')'.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    (pid > 0 && crate::identity::start_time(pid) == Some(started)).then_some(pid)
 }

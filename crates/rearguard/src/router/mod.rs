@@ -1,0 +1,271 @@
+//! The built-in router: a reverse proxy on each component's public port that sends traffic
+//! to the serving version (blue-green) or splits it by weight (canary), and counts, per
+//! version, requests, errors (5xx and upstream failures) and latency. A route switch is one
+//! pointer swap: it applies from the next request.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rearguard_judge::{BUCKETS, Counts, LatencyHistogram};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::Instances;
+use crate::clock::Stopwatch;
+
+/// Response header naming the version that answered.
+pub const VERSION_HEADER: &str = "x-rearguard-version";
+
+#[derive(Debug, thiserror::Error)]
+#[error("the router cannot listen on 127.0.0.1:{port} for {component}: {source} (is another process using the port?)")]
+pub struct ListenError {
+    pub component: String,
+    pub port: u16,
+    source: std::io::Error,
+}
+
+/// Where traffic goes: the serving version, and optionally a canary with its share.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    pub primary: Instances,
+    pub canary: Option<(Instances, f64)>,
+}
+
+/// Outcome counters of one version, lock-free on the request path. The request count is
+/// the sum of the buckets.
+#[derive(Default)]
+struct VersionCounters {
+    errors: AtomicU64,
+    /// Requests per latency bucket (not cumulative).
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl VersionCounters {
+    fn record(&self, failed: bool, latency_ms: f64) {
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = rearguard_judge::BUCKET_BOUNDS_MS.iter().position(|&b| latency_ms <= b).unwrap_or(BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads and resets the counters.
+    fn take(&self) -> Counts {
+        let mut cumulative = [0u64; BUCKETS];
+        let mut running = 0;
+        for (slot, bucket) in cumulative.iter_mut().zip(&self.buckets) {
+            running += bucket.swap(0, Ordering::Relaxed);
+            *slot = running;
+        }
+        Counts {
+            requests: running,
+            errors: self.errors.swap(0, Ordering::Relaxed).min(running),
+            latency: LatencyHistogram { cumulative },
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Target {
+    version: String,
+    address: SocketAddr,
+    counters: Arc<VersionCounters>,
+}
+
+/// The routing table of one component; replaced whole on a switch.
+struct Table {
+    primary: Target,
+    canary: Option<(Target, f64)>,
+    /// Requests routed so far, for an even weighted split.
+    sequence: AtomicU64,
+}
+
+impl Table {
+    fn pick(&self) -> &Target {
+        match &self.canary {
+            // Request n goes to the canary when floor(n * w) steps up: exactly a share w,
+            // evenly spread, no randomness needed.
+            Some((canary, weight)) => {
+                let n = self.sequence.fetch_add(1, Ordering::Relaxed) as f64;
+                if ((n + 1.0) * weight).floor() > (n * weight).floor() { canary } else { &self.primary }
+            }
+            None => &self.primary,
+        }
+    }
+}
+
+type Shared<T> = Arc<RwLock<Option<Arc<T>>>>;
+
+struct ComponentRoute {
+    table: Shared<Table>,
+}
+
+/// The router of one app.
+pub struct Router {
+    app: String,
+    components: BTreeMap<String, ComponentRoute>,
+    counters: RwLock<BTreeMap<String, Arc<VersionCounters>>>,
+    stop: CancellationToken,
+}
+
+impl Router {
+    /// Listens on each component's public port (127.0.0.1). Until a route is set, requests
+    /// get 503.
+    pub async fn start(app: &str, ports: &BTreeMap<String, u16>) -> Result<Arc<Self>, ListenError> {
+        let stop = CancellationToken::new();
+        let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(HttpConnector::new());
+        let mut components = BTreeMap::new();
+        for (component, &port) in ports {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await.map_err(|source| ListenError {
+                component: format!("{app}/{component}"),
+                port,
+                source,
+            })?;
+            let table: Shared<Table> = Arc::new(RwLock::new(None));
+            tokio::spawn(serve(listener, table.clone(), client.clone(), stop.clone()));
+            components.insert(component.clone(), ComponentRoute { table });
+        }
+        Ok(Arc::new(Self { app: app.to_string(), components, counters: RwLock::new(BTreeMap::new()), stop }))
+    }
+
+    fn counters_for(&self, version: &str) -> Arc<VersionCounters> {
+        if let Some(counters) = self.counters.read().expect("lock").get(version) {
+            return counters.clone();
+        }
+        self.counters.write().expect("lock").entry(version.to_string()).or_default().clone()
+    }
+
+    /// Switches every component to `routes`, atomically per component.
+    pub fn set_routes(&self, routes: &Routes) {
+        for (component, route) in &self.components {
+            let target = |instances: &Instances| {
+                instances.endpoints.get(component).map(|&address| Target {
+                    version: instances.version.clone(),
+                    address,
+                    counters: self.counters_for(&instances.version),
+                })
+            };
+            let Some(primary) = target(&routes.primary) else { continue };
+            let canary = routes.canary.as_ref().and_then(|(instances, weight)| target(instances).map(|t| (t, *weight)));
+            let table = Table { primary, canary, sequence: AtomicU64::new(0) };
+            *route.table.write().expect("lock") = Some(Arc::new(table));
+        }
+        tracing::info!(
+            app = %self.app,
+            primary = %routes.primary.version,
+            canary = routes.canary.as_ref().map(|(i, w)| format!("{}@{:.0}%", i.version, w * 100.0)),
+            "traffic switched"
+        );
+    }
+
+    /// What each version served since the last call, summed over components.
+    pub fn take_counts(&self) -> BTreeMap<String, Counts> {
+        self.counters.read().expect("lock").iter().map(|(version, c)| (version.clone(), c.take())).collect()
+    }
+
+    /// The version now taking the main share of traffic, if any.
+    pub fn primary_version(&self) -> Option<String> {
+        self.components
+            .values()
+            .find_map(|route| route.table.read().expect("lock").as_ref().map(|t| t.primary.version.clone()))
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(listener: TcpListener, table: Shared<Table>, client: Client<HttpConnector, Incoming>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "router accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let table = table.clone();
+        let client = client.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| forward(request, table.clone(), client.clone()));
+            let connection = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+async fn forward(
+    mut request: Request<Incoming>,
+    table: Shared<Table>,
+    client: Client<HttpConnector, Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let Some(table) = table.read().expect("lock").clone() else {
+        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "no release is serving yet\n"));
+    };
+    let target = table.pick().clone();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri = match format!("http://{}{}", target.address, path).parse() {
+        Ok(uri) => uri,
+        Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "bad request path\n")),
+    };
+    *request.uri_mut() = uri;
+    let watch = Stopwatch::start();
+    let outcome = client.request(request).await;
+    let latency_ms = watch.elapsed().as_secs_f64() * 1000.0;
+    let version = HeaderValue::from_str(&target.version).ok();
+    match outcome {
+        Ok(response) => {
+            target.counters.record(response.status().is_server_error(), latency_ms);
+            let (mut parts, body) = response.into_parts();
+            if let Some(version) = version {
+                parts.headers.insert(HeaderName::from_static(VERSION_HEADER), version);
+            }
+            Ok(Response::from_parts(parts, body.boxed()))
+        }
+        Err(e) => {
+            target.counters.record(true, latency_ms);
+            tracing::debug!(error = %e, version = %target.version, "upstream failed");
+            let mut response = plain(StatusCode::BAD_GATEWAY, "upstream failed\n");
+            if let Some(version) = version {
+                response.headers_mut().insert(HeaderName::from_static(VERSION_HEADER), version);
+            }
+            Ok(response)
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response
+}
