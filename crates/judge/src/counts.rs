@@ -121,7 +121,9 @@ impl LatencyHistogram {
         for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
             let at_bound = self.cumulative[i] as f64;
             if at_bound >= rank && at_bound > below {
-                return Some(lower_bound + (bound - lower_bound) * (rank - below) / (at_bound - below));
+                return Some(
+                    lower_bound + (bound - lower_bound) * (rank - below) / (at_bound - below),
+                );
             }
             lower_bound = bound;
             below = at_bound;
@@ -209,10 +211,16 @@ mod tests {
 
     #[test]
     fn count_above_is_consistent_with_quantile() {
-        let h = histogram_of(&[3.0, 7.0, 20.0, 40.0, 80.0, 200.0, 400.0, 900.0, 2000.0, 20000.0]);
+        let h = histogram_of(&[
+            3.0, 7.0, 20.0, 40.0, 80.0, 200.0, 400.0, 900.0, 2000.0, 20000.0,
+        ]);
         let p90 = h.quantile_ms(0.9).unwrap();
         assert!((h.count_above(p90) - 1.0).abs() < 1e-9);
-        assert_eq!(h.count_above(1e9), 1.0, "+Inf requests are slower than any bound");
+        assert_eq!(
+            h.count_above(1e9),
+            1.0,
+            "+Inf requests are slower than any bound"
+        );
     }
 
     #[test]

@@ -19,13 +19,17 @@ mod series;
 mod stats;
 mod verdict;
 
-pub use counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, HistogramError, LatencyHistogram, bucket_name};
+pub use counts::{
+    BUCKET_BOUNDS_MS, BUCKETS, Counts, HistogramError, LatencyHistogram, bucket_name,
+};
 pub use policy::{Fraction, Policy, Seconds};
-pub use verdict::{Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason};
+pub use verdict::{
+    Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason,
+};
 
 use rules::regression::{Chart, p95};
-use series::{Sums, block_dispersion};
 use serde::{Deserialize, Serialize};
+use series::{Sums, block_dispersion};
 
 /// How traffic is shared between the releases after the deploy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +69,11 @@ pub struct OutOfOrder {
 
 impl std::fmt::Display for OutOfOrder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "time goes backwards: step at t={} after t={}", self.t, self.previous)
+        write!(
+            f,
+            "time goes backwards: step at t={} after t={}",
+            self.t, self.previous
+        )
     }
 }
 
@@ -93,7 +101,14 @@ pub struct Judge {
 
 impl Judge {
     pub fn new(policy: Policy, setup: Setup) -> Self {
-        Self { policy, setup, sums: Sums::default(), last_t: None, history: None, charts: None }
+        Self {
+            policy,
+            setup,
+            sums: Sums::default(),
+            last_t: None,
+            history: None,
+            charts: None,
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -103,7 +118,10 @@ impl Judge {
     /// Takes one step and answers for the time `step.t`.
     pub fn observe(&mut self, step: Step) -> Result<Judgement, OutOfOrder> {
         if let Some(previous) = self.last_t.filter(|&p| step.t <= p) {
-            return Err(OutOfOrder { t: step.t, previous });
+            return Err(OutOfOrder {
+                t: step.t,
+                previous,
+            });
         }
         self.last_t = Some(step.t);
         self.sums.push(step.t, &step.baseline, &step.candidate);
@@ -111,7 +129,12 @@ impl Judge {
         let deploy_at = self.setup.deploy_at;
         if now < deploy_at {
             self.sums.drop_before(now - self.policy.lookback.0 as i64);
-            return Ok(self.judgement(now, Verdict::Wait { why: WaitReason::NotDeployed }));
+            return Ok(self.judgement(
+                now,
+                Verdict::Wait {
+                    why: WaitReason::NotDeployed,
+                },
+            ));
         }
         if self.history.is_none() {
             self.freeze_history();
@@ -121,7 +144,8 @@ impl Judge {
         for chart in charts.iter_mut() {
             chart.observe(&self.policy, &self.setup, &step, &reference);
         }
-        self.sums.drop_before(now.min(deploy_at) - self.policy.lookback.0 as i64);
+        self.sums
+            .drop_before(now.min(deploy_at) - self.policy.lookback.0 as i64);
         let verdict = self.decide(now);
         Ok(self.judgement(now, verdict))
     }
@@ -131,16 +155,31 @@ impl Judge {
         let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
         let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
         let error_chart = Chart::errors(self.reference_z(), block_dispersion(&error_blocks));
-        if std::env::var("JUDGE_DEBUG").is_ok() { eprintln!("phi errors {}", block_dispersion(&error_blocks)); }
+        if std::env::var("JUDGE_DEBUG").is_ok() {
+            eprintln!("phi errors {}", block_dispersion(&error_blocks));
+        }
         let latency_chart = match rules::regression::latency_threshold(&self.policy, &history) {
             Some(threshold) => {
-                let blocks = self.sums.baseline_blocks(deploy_at, |c| c.latency.count_above(threshold));
+                let blocks = self
+                    .sums
+                    .baseline_blocks(deploy_at, |c| c.latency.count_above(threshold));
                 let fixed = (self.setup.mode == Mode::BlueGreen).then_some(threshold);
-                if std::env::var("JUDGE_DEBUG").is_ok() { eprintln!("phi latency {} threshold {threshold}", block_dispersion(&blocks)); }
+                if std::env::var("JUDGE_DEBUG").is_ok() {
+                    eprintln!(
+                        "phi latency {} threshold {threshold}",
+                        block_dispersion(&blocks)
+                    );
+                }
                 let dispersion = block_dispersion(&blocks);
-                [Chart::slow_share(self.reference_z(), dispersion, fixed), Chart::shift(self.reference_z(), dispersion, fixed)]
+                [
+                    Chart::slow_share(self.reference_z(), dispersion, fixed),
+                    Chart::shift(self.reference_z(), dispersion, fixed),
+                ]
             }
-            None => [Chart::slow_share(self.reference_z(), 1.0, None), Chart::shift(self.reference_z(), 1.0, None)],
+            None => [
+                Chart::slow_share(self.reference_z(), 1.0, None),
+                Chart::shift(self.reference_z(), 1.0, None),
+            ],
         };
         let [slow_share, shift] = latency_chart;
         self.charts = Some([error_chart, slow_share, shift]);
@@ -151,7 +190,11 @@ impl Judge {
     /// release's history (blue-green) or the baseline over the same moments (canary).
     fn reference(&self, from: i64, now: i64) -> Counts {
         match self.setup.mode {
-            Mode::BlueGreen => self.history.as_ref().map(|h| h.baseline).unwrap_or_default(),
+            Mode::BlueGreen => self
+                .history
+                .as_ref()
+                .map(|h| h.baseline)
+                .unwrap_or_default(),
             // Only the same moments: older data may come from another regime (before a
             // shared outage began, or after it ended). A thin but concurrent reference is
             // honest about its uncertainty where a stale one is confidently wrong.
@@ -173,18 +216,29 @@ impl Judge {
         let policy = &self.policy;
         let since_deploy = self.sums.between(self.setup.deploy_at, now).candidate;
         if since_deploy.requests == 0 {
-            return Verdict::Wait { why: WaitReason::NoTraffic };
+            return Verdict::Wait {
+                why: WaitReason::NoTraffic,
+            };
         }
         let from = (now - RECENT_SECONDS + 1).max(self.setup.deploy_at);
         let recent = self.sums.between(from, now).candidate;
-        if let Some(finding) = rules::gross::check(policy, &recent, &self.reference(from, now), self.reference_z(), from, now) {
+        if let Some(finding) = rules::gross::check(
+            policy,
+            &recent,
+            &self.reference(from, now),
+            self.reference_z(),
+            from,
+            now,
+        ) {
             return Verdict::Rollback(finding);
         }
         if let Some(finding) = rules::limits::check(policy, &self.sums, self.setup.deploy_at, now) {
             return Verdict::Rollback(finding);
         }
         if now < self.setup.deploy_at + policy.warmup.0 as i64 {
-            return Verdict::Wait { why: WaitReason::WarmingUp };
+            return Verdict::Wait {
+                why: WaitReason::WarmingUp,
+            };
         }
         for chart in self.charts.as_ref().expect("made with the history") {
             if let Some(finding) = chart.finding(policy, &self.sums, now) {
@@ -192,25 +246,39 @@ impl Judge {
             }
         }
         if since_deploy.requests < rules::regression::MIN_REQUESTS_TO_KEEP {
-            return Verdict::Wait { why: WaitReason::LowTraffic };
+            return Verdict::Wait {
+                why: WaitReason::LowTraffic,
+            };
         }
         Verdict::Keep
     }
 
     fn judgement(&self, now: i64, verdict: Verdict) -> Judgement {
-        let recent = self.sums.between((now - RECENT_SECONDS + 1).max(self.setup.deploy_at), now);
+        let recent = self
+            .sums
+            .between((now - RECENT_SECONDS + 1).max(self.setup.deploy_at), now);
         let baseline = match self.setup.mode {
-            Mode::BlueGreen if now >= self.setup.deploy_at => {
-                self.history.as_ref().map(|h| h.baseline).unwrap_or_default()
-            }
+            Mode::BlueGreen if now >= self.setup.deploy_at => self
+                .history
+                .as_ref()
+                .map(|h| h.baseline)
+                .unwrap_or_default(),
             _ => self.sums.between(now - RECENT_SECONDS + 1, now).baseline,
         };
         let evidence = |metric: Metric| {
             self.charts.as_ref().map_or(0.0, |charts| {
-                charts.iter().filter(|c| c.metric() == metric).map(|c| c.evidence(&self.policy)).fold(0.0, f64::max)
+                charts
+                    .iter()
+                    .filter(|c| c.metric() == metric)
+                    .map(|c| c.evidence(&self.policy))
+                    .fold(0.0, f64::max)
             })
         };
-        let candidate = if now >= self.setup.deploy_at { recent.candidate } else { Counts::default() };
+        let candidate = if now >= self.setup.deploy_at {
+            recent.candidate
+        } else {
+            Counts::default()
+        };
         Judgement {
             verdict,
             snapshot: Snapshot {
@@ -228,7 +296,11 @@ impl Judge {
 
 /// Feeds every step of `steps` to a new judge and returns the last judgement: the one-shot
 /// form, for tests and callers holding a whole series.
-pub fn judge_series(policy: &Policy, setup: Setup, steps: &[Step]) -> Result<Option<Judgement>, OutOfOrder> {
+pub fn judge_series(
+    policy: &Policy,
+    setup: Setup,
+    steps: &[Step],
+) -> Result<Option<Judgement>, OutOfOrder> {
     let mut judge = Judge::new(policy.clone(), setup);
     let mut last = None;
     for step in steps {

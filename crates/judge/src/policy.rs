@@ -80,18 +80,30 @@ impl Policy {
             self.error_rate_increase_tolerated.0 < self.error_rate_increase.0,
             "error_rate_increase_tolerated must be below error_rate_increase",
         );
-        check(self.error_rate_increase.0 > 0.0, "error_rate_increase must be above 0%");
+        check(
+            self.error_rate_increase.0 > 0.0,
+            "error_rate_increase must be above 0%",
+        );
         check(
             1.0 <= self.p95_ratio_tolerated && self.p95_ratio_tolerated < self.p95_ratio,
             "p95_ratio_tolerated must be at least 1 and below p95_ratio",
         );
-        check(self.evidence_nats >= 1.0, "evidence_nats must be at least 1");
+        check(
+            self.evidence_nats >= 1.0,
+            "evidence_nats must be at least 1",
+        );
         check(
             self.gross_error_rate_increase.0 > self.error_rate_increase.0,
             "gross_error_rate_increase must be above error_rate_increase",
         );
-        check(self.gross_min_errors >= 1, "gross_min_errors must be at least 1");
-        check(self.lookback.0 > self.transient.0, "lookback must be longer than transient");
+        check(
+            self.gross_min_errors >= 1,
+            "gross_min_errors must be at least 1",
+        );
+        check(
+            self.lookback.0 > self.transient.0,
+            "lookback must be longer than transient",
+        );
         check(self.limits_for.0 >= 1, "limits_for must be at least 1s");
         problems
     }
@@ -116,7 +128,9 @@ impl Fraction {
         if (0.0..=1.0).contains(&value) {
             Ok(Self(value))
         } else {
-            Err(format!("expected a fraction between 0 and 1 (0% to 100%), got {value}"))
+            Err(format!(
+                "expected a fraction between 0 and 1 (0% to 100%), got {value}"
+            ))
         }
     }
 }
@@ -140,7 +154,8 @@ impl Seconds {
     /// hand to keep the judge free of dependencies beyond serde; sub-second parts round up.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let invalid = || format!("expected a duration like \"90s\", \"5m\" or \"1h30m\", got {text:?}");
+        let invalid =
+            || format!("expected a duration like \"90s\", \"5m\" or \"1h30m\", got {text:?}");
         if let Ok(seconds) = text.parse::<u64>() {
             return Ok(Self(seconds));
         }
@@ -150,10 +165,14 @@ impl Seconds {
             return Err(invalid());
         }
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .ok_or_else(invalid)?;
             let value: u64 = rest[..digits].parse().map_err(|_| invalid())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit_millis = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,

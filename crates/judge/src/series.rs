@@ -46,14 +46,21 @@ impl Sums {
         };
         b.add(baseline);
         c.add(candidate);
-        self.entries.push_back(Entry { t, baseline: b, candidate: c });
+        self.entries.push_back(Entry {
+            t,
+            baseline: b,
+            candidate: c,
+        });
     }
 
     /// Forgets steps before `t`.
     pub fn drop_before(&mut self, t: i64) {
         while self.entries.front().is_some_and(|e| e.t < t) {
             let e = self.entries.pop_front().expect("checked above");
-            self.dropped = Carried { baseline: e.baseline, candidate: e.candidate };
+            self.dropped = Carried {
+                baseline: e.baseline,
+                candidate: e.candidate,
+            };
         }
     }
 
@@ -71,12 +78,18 @@ impl Sums {
         let last = self.entries[end - 1];
         let before = match start {
             0 => self.dropped,
-            _ => Carried { baseline: self.entries[start - 1].baseline, candidate: self.entries[start - 1].candidate },
+            _ => Carried {
+                baseline: self.entries[start - 1].baseline,
+                candidate: self.entries[start - 1].candidate,
+            },
         };
         let (mut baseline, mut candidate) = (last.baseline, last.candidate);
         baseline.sub(&before.baseline);
         candidate.sub(&before.candidate);
-        Totals { baseline, candidate }
+        Totals {
+            baseline,
+            candidate,
+        }
     }
 
     /// Per-block (events, requests) of the baseline over steps before `until`, with

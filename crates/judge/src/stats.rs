@@ -18,7 +18,11 @@ pub fn wilson_bound(events: f64, trials: f64, z: f64) -> f64 {
     let z2 = z * z;
     let centre = p + z2 / (2.0 * trials);
     let spread = z.abs() * (p * (1.0 - p) / trials + z2 / (4.0 * trials * trials)).sqrt();
-    let bound = if z >= 0.0 { centre + spread } else { centre - spread };
+    let bound = if z >= 0.0 {
+        centre + spread
+    } else {
+        centre - spread
+    };
     (bound / (1.0 + z2 / trials)).clamp(0.0, 1.0)
 }
 
@@ -40,7 +44,9 @@ pub fn dispersion(blocks: &[(f64, f64)], min_trials: f64) -> f64 {
     if used.len() < 3 {
         return 1.0;
     }
-    let (events, trials) = used.iter().fold((0.0, 0.0), |(e, n), (be, bn)| (e + be, n + bn));
+    let (events, trials) = used
+        .iter()
+        .fold((0.0, 0.0), |(e, n), (be, bn)| (e + be, n + bn));
     let p = events / trials;
     if p <= 0.0 || p >= 1.0 {
         return 1.0;
@@ -58,7 +64,10 @@ mod tests {
 
     #[test]
     fn wilson_bounds_bracket_the_estimate() {
-        let (lo, hi) = (wilson_bound(5.0, 100.0, -Z_99), wilson_bound(5.0, 100.0, Z_99));
+        let (lo, hi) = (
+            wilson_bound(5.0, 100.0, -Z_99),
+            wilson_bound(5.0, 100.0, Z_99),
+        );
         assert!(lo < 0.05 && 0.05 < hi, "{lo} {hi}");
         assert!(lo > 0.01 && hi < 0.14, "{lo} {hi}");
         // A handful of failures proves little: 3 of 3 still allows a rate near 1/3.

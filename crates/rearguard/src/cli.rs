@@ -10,7 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Start with `rearguard demo`, then write a `rearguard.yaml` (see README.md) and run
 /// `rearguard guard` beside your app.
 #[derive(Debug, Parser)]
-#[command(name = "rearguard", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "rearguard",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -21,7 +26,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Config file defining the apps.
-    #[arg(long, short, global = true, env = "REARGUARD_CONFIG", default_value = "rearguard.yaml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "REARGUARD_CONFIG",
+        default_value = "rearguard.yaml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REARGUARD_LOG_FORMAT")]
@@ -64,7 +75,6 @@ pub enum Command {
     /// {"mode": "bluegreen"|"canary", "deploy_at": SECONDS, "step_seconds": 1}.
     Backtest(BacktestArgs),
     /// The bundled demo service (used by `rearguard demo`; handy for trying configs).
-    #[command(hide = false)]
     DemoApp(DemoAppArgs),
 }
 
@@ -169,4 +179,11 @@ pub struct DemoAppArgs {
     /// Delay added to every response, in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub latency_ms: u64,
+    /// When this instance's version is this one, fail `--bad-error-rate` of requests
+    /// instead (one command template can then serve good and bad versions).
+    #[arg(long)]
+    pub bad_version: Option<String>,
+    /// Share of requests the bad version fails.
+    #[arg(long, default_value_t = 0.2)]
+    pub bad_error_rate: f64,
 }

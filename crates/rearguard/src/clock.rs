@@ -17,7 +17,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)]
     fn now_ms(&self) -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 }
 
@@ -33,11 +35,14 @@ pub struct FakeClock {
 
 impl FakeClock {
     pub fn at(now_ms: i64) -> Arc<Self> {
-        Arc::new(Self { now_ms: AtomicI64::new(now_ms) })
+        Arc::new(Self {
+            now_ms: AtomicI64::new(now_ms),
+        })
     }
 
     pub fn advance(&self, by: Duration) {
-        self.now_ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        self.now_ms
+            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 }
 
@@ -64,5 +69,11 @@ impl Stopwatch {
 
 /// RFC 3339 text for an epoch-millisecond timestamp, for people and JSON.
 pub fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.round(jiff::Unit::Second).map_or_else(|_| t.to_string(), |t| t.to_string()))
+    jiff::Timestamp::from_millisecond(ms).map_or_else(
+        |_| ms.to_string(),
+        |t| {
+            t.round(jiff::Unit::Second)
+                .map_or_else(|_| t.to_string(), |t| t.to_string())
+        },
+    )
 }

@@ -120,12 +120,20 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
 /// Parses config text; `env` answers `${NAME}` look-ups. Returns every problem found.
-pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
     let file = path.display().to_string();
     let mut config: Config = serde_saphyr::from_str(text).map_err(|error| {
         let error = error.without_snippet();
@@ -141,21 +149,34 @@ pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
     let mut problems = Vec::new();
     interpolate(&mut config, env, &locate, &mut problems);
     validate(&config, &locate, &mut problems);
-    if problems.is_empty() { Ok(config) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
 }
 
 /// serde-saphyr's messages may repeat the location and add hints on later lines; keep
 /// the message itself.
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message).trim();
-    line.split_once(" at line ").map_or(line, |(head, _)| head).to_string()
+    line.split_once(" at line ")
+        .map_or(line, |(head, _)| head)
+        .to_string()
 }
 
 /// Replaces `${NAME}` in the fields that may carry secrets or host-specific values.
-fn interpolate(config: &mut Config, env: &dyn Fn(&str) -> Option<String>, locate: &Locator, problems: &mut Vec<Problem>) {
+fn interpolate(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    locate: &Locator,
+    problems: &mut Vec<Problem>,
+) {
     let mut expand = |value: &mut String, path: &[&str]| match expand_env(value, env) {
         Ok(expanded) => *value = expanded,
-        Err(name) => problems.push(locate.problem(path, format!("environment variable {name} is not set"))),
+        Err(name) => {
+            problems.push(locate.problem(path, format!("environment variable {name} is not set")))
+        }
     };
     if let Some(database) = config.database.as_mut() {
         expand(database, &["database"]);
@@ -163,10 +184,16 @@ fn interpolate(config: &mut Config, env: &dyn Fn(&str) -> Option<String>, locate
     for (app_name, app) in config.apps.iter_mut() {
         for (component_name, component) in app.components.iter_mut() {
             for arg in component.command.iter_mut() {
-                expand(arg, &["apps", app_name, "components", component_name, "command"]);
+                expand(
+                    arg,
+                    &["apps", app_name, "components", component_name, "command"],
+                );
             }
             for (key, value) in component.env.iter_mut() {
-                expand(value, &["apps", app_name, "components", component_name, "env", key]);
+                expand(
+                    value,
+                    &["apps", app_name, "components", component_name, "env", key],
+                );
             }
         }
     }
@@ -199,7 +226,10 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
 fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
     let mut add = |path: &[&str], message: String| problems.push(locate.problem(path, message));
     if config.apps.is_empty() {
-        add(&["apps"], "no apps defined: add at least one under `apps:`".into());
+        add(
+            &["apps"],
+            "no apps defined: add at least one under `apps:`".into(),
+        );
     }
     let mut public_ports: BTreeMap<u16, String> = BTreeMap::new();
     for (app_name, app) in &config.apps {
@@ -209,27 +239,52 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
             add(&app_path, format!("app name {e}"));
         }
         if app.components.is_empty() {
-            add(&under("components"), "an app needs at least one component".into());
+            add(
+                &under("components"),
+                "an app needs at least one component".into(),
+            );
         }
         if app.mode == Mode::Canary && !(app.canary_weight.0 > 0.0 && app.canary_weight.0 < 1.0) {
-            add(&under("canary_weight"), "canary_weight must be between 0% and 100%, exclusive".into());
+            add(
+                &under("canary_weight"),
+                "canary_weight must be between 0% and 100%, exclusive".into(),
+            );
         }
         for problem in app.policy.problems() {
             add(&under("policy"), problem);
         }
         for (component_name, component) in &app.components {
             let component_path = ["apps", app_name, "components", component_name];
-            let field = |key: &'static str| [component_path[0], component_path[1], component_path[2], component_path[3], key];
+            let field = |key: &'static str| {
+                [
+                    component_path[0],
+                    component_path[1],
+                    component_path[2],
+                    component_path[3],
+                    key,
+                ]
+            };
             if let Err(e) = names::check_name(component_name) {
                 add(&component_path, format!("component name {e}"));
             }
             if let Some(port) = component.public_port
-                && let Some(other) = public_ports.insert(port, format!("{app_name}/{component_name}"))
+                && let Some(other) =
+                    public_ports.insert(port, format!("{app_name}/{component_name}"))
             {
-                add(&field("public_port"), format!("public_port {port} is already used by {other}"));
+                add(
+                    &field("public_port"),
+                    format!("public_port {port} is already used by {other}"),
+                );
             }
-            if let Some(ready) = component.ready_path.as_ref().filter(|path| !path.starts_with('/')) {
-                add(&field("ready_path"), format!("ready_path must start with '/', got {ready:?}"));
+            if let Some(ready) = component
+                .ready_path
+                .as_ref()
+                .filter(|path| !path.starts_with('/'))
+            {
+                add(
+                    &field("ready_path"),
+                    format!("ready_path must start with '/', got {ready:?}"),
+                );
             }
         }
         for problem in app.backend.problems(app) {
@@ -256,7 +311,12 @@ struct Locator<'a> {
 impl Locator<'_> {
     fn problem(&self, path: &[&str], message: String) -> Problem {
         let (line, column) = self.find(path);
-        Problem { file: self.file.to_string(), line, column, message }
+        Problem {
+            file: self.file.to_string(),
+            line,
+            column,
+            message,
+        }
     }
 
     fn find(&self, path: &[&str]) -> (u64, u64) {
@@ -272,11 +332,19 @@ impl Locator<'_> {
                 if content.is_empty() || content.starts_with('#') {
                     continue;
                 }
-                if indent < min_indent || (i > from && indent == min_indent.saturating_sub(1) && min_indent > 0) {
+                if indent < min_indent
+                    || (i > from && indent == min_indent.saturating_sub(1) && min_indent > 0)
+                {
                     break;
                 }
                 let is_item = content.starts_with("- ");
-                let key = content.trim_start_matches("- ").split(':').next().unwrap_or("").trim().trim_matches('"');
+                let key = content
+                    .trim_start_matches("- ")
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches('"');
                 let matches = match wanted_index {
                     Some(n) if is_item => {
                         list_index += 1;
@@ -300,11 +368,16 @@ impl Locator<'_> {
 
 /// Reads a YAML file holding only policy keys (as under an app's `policy:`).
 pub fn read_policy_file(path: &Path) -> anyhow::Result<Policy> {
-    let text = std::fs::read_to_string(path).map_err(|e| UsageError(format!("cannot read policy {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read policy {}: {e}", path.display())))?;
     let policy: Policy = serde_saphyr::from_str(&text).map_err(|error| {
         let error = error.without_snippet();
         let (line, column) = error.location().map_or((1, 1), |l| (l.line(), l.column()));
-        UsageError(format!("{}:{line}:{column}: {}", path.display(), first_line(&error.to_string())))
+        UsageError(format!(
+            "{}:{line}:{column}: {}",
+            path.display(),
+            first_line(&error.to_string())
+        ))
     })?;
     let problems = policy.problems();
     if !problems.is_empty() {
@@ -316,8 +389,14 @@ pub fn read_policy_file(path: &Path) -> anyhow::Result<Policy> {
 impl Config {
     /// The directory everything relative in the config is taken from.
     pub fn resolve(&self, config_path: &Path, relative: &Path) -> PathBuf {
-        let base = config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         base.join(relative)
+            .components()
+            .filter(|c| *c != std::path::Component::CurDir)
+            .collect()
     }
 
     pub fn data_dir(&self, config_path: &Path) -> PathBuf {
@@ -326,7 +405,10 @@ impl Config {
 
     pub fn database_url(&self, config_path: &Path) -> String {
         self.database.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir(config_path).join("rearguard.db").display())
+            format!(
+                "sqlite://{}",
+                self.data_dir(config_path).join("rearguard.db").display()
+            )
         })
     }
 
@@ -340,7 +422,10 @@ impl Config {
     pub fn app(&self, name: &str) -> Result<&AppConfig, UsageError> {
         self.apps.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.apps.keys().map(String::as_str).collect();
-            UsageError(format!("unknown app {name:?}; the config defines: {}", known.join(", ")))
+            UsageError(format!(
+                "unknown app {name:?}; the config defines: {}",
+                known.join(", ")
+            ))
         })
     }
 }
@@ -350,7 +435,9 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Result<Config, Vec<Problem>> {
-        parse(Path::new("r.yaml"), text, &|name| (name == "TOKEN").then(|| "s3cret".to_string()))
+        parse(Path::new("r.yaml"), text, &|name| {
+            (name == "TOKEN").then(|| "s3cret".to_string())
+        })
     }
 
     const GOOD: &str = "apps:
@@ -385,12 +472,23 @@ mod tests {
 
     #[test]
     fn every_semantic_problem_is_reported_with_its_line() {
-        let text = GOOD.replace("${TOKEN}", "${MISSING}").replace("kind: process", "kind: process\n    policy:\n      p95_ratio: 0.5");
+        let text = GOOD.replace("${TOKEN}", "${MISSING}").replace(
+            "kind: process",
+            "kind: process\n    policy:\n      p95_ratio: 0.5",
+        );
         let problems = parse_text(&text).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].to_string().starts_with("r.yaml:8:"), "{}", problems[0]);
+        assert!(
+            problems[0].to_string().starts_with("r.yaml:8:"),
+            "{}",
+            problems[0]
+        );
         assert!(problems[0].message.contains("MISSING"));
-        assert!(problems[1].to_string().starts_with("r.yaml:11:"), "{}", problems[1]);
+        assert!(
+            problems[1].to_string().starts_with("r.yaml:11:"),
+            "{}",
+            problems[1]
+        );
     }
 
     #[test]

@@ -22,28 +22,44 @@ struct Settings {
 
 pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
     crate::names::check_version(&args.version).map_err(crate::UsageError)?;
-    if !(0.0..=1.0).contains(&args.error_rate) {
-        return Err(crate::UsageError("--error-rate must be between 0 and 1".into()).into());
+    if !(0.0..=1.0).contains(&args.error_rate) || !(0.0..=1.0).contains(&args.bad_error_rate) {
+        return Err(crate::UsageError("error rates must be between 0 and 1".into()).into());
     }
+    let bad = args.bad_version.as_deref() == Some(args.version.as_str());
     let settings = Arc::new(Settings {
+        error_rate: if bad {
+            args.bad_error_rate
+        } else {
+            args.error_rate
+        },
         version: args.version,
-        error_rate: args.error_rate,
         latency: Duration::from_millis(args.latency_ms),
         served: AtomicU64::new(0),
     });
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/version", get(|State(s): State<Arc<Settings>>| async move { s.version.clone() }))
+        .route(
+            "/version",
+            get(|State(s): State<Arc<Settings>>| async move { s.version.clone() }),
+        )
         .fallback(serve)
         .with_state(settings);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
-        .map_err(|e| crate::UsageError(format!("demo-app cannot listen on 127.0.0.1:{}: {e}", args.port)))?;
+        .map_err(|e| {
+            crate::UsageError(format!(
+                "demo-app cannot listen on 127.0.0.1:{}: {e}",
+                args.port
+            ))
+        })?;
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(crate::Outcome::Success)
 }
 
@@ -52,7 +68,10 @@ async fn serve(State(settings): State<Arc<Settings>>) -> (StatusCode, String) {
     let n = settings.served.fetch_add(1, Ordering::Relaxed) as f64;
     let fails = ((n + 1.0) * settings.error_rate).floor() > (n * settings.error_rate).floor();
     if fails {
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("{} failed\n", settings.version))
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{} failed\n", settings.version),
+        )
     } else {
         (StatusCode::OK, format!("hello from {}\n", settings.version))
     }

@@ -4,14 +4,22 @@
 use nix::unistd::{Uid, User, gethostname};
 
 pub fn hostname() -> String {
-    gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown-host".into())
+    gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 pub fn user() -> String {
     std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
-        .or_else(|| User::from_uid(Uid::current()).ok().flatten().map(|u| u.name))
+        .or_else(|| {
+            User::from_uid(Uid::current())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -24,14 +32,20 @@ pub fn actor() -> String {
 /// a holder that died (kill -9) from one that lives.
 pub fn lease_holder() -> String {
     let pid = std::process::id() as i32;
-    format!("{}:{pid}:{}", hostname(), start_time(pid).unwrap_or_default())
+    format!(
+        "{}:{pid}:{}",
+        hostname(),
+        start_time(pid).unwrap_or_default()
+    )
 }
 
 /// Whether the holder of a lease still runs. Holders on other hosts are assumed alive
 /// (their lease expires on its own).
 pub fn holder_alive(holder: &str) -> bool {
     let mut parts = holder.rsplitn(3, ':');
-    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else { return true };
+    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return true;
+    };
     if host != hostname() {
         return true;
     }
@@ -56,7 +70,14 @@ mod tests {
     #[test]
     fn this_process_is_alive_and_a_made_up_one_is_not() {
         assert!(holder_alive(&lease_holder()));
-        assert!(!holder_alive(&format!("{}:{}:1", hostname(), std::process::id())));
-        assert!(holder_alive("elsewhere:1:1"), "other hosts cannot be checked");
+        assert!(!holder_alive(&format!(
+            "{}:{}:1",
+            hostname(),
+            std::process::id()
+        )));
+        assert!(
+            holder_alive("elsewhere:1:1"),
+            "other hosts cannot be checked"
+        );
     }
 }

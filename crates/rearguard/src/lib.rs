@@ -8,11 +8,13 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod demo_app;
+pub mod guard;
 pub mod identity;
 pub mod ledger;
 pub mod names;
 pub mod rollback_log;
 pub mod router;
+pub mod signals;
 pub mod telemetry;
 
 use std::process::ExitCode;
@@ -46,7 +48,10 @@ pub struct UsageError(pub String);
 /// Runs a parsed command line to its exit code; errors are printed on one line.
 pub fn run(cli: cli::Cli) -> ExitCode {
     telemetry::init(cli.global.log_format, &cli.global.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -6,7 +6,10 @@ fn main() -> std::process::ExitCode {
     // Die quietly on a closed pipe (`rearguard ... | head`), as command-line tools do.
     // SAFETY: called first, before any thread exists; SIG_DFL is always a valid handler.
     unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
     }
     let cli = rearguard::cli::Cli::parse();
     rearguard::run(cli)

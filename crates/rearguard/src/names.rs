@@ -35,14 +35,32 @@ mod tests {
 
     #[test]
     fn ordinary_versions_pass() {
-        for v in ["v1", "1.2.3", "a1b2c3d", "release_2026-11-22", &"f".repeat(128)] {
+        for v in [
+            "v1",
+            "1.2.3",
+            "a1b2c3d",
+            "release_2026-11-22",
+            &"f".repeat(128),
+        ] {
             assert!(check_version(v).is_ok(), "{v}");
         }
     }
 
     #[test]
     fn injection_attempts_fail() {
-        for v in ["", "v1; rm -rf /", "$(id)", "`id`", "a b", "../etc", "-rf", ".hidden", "v1\n", "v1|x", &"f".repeat(129)] {
+        for v in [
+            "",
+            "v1; rm -rf /",
+            "$(id)",
+            "`id`",
+            "a b",
+            "../etc",
+            "-rf",
+            ".hidden",
+            "v1\n",
+            "v1|x",
+            &"f".repeat(129),
+        ] {
             assert!(check_version(v).is_err(), "{v:?}");
         }
     }

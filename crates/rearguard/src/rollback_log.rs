@@ -39,8 +39,14 @@ impl RollbackLog {
 
     /// Appends the line for `rollback` unless it is already there.
     pub fn append_once(&self, rollback: &Rollback) -> std::io::Result<()> {
-        let marker = format!("\"rollback_id\":{},\"app\":{}", rollback.id, serde_json::to_string(&rollback.app)?);
-        if std::fs::read_to_string(&self.path).is_ok_and(|text| text.lines().any(|l| l.contains(&marker))) {
+        let marker = format!(
+            "\"rollback_id\":{},\"app\":{}",
+            rollback.id,
+            serde_json::to_string(&rollback.app)?
+        );
+        if std::fs::read_to_string(&self.path)
+            .is_ok_and(|text| text.lines().any(|l| l.contains(&marker)))
+        {
             return Ok(());
         }
         let finished = rollback.finished_at.unwrap_or(rollback.requested_at);
@@ -54,14 +60,21 @@ impl RollbackLog {
             trigger: rollback.trigger,
             reason: &rollback.reason,
             duration_seconds: (finished - started).max(0) as f64 / 1000.0,
-            status: if rollback.status == RollbackStatus::Done { "success" } else { "failed" },
+            status: if rollback.status == RollbackStatus::Done {
+                "success"
+            } else {
+                "failed"
+            },
             hostname: crate::identity::hostname(),
             user: crate::identity::user(),
         };
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         writeln!(file, "{}", serde_json::to_string(&line)?)?;
         file.sync_data()
     }

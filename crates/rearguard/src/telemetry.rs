@@ -5,7 +5,12 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 pub fn init(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -20,7 +25,9 @@ pub fn redact(text: &str) -> String {
     while let Some(scheme_end) = rest.find("://") {
         let (before, after) = rest.split_at(scheme_end + 3);
         out.push_str(before);
-        let authority_end = after.find(['/', ' ', '"', '\'', '?', '#']).unwrap_or(after.len());
+        let authority_end = after
+            .find(['/', ' ', '"', '\'', '?', '#'])
+            .unwrap_or(after.len());
         match after[..authority_end].rfind('@') {
             Some(at) => {
                 out.push_str("***");
@@ -43,6 +50,9 @@ mod tests {
             redact("POST https://bot:s3cret@hooks.example/x failed"),
             "POST https://***@hooks.example/x failed"
         );
-        assert_eq!(redact("http://127.0.0.1:80/health"), "http://127.0.0.1:80/health");
+        assert_eq!(
+            redact("http://127.0.0.1:80/health"),
+            "http://127.0.0.1:80/health"
+        );
     }
 }

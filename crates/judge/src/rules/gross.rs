@@ -7,7 +7,14 @@ use crate::rules::regression::{p95, show_rate};
 use crate::stats::{Z_95, wilson_bound};
 use crate::verdict::{Evidence, Finding, Metric, Rule, Tier};
 
-pub fn check(policy: &Policy, candidate: &Counts, reference: &Counts, reference_z: f64, from: i64, now: i64) -> Option<Finding> {
+pub fn check(
+    policy: &Policy,
+    candidate: &Counts,
+    reference: &Counts,
+    reference_z: f64,
+    from: i64,
+    now: i64,
+) -> Option<Finding> {
     if candidate.errors < policy.gross_min_errors {
         return None;
     }
@@ -30,9 +37,10 @@ pub fn check(policy: &Policy, candidate: &Counts, reference: &Counts, reference_
         metric: Metric::ErrorRate,
         tier: Tier::Immediate,
         reason: format!(
-            "gross failure: {} of {} requests failed since t={from} ({}), against the baseline's {}",
+            "gross failure: {} of {} requests failed over the last {}s ({}), against the baseline's {}",
             candidate.errors,
             candidate.requests,
+            now - from + 1,
             show_rate(errors / requests),
             show_rate(baseline_rate)
         ),

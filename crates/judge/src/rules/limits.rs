@@ -18,22 +18,45 @@ pub fn check(policy: &Policy, sums: &Sums, deploy_at: i64, now: i64) -> Option<F
         return None;
     }
     let error_rate = candidate.errors as f64 / candidate.requests as f64;
-    let limit_error_rate = [policy.max_error_rate.map(|f| f.0), policy.min_availability.map(|a| 1.0 - a.0)]
-        .into_iter()
-        .flatten()
-        .reduce(f64::min);
+    let limit_error_rate = [
+        policy.max_error_rate.map(|f| f.0),
+        policy.min_availability.map(|a| 1.0 - a.0),
+    ]
+    .into_iter()
+    .flatten()
+    .reduce(f64::min);
     if let Some(limit) = limit_error_rate.filter(|&limit| error_rate > limit) {
         let reason = format!(
             "error rate {} over the last {span}s is above the limit of {}",
             show_rate(error_rate),
             show_rate(limit)
         );
-        return Some(finding(Metric::ErrorRate, reason, &candidate, from, now, error_rate, limit, None));
+        return Some(finding(
+            Metric::ErrorRate,
+            reason,
+            &candidate,
+            from,
+            now,
+            error_rate,
+            limit,
+            None,
+        ));
     }
     let observed_p95 = p95(&candidate)?;
     let limit = policy.max_p95_ms.filter(|&limit| observed_p95 > limit)?;
-    let reason = format!("p95 latency {observed_p95:.0} ms over the last {span}s is above the limit of {limit:.0} ms");
-    Some(finding(Metric::Latency, reason, &candidate, from, now, observed_p95, limit, Some(observed_p95)))
+    let reason = format!(
+        "p95 latency {observed_p95:.0} ms over the last {span}s is above the limit of {limit:.0} ms"
+    );
+    Some(finding(
+        Metric::Latency,
+        reason,
+        &candidate,
+        from,
+        now,
+        observed_p95,
+        limit,
+        Some(observed_p95),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

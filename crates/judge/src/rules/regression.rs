@@ -150,7 +150,12 @@ impl Chart {
         }
     }
 
-    fn new(kind: Kind, reference_z: f64, dispersion: f64, fixed_latency_threshold: Option<f64>) -> Self {
+    fn new(
+        kind: Kind,
+        reference_z: f64,
+        dispersion: f64,
+        fixed_latency_threshold: Option<f64>,
+    ) -> Self {
         Self {
             kind,
             dispersion,
@@ -163,7 +168,12 @@ impl Chart {
 
     /// The candidate's events in this step, the log-likelihood ratio of each alternative
     /// against the null, and the reference they were computed from.
-    fn test(&self, policy: &Policy, candidate: &Counts, reference: &Counts) -> Option<(f64, [f64; ALTERNATIVES.len()], Reference)> {
+    fn test(
+        &self,
+        policy: &Policy,
+        candidate: &Counts,
+        reference: &Counts,
+    ) -> Option<(f64, [f64; ALTERNATIVES.len()], Reference)> {
         if reference.requests == 0 {
             return None;
         }
@@ -173,24 +183,39 @@ impl Chart {
         let binomial = |events: f64, tolerated: f64, unit: f64| {
             ALTERNATIVES.map(|size| {
                 let p1 = (tolerated + unit * size).min(0.999);
-                if p1 <= tolerated { 0.0 } else { binomial_llr(events, trials, p1, tolerated) }
+                if p1 <= tolerated {
+                    0.0
+                } else {
+                    binomial_llr(events, trials, p1, tolerated)
+                }
             })
         };
         match self.kind {
             Kind::ErrorRate => {
                 let errors = reference.errors as f64;
-                let tolerated = wilson_bound(errors, total, self.reference_z) + policy.error_rate_increase_tolerated.0;
+                let tolerated = wilson_bound(errors, total, self.reference_z)
+                    + policy.error_rate_increase_tolerated.0;
                 let unit = policy.error_rate_increase.0 - policy.error_rate_increase_tolerated.0;
                 let events = candidate.errors as f64;
-                let reference = Reference { tolerated, baseline_rate: errors / total, latency_threshold_ms: None };
+                let reference = Reference {
+                    tolerated,
+                    baseline_rate: errors / total,
+                    latency_threshold_ms: None,
+                };
                 Some((events, binomial(events, tolerated, unit), reference))
             }
             Kind::SlowShare | Kind::Shift => {
-                let threshold = self.fixed_latency_threshold.or_else(|| latency_threshold(policy, reference))?;
+                let threshold = self
+                    .fixed_latency_threshold
+                    .or_else(|| latency_threshold(policy, reference))?;
                 let slow = reference.latency.count_above(threshold);
                 let tolerated = wilson_bound(slow, total, self.reference_z).max(TAIL_SHARE);
                 let events = candidate.latency.count_above(threshold);
-                let summary = Reference { tolerated, baseline_rate: slow / total, latency_threshold_ms: Some(threshold) };
+                let summary = Reference {
+                    tolerated,
+                    baseline_rate: slow / total,
+                    latency_threshold_ms: Some(threshold),
+                };
                 let llrs = match self.kind {
                     // The share above the threshold is 5 % at the tolerated ratio and a few
                     // points more at the bad one: steps of 2 points.
@@ -203,14 +228,20 @@ impl Chart {
     }
 
     pub fn observe(&mut self, policy: &Policy, setup: &Setup, step: &Step, reference: &Counts) {
-        let Some((events, llrs, reference)) = self.test(policy, &step.candidate, reference) else { return };
+        let Some((events, llrs, reference)) = self.test(policy, &step.candidate, reference) else {
+            return;
+        };
         self.last_reference = reference;
         let trials = step.candidate.requests as f64;
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
         let transient = policy.transient.0 as i64;
         let after_warmup = step.t >= setup.deploy_at + policy.warmup.0 as i64;
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
-            while run.recent.front().is_some_and(|&(t, _)| t <= step.t - transient) {
+            while run
+                .recent
+                .front()
+                .is_some_and(|&(t, _)| t <= step.t - transient)
+            {
                 run.recent.pop_front();
             }
             let spent: f64 = run.recent.iter().map(|(_, added)| added).sum();
@@ -236,7 +267,12 @@ impl Chart {
                         last.requests += trials;
                         last.expected_events += expected;
                     }
-                    _ => run.blocks.push_back(Block { id: block, evidence: llr, requests: trials, expected_events: expected }),
+                    _ => run.blocks.push_back(Block {
+                        id: block,
+                        evidence: llr,
+                        requests: trials,
+                        expected_events: expected,
+                    }),
                 }
                 if after_warmup {
                     run.after_warmup += llr;
@@ -268,45 +304,76 @@ impl Chart {
             .runs
             .iter()
             .filter(|r| {
-                r.statistic >= policy.evidence_nats && r.after_warmup >= confirm && r.events >= MIN_EVENTS && r.mostly_worse()
+                r.statistic >= policy.evidence_nats
+                    && r.after_warmup >= confirm
+                    && r.events >= MIN_EVENTS
+                    && r.mostly_worse()
             })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
         let start = run.start.unwrap_or(now);
         if std::env::var("JUDGE_DEBUG").is_ok() {
-            let idx = self.runs.iter().position(|r| std::ptr::eq(r, run)).unwrap_or(99);
-            eprintln!("alt {idx} stat {:.2} after_warmup {:.2} blocks {:?}", run.statistic, run.after_warmup, run.blocks.iter().map(|b| format!("{}:{:.1}", b.id * 10, b.evidence)).collect::<Vec<_>>());
+            let idx = self
+                .runs
+                .iter()
+                .position(|r| std::ptr::eq(r, run))
+                .unwrap_or(99);
+            eprintln!(
+                "alt {idx} stat {:.2} after_warmup {:.2} blocks {:?}",
+                run.statistic,
+                run.after_warmup,
+                run.blocks
+                    .iter()
+                    .map(|b| format!("{}:{:.1}", b.id * 10, b.evidence))
+                    .collect::<Vec<_>>()
+            );
         }
         let window = sums.between(start, now);
         Some(self.describe(policy, run, start, now, &window.candidate))
     }
 
-    fn describe(&self, policy: &Policy, run: &Run, start: i64, now: i64, candidate: &Counts) -> Finding {
+    fn describe(
+        &self,
+        policy: &Policy,
+        run: &Run,
+        start: i64,
+        now: i64,
+        candidate: &Counts,
+    ) -> Finding {
         let reference = self.last_reference;
         let candidate_rate = run.events / run.trials.max(1.0);
         let excess = candidate_rate - reference.baseline_rate;
         let candidate_p95 = p95(candidate);
-        let baseline_p95 = reference.latency_threshold_ms.map(|t| t / policy.p95_ratio_tolerated);
+        let baseline_p95 = reference
+            .latency_threshold_ms
+            .map(|t| t / policy.p95_ratio_tolerated);
         let (tier, reason) = match self.metric() {
             Metric::ErrorRate => (
-                if excess >= 5.0 * policy.error_rate_increase.0 { Tier::Rapid } else { Tier::Evaluate },
+                if excess >= 5.0 * policy.error_rate_increase.0 {
+                    Tier::Rapid
+                } else {
+                    Tier::Evaluate
+                },
                 format!(
-                    "error rate {} against the baseline's {} (+{:.2} points) since t={start}",
+                    "error rate {} against the baseline's {} (+{:.2} points) over the last {}s",
                     show_rate(candidate_rate),
                     show_rate(reference.baseline_rate),
-                    100.0 * excess
+                    100.0 * excess,
+                    now - start + 1
                 ),
             ),
             Metric::Latency => {
-                let doubled = matches!((candidate_p95, baseline_p95), (Some(c), Some(b)) if c >= 2.0 * b);
+                let doubled =
+                    matches!((candidate_p95, baseline_p95), (Some(c), Some(b)) if c >= 2.0 * b);
                 (
                     if doubled { Tier::Rapid } else { Tier::Evaluate },
                     format!(
-                        "{} of requests slower than {:.0} ms against the baseline's {} (p95 {} against {}) since t={start}",
+                        "{} of requests slower than {:.0} ms against the baseline's {} (p95 {} against {}) over the last {}s",
                         show_rate(candidate_rate),
                         reference.latency_threshold_ms.unwrap_or_default(),
                         show_rate(reference.baseline_rate),
                         show_ms(candidate_p95),
-                        show_ms(baseline_p95)
+                        show_ms(baseline_p95),
+                        now - start + 1
                     ),
                 )
             }
@@ -368,7 +435,11 @@ const SHIFT_SIZES: [f64; ALTERNATIVES.len()] = [1.0, 1.2, 1.6, 2.4, 4.0, 8.0, 16
 
 /// Log-likelihood ratios of the candidate's latency buckets under "the baseline's
 /// distribution scaled by each alternative ratio" against "scaled by the tolerated ratio".
-fn shift_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; ALTERNATIVES.len()] {
+fn shift_llrs(
+    policy: &Policy,
+    candidate: &Counts,
+    reference: &Counts,
+) -> [f64; ALTERNATIVES.len()] {
     let null = scaled_bucket_shares(&reference.latency, policy.p95_ratio_tolerated);
     let counts = candidate.latency.per_bucket();
     SHIFT_SIZES.map(|size| {
@@ -390,7 +461,9 @@ fn scaled_bucket_shares(histogram: &LatencyHistogram, ratio: f64) -> [f64; BUCKE
     let mut shares = [0.0; BUCKETS];
     let mut below = 0.0;
     for (i, share) in shares.iter_mut().enumerate() {
-        let at_or_below = BUCKET_BOUNDS_MS.get(i).map_or(total, |&bound| histogram.count_at_or_below_log(bound / ratio));
+        let at_or_below = BUCKET_BOUNDS_MS.get(i).map_or(total, |&bound| {
+            histogram.count_at_or_below_log(bound / ratio)
+        });
         *share = (at_or_below - below + 0.5) / (total + 0.5 * BUCKETS as f64);
         below = at_or_below;
     }

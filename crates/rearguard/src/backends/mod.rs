@@ -21,15 +21,32 @@ pub struct Instances {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("component {component} of version {version} is not available: {why}")]
-    Unavailable { component: String, version: String, why: String },
+    Unavailable {
+        component: String,
+        version: String,
+        why: String,
+    },
     #[error("component {component} of version {version} could not start: {why}")]
-    StartFailed { component: String, version: String, why: String },
-    #[error("component {component} of version {version} did not become ready within {seconds}s: {why}")]
-    NotReady { component: String, version: String, seconds: u64, why: String },
+    StartFailed {
+        component: String,
+        version: String,
+        why: String,
+    },
+    #[error(
+        "component {component} of version {version} did not become ready within {seconds}s: {why}"
+    )]
+    NotReady {
+        component: String,
+        version: String,
+        seconds: u64,
+        why: String,
+    },
 }
 
 /// What every kind of backend does.
 pub trait Backend: Send + Sync {
+    /// Cleans up after a guard of this app that died (called once the lease is ours).
+    fn recover(&self);
     /// Why `version` cannot be deployed (a component's artifact is missing), if it cannot.
     fn check_available(&self, version: &str) -> Result<(), BackendError>;
     /// Starts every component of `version` and returns once all are ready.
@@ -68,9 +85,12 @@ pub enum AnyBackend {
 impl AnyBackend {
     pub fn new(app_name: &str, app: &AppConfig, dirs: process::InstanceDirs) -> Self {
         match &app.backend {
-            BackendConfig::Process(config) => {
-                AnyBackend::Process(process::ProcessBackend::new(app_name, app, config.clone(), dirs))
-            }
+            BackendConfig::Process(config) => AnyBackend::Process(process::ProcessBackend::new(
+                app_name,
+                app,
+                config.clone(),
+                dirs,
+            )),
         }
     }
 
@@ -78,6 +98,10 @@ impl AnyBackend {
         match self {
             AnyBackend::Process(backend) => backend,
         }
+    }
+
+    pub fn recover(&self) {
+        self.inner().recover()
     }
 
     pub fn check_available(&self, version: &str) -> Result<(), BackendError> {

@@ -54,7 +54,9 @@ impl ProcessConfig {
         let mut problems = Vec::new();
         for (name, component) in &app.components {
             if component.command.is_empty() {
-                problems.push(format!("component {name} needs a `command` for the process backend"));
+                problems.push(format!(
+                    "component {name} needs a `command` for the process backend"
+                ));
             }
             for arg in &component.command {
                 if let Some(unknown) = unknown_placeholder(arg) {
@@ -111,16 +113,19 @@ pub struct ProcessBackend {
 }
 
 impl ProcessBackend {
-    pub fn new(app: &str, app_config: &AppConfig, config: ProcessConfig, dirs: InstanceDirs) -> Self {
-        let backend = Self {
+    pub fn new(
+        app: &str,
+        app_config: &AppConfig,
+        config: ProcessConfig,
+        dirs: InstanceDirs,
+    ) -> Self {
+        Self {
             app: app.to_string(),
             components: app_config.components.clone(),
             config,
             dirs,
             running: Mutex::new(BTreeMap::new()),
-        };
-        backend.stop_leftovers();
-        backend
+        }
     }
 
     pub fn keep_previous_warm(&self) -> Duration {
@@ -134,8 +139,10 @@ impl ProcessBackend {
     /// Stops instances a previous guard of this app left running (it was killed), found
     /// through their pid files; a pid is only signalled while it still runs the same
     /// program that was started (same start time), so a reused pid is left alone.
-    fn stop_leftovers(&self) {
-        let Ok(entries) = std::fs::read_dir(self.pid_dir()) else { return };
+    fn stop_leftovers_of_dead_guards(&self) {
+        let Ok(entries) = std::fs::read_dir(self.pid_dir()) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let is_ours = path
@@ -145,7 +152,10 @@ impl ProcessBackend {
             if !is_ours {
                 continue;
             }
-            if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|text| live_pid(&text)) {
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| live_pid(&text))
+            {
                 tracing::warn!(app = %self.app, pid, "stopping an instance left by a previous guard");
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             }
@@ -169,9 +179,18 @@ impl ProcessBackend {
             why,
         };
         let port = free_port().map_err(|e| fail(format!("no free port: {e}")))?;
-        let args: Vec<String> = component.command.iter().map(|a| self.render(a, version, name, port)).collect();
-        let log_path = self.dirs.state_dir.join("logs").join(format!("{}--{name}--{version}.log", self.app));
-        let log = open_log(&log_path).map_err(|e| fail(format!("cannot open {}: {e}", log_path.display())))?;
+        let args: Vec<String> = component
+            .command
+            .iter()
+            .map(|a| self.render(a, version, name, port))
+            .collect();
+        let log_path = self
+            .dirs
+            .state_dir
+            .join("logs")
+            .join(format!("{}--{name}--{version}.log", self.app));
+        let log = open_log(&log_path)
+            .map_err(|e| fail(format!("cannot open {}: {e}", log_path.display())))?;
         let log_err = log.try_clone().map_err(|e| fail(e.to_string()))?;
         let child = Command::new(&args[0])
             .args(&args[1..])
@@ -187,11 +206,24 @@ impl ProcessBackend {
             .spawn()
             .map_err(|e| fail(format!("cannot run {:?}: {e}", args[0])))?;
         let pid = child.id().unwrap_or_default();
-        let pid_file = self.pid_dir().join(format!("{}--{name}--{version}.pid", self.app));
+        let pid_file = self
+            .pid_dir()
+            .join(format!("{}--{name}--{version}.pid", self.app));
         let _ = std::fs::create_dir_all(self.pid_dir());
-        let _ = std::fs::write(&pid_file, format!("{pid} {}", crate::identity::start_time(pid as i32).unwrap_or_default()));
+        let _ = std::fs::write(
+            &pid_file,
+            format!(
+                "{pid} {}",
+                crate::identity::start_time(pid as i32).unwrap_or_default()
+            ),
+        );
         tracing::info!(app = %self.app, component = name, version, pid, port, "instance started");
-        Ok(Instance { component: name.to_string(), port, child, pid_file })
+        Ok(Instance {
+            component: name.to_string(),
+            port,
+            child,
+            pid_file,
+        })
     }
 
     async fn wait_ready(&self, version: &str, instance: &mut Instance) -> Result<(), BackendError> {
@@ -208,7 +240,10 @@ impl ProcessBackend {
         let mut last = "no answer yet".to_string();
         loop {
             if let Ok(Some(status)) = instance.child.try_wait() {
-                return Err(not_ready(format!("it exited ({status}); see {}", self.log_hint(version, &instance.component))));
+                return Err(not_ready(format!(
+                    "it exited ({status}); see {}",
+                    self.log_hint(version, &instance.component)
+                )));
             }
             let ready = match &component.ready_path {
                 Some(path) => match get_status(address, path, Duration::from_secs(1)).await {
@@ -235,7 +270,12 @@ impl ProcessBackend {
     }
 
     fn log_hint(&self, version: &str, component: &str) -> String {
-        self.dirs.state_dir.join("logs").join(format!("{}--{component}--{version}.log", self.app)).display().to_string()
+        self.dirs
+            .state_dir
+            .join("logs")
+            .join(format!("{}--{component}--{version}.log", self.app))
+            .display()
+            .to_string()
     }
 
     async fn stop_instances(&self, instances: Vec<Instance>) {
@@ -243,7 +283,10 @@ impl ProcessBackend {
         let stops = instances.into_iter().map(|mut instance| async move {
             if let Some(pid) = instance.child.id() {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
-                if tokio::time::timeout(grace, instance.child.wait()).await.is_err() {
+                if tokio::time::timeout(grace, instance.child.wait())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(pid, "instance ignored SIGTERM; sending SIGKILL");
                     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                     let _ = instance.child.wait().await;
@@ -256,6 +299,10 @@ impl ProcessBackend {
 }
 
 impl Backend for ProcessBackend {
+    fn recover(&self) {
+        self.stop_leftovers_of_dead_guards();
+    }
+
     fn check_available(&self, version: &str) -> Result<(), BackendError> {
         names::check_version(version).map_err(|why| BackendError::Unavailable {
             component: "*".into(),
@@ -297,10 +344,21 @@ impl Backend for ProcessBackend {
         }
         let endpoints = started
             .iter()
-            .map(|i| (i.component.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, i.port))))
+            .map(|i| {
+                (
+                    i.component.clone(),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
+                )
+            })
             .collect();
-        self.running.lock().expect("lock").insert(version.to_string(), started);
-        Ok(Instances { version: version.to_string(), endpoints })
+        self.running
+            .lock()
+            .expect("lock")
+            .insert(version.to_string(), started);
+        Ok(Instances {
+            version: version.to_string(),
+            endpoints,
+        })
     }
 
     async fn stop(&self, version: &str) {
@@ -317,7 +375,12 @@ impl Backend for ProcessBackend {
             version: version.to_string(),
             endpoints: instances
                 .iter()
-                .map(|i| (i.component.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, i.port))))
+                .map(|i| {
+                    (
+                        i.component.clone(),
+                        SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
+                    )
+                })
                 .collect(),
         })
     }
@@ -338,26 +401,38 @@ impl Backend for ProcessBackend {
     }
 
     async fn stop_all(&self) {
-        let all: Vec<Instance> = std::mem::take(&mut *self.running.lock().expect("lock")).into_values().flatten().collect();
+        let all: Vec<Instance> = std::mem::take(&mut *self.running.lock().expect("lock"))
+            .into_values()
+            .flatten()
+            .collect();
         self.stop_instances(all).await;
     }
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 fn program_exists(program: &str, work_dir: &Path) -> bool {
     if program.contains('/') {
         let path = Path::new(program);
-        let path = if path.is_absolute() { path.to_path_buf() } else { work_dir.join(path) };
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            work_dir.join(path)
+        };
         return path.is_file();
     }
     std::env::var_os("PATH")

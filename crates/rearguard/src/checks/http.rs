@@ -66,7 +66,10 @@ impl HttpCheck {
         if let Some(component) = &self.component
             && !app.components.contains_key(component)
         {
-            problems.push(format!("check {}: unknown component {component:?}", self.name));
+            problems.push(format!(
+                "check {}: unknown component {component:?}",
+                self.name
+            ));
         }
         if !self.path.starts_with('/') {
             problems.push(format!("check {}: path must start with '/'", self.name));
@@ -92,7 +95,11 @@ impl Check for HttpCheck {
             Some(component) => endpoints.get(component),
             None => endpoints.values().next(),
         };
-        let result = |health, detail: String| CheckResult { check: self.name.clone(), health, detail };
+        let result = |health, detail: String| CheckResult {
+            check: self.name.clone(),
+            health,
+            detail,
+        };
         let Some(&address) = target else {
             return result(Health::Fail, "the component is not running".into());
         };
@@ -100,16 +107,30 @@ impl Check for HttpCheck {
         let timeout = Duration::from_secs(self.timeout.0.max(1));
         match get(address, &self.path, timeout).await {
             Err(e) => result(Health::Fail, e),
-            Ok((status, _)) if status != self.expect_status => {
-                result(Health::Fail, format!("{} answered {status}, expected {}", self.path, self.expect_status))
-            }
-            Ok((_, body)) if self.body_contains.as_ref().is_some_and(|text| !body.contains(text.as_str())) => {
-                result(Health::Fail, format!("{} body lacks the expected text", self.path))
+            Ok((status, _)) if status != self.expect_status => result(
+                Health::Fail,
+                format!(
+                    "{} answered {status}, expected {}",
+                    self.path, self.expect_status
+                ),
+            ),
+            Ok((_, body))
+                if self
+                    .body_contains
+                    .as_ref()
+                    .is_some_and(|text| !body.contains(text.as_str())) =>
+            {
+                result(
+                    Health::Fail,
+                    format!("{} body lacks the expected text", self.path),
+                )
             }
             Ok(_) => {
                 let ms = watch.elapsed().as_millis() as u64;
                 match self.warn_above_ms {
-                    Some(limit) if ms > limit => result(Health::Warn, format!("slow: {ms} ms > {limit} ms")),
+                    Some(limit) if ms > limit => {
+                        result(Health::Warn, format!("slow: {ms} ms > {limit} ms"))
+                    }
                     _ => result(Health::Pass, format!("{} ms", ms)),
                 }
             }
@@ -118,11 +139,20 @@ impl Check for HttpCheck {
 }
 
 /// GETs `path` from `address`; the status code and body (first 64 KiB), or why not.
-pub async fn get(address: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+pub async fn get(
+    address: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: hyper::Uri = format!("http://{address}{path}").parse().map_err(|e| format!("bad path {path:?}: {e}"))?;
+    let uri: hyper::Uri = format!("http://{address}{path}")
+        .parse()
+        .map_err(|e| format!("bad path {path:?}: {e}"))?;
     let exchange = async {
-        let response = client.get(uri).await.map_err(|e| format!("GET {path} failed: {}", error_chain(&e)))?;
+        let response = client
+            .get(uri)
+            .await
+            .map_err(|e| format!("GET {path} failed: {}", error_chain(&e)))?;
         let status = response.status().as_u16();
         let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
             .collect()
@@ -131,7 +161,14 @@ pub async fn get(address: SocketAddr, path: &str, timeout: Duration) -> Result<(
             .unwrap_or_default();
         Ok((status, body))
     };
-    tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err(format!("GET {path}: no answer within {}s", timeout.as_secs())))
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "GET {path}: no answer within {}s",
+                timeout.as_secs()
+            ))
+        })
 }
 
 /// The status code of a GET, for readiness polls.

@@ -30,7 +30,10 @@ pub trait Check {
     fn name(&self) -> &str;
     /// Consecutive failures before the release is rolled back.
     fn failures_to_rollback(&self) -> u32;
-    fn run(&self, endpoints: &BTreeMap<String, SocketAddr>) -> impl Future<Output = CheckResult> + Send;
+    fn run(
+        &self,
+        endpoints: &BTreeMap<String, SocketAddr>,
+    ) -> impl Future<Output = CheckResult> + Send;
 }
 
 /// The check kinds, chosen in the config by `kind`.

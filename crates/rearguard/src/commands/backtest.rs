@@ -5,7 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use rearguard_judge::{
-    BUCKETS, Counts, Judge, Judgement, LatencyHistogram, Mode, Policy, Setup, Step, Verdict, bucket_name,
+    BUCKETS, Counts, Judge, Judgement, LatencyHistogram, Mode, Policy, Setup, Step, Verdict,
+    bucket_name,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -33,12 +34,18 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
         None => Policy::default(),
     };
     let steps = read_steps(&args.csv)?;
-    let setup = Setup { mode: meta.mode, deploy_at: meta.deploy_at, step_seconds: meta.step_seconds };
+    let setup = Setup {
+        mode: meta.mode,
+        deploy_at: meta.deploy_at,
+        step_seconds: meta.step_seconds,
+    };
     let mut judge = Judge::new(policy, setup);
     let mut story = Story::default();
     let mut decision = None;
     for step in steps {
-        let judgement = judge.observe(step).map_err(|e| UsageError(format!("{}: {e}", args.csv.display())))?;
+        let judgement = judge
+            .observe(step)
+            .map_err(|e| UsageError(format!("{}: {e}", args.csv.display())))?;
         if !args.json {
             story.tell(step.t, &judgement);
         }
@@ -53,12 +60,23 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
             json!({"verdict": "rollback", "decided_at": t, "reason": finding.reason, "rule": finding.rule,
                    "metric": finding.metric, "tier": finding.tier, "evidence": finding.evidence})
         ),
-        (None, true) => println!("{}", json!({"verdict": "keep", "decided_at": null, "reason": null, "evidence": null})),
+        (None, true) => println!(
+            "{}",
+            json!({"verdict": "keep", "decided_at": null, "reason": null, "evidence": null})
+        ),
         (Some((t, finding)), false) => {
-            println!("t={t}: ROLLBACK ({:?} tier): {}", finding.tier, finding.reason);
-            println!("evidence: {}", serde_json::to_string_pretty(&finding.evidence)?);
+            println!(
+                "t={t}: ROLLBACK ({:?} tier): {}",
+                finding.tier, finding.reason
+            );
+            println!(
+                "evidence: {}",
+                serde_json::to_string_pretty(&finding.evidence)?
+            );
         }
-        (None, false) => println!("end of data: KEEP, the release was never found materially worse"),
+        (None, false) => {
+            println!("end of data: KEEP, the release was never found materially worse")
+        }
     }
     Ok(Outcome::Success)
 }
@@ -111,7 +129,8 @@ fn show_ms(ms: Option<f64>) -> String {
 }
 
 pub fn read_meta(path: &Path) -> anyhow::Result<Meta> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let meta: Meta = serde_json::from_str(&text).map_err(|e| {
         UsageError(format!(
             "{}:{}:{}: {e} (expected {{\"mode\": \"bluegreen\"|\"canary\", \"deploy_at\": SECONDS, \"step_seconds\": 1}})",
@@ -121,7 +140,11 @@ pub fn read_meta(path: &Path) -> anyhow::Result<Meta> {
         ))
     })?;
     if meta.step_seconds == 0 {
-        return Err(UsageError(format!("{}: step_seconds must be at least 1", path.display())).into());
+        return Err(UsageError(format!(
+            "{}: step_seconds must be at least 1",
+            path.display()
+        ))
+        .into());
     }
     Ok(meta)
 }
@@ -131,16 +154,26 @@ const COLUMNS_BEFORE_BUCKETS: [&str; 4] = ["t", "version", "requests", "errors"]
 /// Reads the CSV into steps, one per distinct `t`, refusing anything malformed with the
 /// line it is on.
 pub fn read_steps(path: &Path) -> anyhow::Result<Vec<Step>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
-    let headers = reader.headers().map_err(|e| UsageError(format!("{}: {e}", path.display())))?.clone();
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let headers = reader
+        .headers()
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?
+        .clone();
     let expected: Vec<String> = COLUMNS_BEFORE_BUCKETS
         .iter()
         .map(|c| c.to_string())
         .chain((0..BUCKETS).map(bucket_name))
         .collect();
     let column = |name: &str| headers.iter().position(|h| h == name);
-    let missing: Vec<&str> = expected.iter().filter(|c| column(c).is_none()).map(String::as_str).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|c| column(c).is_none())
+        .map(String::as_str)
+        .collect();
     if !missing.is_empty() {
         return Err(UsageError(format!(
             "{}:1: missing column(s) {}; expected {}",
@@ -150,7 +183,10 @@ pub fn read_steps(path: &Path) -> anyhow::Result<Vec<Step>> {
         ))
         .into());
     }
-    let index: Vec<usize> = expected.iter().map(|c| column(c).expect("checked above")).collect();
+    let index: Vec<usize> = expected
+        .iter()
+        .map(|c| column(c).expect("checked above"))
+        .collect();
     let mut steps: Vec<Step> = Vec::new();
     for (row_number, record) in reader.records().enumerate() {
         let line = row_number + 2;
@@ -159,36 +195,62 @@ pub fn read_steps(path: &Path) -> anyhow::Result<Vec<Step>> {
         let cell = |i: usize| record.get(index[i]).unwrap_or("");
         let number = |i: usize| -> Result<u64, UsageError> {
             cell(i).parse::<u64>().map_err(|_| {
-                at(format!("column {} must be a whole number, got {:?}", expected[i], cell(i)))
+                at(format!(
+                    "column {} must be a whole number, got {:?}",
+                    expected[i],
+                    cell(i)
+                ))
             })
         };
-        let t: i64 = cell(0).parse().map_err(|_| at(format!("column t must be a whole number, got {:?}", cell(0))))?;
+        let t: i64 = cell(0).parse().map_err(|_| {
+            at(format!(
+                "column t must be a whole number, got {:?}",
+                cell(0)
+            ))
+        })?;
         let requests = number(2)?;
         let errors = number(3)?;
         let mut cumulative = [0u64; BUCKETS];
         for (b, slot) in cumulative.iter_mut().enumerate() {
             *slot = number(4 + b)?;
         }
-        let latency = LatencyHistogram::try_from_cumulative(cumulative).map_err(|e| at(e.to_string()))?;
+        let latency =
+            LatencyHistogram::try_from_cumulative(cumulative).map_err(|e| at(e.to_string()))?;
         if errors > requests {
             return Err(at(format!("errors ({errors}) exceed requests ({requests})")).into());
         }
         if latency.total() != requests {
-            return Err(at(format!("le_inf ({}) must equal requests ({requests})", latency.total())).into());
+            return Err(at(format!(
+                "le_inf ({}) must equal requests ({requests})",
+                latency.total()
+            ))
+            .into());
         }
-        let counts = Counts { requests, errors, latency };
+        let counts = Counts {
+            requests,
+            errors,
+            latency,
+        };
         match steps.last() {
             Some(last) if t < last.t => {
                 return Err(at(format!("time goes backwards: t={t} after t={}", last.t)).into());
             }
             Some(last) if t == last.t => {}
-            _ => steps.push(Step { t, ..Step::default() }),
+            _ => steps.push(Step {
+                t,
+                ..Step::default()
+            }),
         }
         let step = steps.last_mut().expect("pushed above");
         match cell(1) {
             "baseline" => step.baseline.add(&counts),
             "candidate" => step.candidate.add(&counts),
-            other => return Err(at(format!("version must be baseline or candidate, got {other:?}")).into()),
+            other => {
+                return Err(at(format!(
+                    "version must be baseline or candidate, got {other:?}"
+                ))
+                .into());
+            }
         }
     }
     Ok(steps)

@@ -7,6 +7,10 @@ use crate::{Outcome, config};
 pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {
     let config = config::load(config_path)?;
     let components: usize = config.apps.values().map(|a| a.components.len()).sum();
-    println!("{}: ok ({} app(s), {components} component(s))", config_path.display(), config.apps.len());
+    println!(
+        "{}: ok ({} app(s), {components} component(s))",
+        config_path.display(),
+        config.apps.len()
+    );
     Ok(Outcome::Success)
 }

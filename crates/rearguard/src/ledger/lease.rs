@@ -14,7 +14,12 @@ pub enum LeaseDecision {
 
 /// Decides on the lease given the current one, who we are, the time, and whether its
 /// holder (if another) is still running.
-pub fn decide_lease(current: Option<&Lease>, me: &str, now: i64, holder_alive: bool) -> LeaseDecision {
+pub fn decide_lease(
+    current: Option<&Lease>,
+    me: &str,
+    now: i64,
+    holder_alive: bool,
+) -> LeaseDecision {
     match current {
         None => LeaseDecision::Acquire,
         Some(lease) if lease.holder == me => LeaseDecision::Renew,
@@ -45,7 +50,14 @@ mod tests {
 
     #[test]
     fn a_dead_holder_loses_its_lease_at_once() {
-        let lease = Lease { holder: "other".into(), expires_at: 10_000, epoch: 1 };
-        assert_eq!(decide_lease(Some(&lease), "me", 0, false), LeaseDecision::Acquire);
+        let lease = Lease {
+            holder: "other".into(),
+            expires_at: 10_000,
+            epoch: 1,
+        };
+        assert_eq!(
+            decide_lease(Some(&lease), "me", 0, false),
+            LeaseDecision::Acquire
+        );
     }
 }

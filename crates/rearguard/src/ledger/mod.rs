@@ -21,10 +21,15 @@ pub use lease::{LeaseDecision, decide_lease};
 pub enum LedgerError {
     #[error("cannot open the database {url}: {source}")]
     Open { url: String, source: sqlx::Error },
-    #[error("the database {url} is read-only: rearguard needs to write to it (check the file's permissions)")]
+    #[error(
+        "the database {url} is read-only: rearguard needs to write to it (check the file's permissions)"
+    )]
     ReadOnly { url: String },
     #[error("cannot prepare the database {url}: {source}")]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
     #[error("the ledger holds an unknown {what} {value:?}: was it written by a newer rearguard?")]
@@ -62,7 +67,10 @@ impl ReleaseState {
 
     /// Settled: nothing more will happen to the release on its own.
     pub fn is_settled(self) -> bool {
-        matches!(self, ReleaseState::Stable | ReleaseState::RolledBack | ReleaseState::Failed)
+        matches!(
+            self,
+            ReleaseState::Stable | ReleaseState::RolledBack | ReleaseState::Failed
+        )
     }
 }
 
@@ -75,7 +83,12 @@ impl FromStr for ReleaseState {
             "stable" => ReleaseState::Stable,
             "rolled_back" => ReleaseState::RolledBack,
             "failed" => ReleaseState::Failed,
-            other => return Err(LedgerError::Corrupt { what: "release state", value: other.into() }),
+            other => {
+                return Err(LedgerError::Corrupt {
+                    what: "release state",
+                    value: other.into(),
+                });
+            }
         })
     }
 }
@@ -191,9 +204,15 @@ impl Ledger {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -201,10 +220,18 @@ impl Ledger {
             .connect(&connect_url)
             .await
             .map_err(|source| classify_open_error(&shown, source))?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|source| match &source {
-            sqlx::migrate::MigrateError::Execute(e) if is_read_only(e) => LedgerError::ReadOnly { url: shown.clone() },
-            _ => LedgerError::Migrate { url: shown.clone(), source },
-        })?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| match &source {
+                sqlx::migrate::MigrateError::Execute(e) if is_read_only(e) => {
+                    LedgerError::ReadOnly { url: shown.clone() }
+                }
+                _ => LedgerError::Migrate {
+                    url: shown.clone(),
+                    source,
+                },
+            })?;
         let ledger = Self { pool, clock };
         ledger.check_writable(&shown).await?;
         Ok(ledger)
@@ -212,9 +239,13 @@ impl Ledger {
 
     /// A database opened read-only answers reads; find out now, not mid-rollback.
     async fn check_writable(&self, url: &str) -> Result<()> {
-        let result = sqlx::query("UPDATE leases SET expires_at = expires_at WHERE app = '' ").execute(&self.pool).await;
+        let result = sqlx::query("UPDATE leases SET expires_at = expires_at WHERE app = '' ")
+            .execute(&self.pool)
+            .await;
         match result {
-            Err(e) if is_read_only(&e) => Err(LedgerError::ReadOnly { url: url.to_string() }),
+            Err(e) if is_read_only(&e) => Err(LedgerError::ReadOnly {
+                url: url.to_string(),
+            }),
             Err(e) => Err(e.into()),
             Ok(_) => Ok(()),
         }
@@ -229,8 +260,11 @@ impl Ledger {
     /// Records a new release of `app` in state `deploying`.
     pub async fn record_release(&self, app: &str, version: &str, by: &str) -> Result<Release> {
         let now = self.now();
-        let row = sqlx::query(concat!("INSERT INTO releases (app, version, state, created_at, created_by, updated_at) \
-             VALUES ($1, $2, 'deploying', $3, $4, $5) RETURNING ", release_columns!()))
+        let row = sqlx::query(concat!(
+            "INSERT INTO releases (app, version, state, created_at, created_by, updated_at) \
+             VALUES ($1, $2, 'deploying', $3, $4, $5) RETURNING ",
+            release_columns!()
+        ))
         .bind(app)
         .bind(version)
         .bind(now)
@@ -239,31 +273,48 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await?;
         let release = release_from(&row)?;
-        self.event(app, Some(release.id), "release_recorded", serde_json::json!({"version": version, "by": by}))
-            .await?;
+        self.event(
+            app,
+            Some(release.id),
+            "release_recorded",
+            serde_json::json!({"version": version, "by": by}),
+        )
+        .await?;
         Ok(release)
     }
 
     pub async fn release(&self, id: i64) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!("SELECT ", release_columns!(), " FROM releases WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(release_from).transpose()
     }
 
     /// Every release of `app`, newest first.
     pub async fn releases(&self, app: &str) -> Result<Vec<Release>> {
-        let rows = sqlx::query(concat!("SELECT ", release_columns!(), " FROM releases WHERE app = $1 ORDER BY id DESC"))
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE app = $1 ORDER BY id DESC"
+        ))
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(release_from).collect()
     }
 
     /// The newest recorded version `version` of `app`.
     pub async fn release_of_version(&self, app: &str, version: &str) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!("SELECT ", release_columns!(), " FROM releases WHERE app = $1 AND version = $2 ORDER BY id DESC LIMIT 1"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE app = $1 AND version = $2 ORDER BY id DESC LIMIT 1"
+        ))
         .bind(app)
         .bind(version)
         .fetch_optional(&self.pool)
@@ -273,7 +324,11 @@ impl Ledger {
 
     /// The release serving `app` (or that must serve it).
     pub async fn current(&self, app: &str) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!("SELECT ", release_columns!(), " FROM releases WHERE id = (SELECT current_release_id FROM app_state WHERE app = $1)"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE id = (SELECT current_release_id FROM app_state WHERE app = $1)"
+        ))
         .bind(app)
         .fetch_optional(&self.pool)
         .await?;
@@ -282,7 +337,11 @@ impl Ledger {
 
     /// The newest release of `app` waiting to be deployed, if any.
     pub async fn pending_release(&self, app: &str) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!("SELECT ", release_columns!(), " FROM releases WHERE app = $1 AND state = 'deploying' ORDER BY id DESC LIMIT 1"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE app = $1 AND state = 'deploying' ORDER BY id DESC LIMIT 1"
+        ))
         .bind(app)
         .fetch_optional(&self.pool)
         .await?;
@@ -292,8 +351,12 @@ impl Ledger {
     /// The last known-good release of `app`: the one that most recently passed its bake
     /// time and is still stable, other than `excluding`.
     pub async fn known_good(&self, app: &str, excluding: Option<i64>) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!("SELECT ", release_columns!(), " FROM releases WHERE app = $1 AND state = 'stable' AND id <> $2 \
-             ORDER BY stable_at DESC, id DESC LIMIT 1"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE app = $1 AND state = 'stable' AND id <> $2 \
+             ORDER BY stable_at DESC, id DESC LIMIT 1"
+        ))
         .bind(app)
         .bind(excluding.unwrap_or(-1))
         .fetch_optional(&self.pool)
@@ -301,7 +364,12 @@ impl Ledger {
         row.as_ref().map(release_from).transpose()
     }
 
-    pub async fn set_state(&self, release: &Release, state: ReleaseState, note: Option<&str>) -> Result<()> {
+    pub async fn set_state(
+        &self,
+        release: &Release,
+        state: ReleaseState,
+        note: Option<&str>,
+    ) -> Result<()> {
         sqlx::query("UPDATE releases SET state = $1, updated_at = $2, note = COALESCE($3, note) WHERE id = $4")
             .bind(state.as_str())
             .bind(self.now())
@@ -309,8 +377,13 @@ impl Ledger {
             .bind(release.id)
             .execute(&self.pool)
             .await?;
-        self.event(&release.app, Some(release.id), state.as_str(), serde_json::json!({"version": release.version, "note": note}))
-            .await
+        self.event(
+            &release.app,
+            Some(release.id),
+            state.as_str(),
+            serde_json::json!({"version": release.version, "note": note}),
+        )
+        .await
     }
 
     /// The release took traffic: it is now the app's current release, watched from now.
@@ -325,20 +398,34 @@ impl Ledger {
             .await?;
         set_current(&mut tx, &release.app, release.id, now).await?;
         tx.commit().await?;
-        self.event(&release.app, Some(release.id), "watching", serde_json::json!({"version": release.version})).await
+        self.event(
+            &release.app,
+            Some(release.id),
+            "watching",
+            serde_json::json!({"version": release.version}),
+        )
+        .await
     }
 
     /// Makes `release` the app's current one without a watch (the first release a guard
     /// adopts, or a manual roll-forward).
     pub async fn mark_stable(&self, release: &Release) -> Result<()> {
         let now = self.now();
-        sqlx::query("UPDATE releases SET state = 'stable', stable_at = $1, updated_at = $2 WHERE id = $3")
-            .bind(now)
-            .bind(now)
-            .bind(release.id)
-            .execute(&self.pool)
-            .await?;
-        self.event(&release.app, Some(release.id), "stable", serde_json::json!({"version": release.version})).await
+        sqlx::query(
+            "UPDATE releases SET state = 'stable', stable_at = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(release.id)
+        .execute(&self.pool)
+        .await?;
+        self.event(
+            &release.app,
+            Some(release.id),
+            "stable",
+            serde_json::json!({"version": release.version}),
+        )
+        .await
     }
 
     // ---- rollbacks ----
@@ -389,22 +476,31 @@ impl Ledger {
     }
 
     pub async fn rollback(&self, id: i64) -> Result<Option<Rollback>> {
-        let row = sqlx::query(concat!(rollback_select!(), " WHERE r.id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(concat!(rollback_select!(), " WHERE r.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(rollback_from).transpose()
     }
 
     /// Rollbacks of `app`, newest first.
     pub async fn rollbacks(&self, app: &str) -> Result<Vec<Rollback>> {
-        let rows = sqlx::query(concat!(rollback_select!(), " WHERE r.app = $1 ORDER BY r.id DESC"))
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+            rollback_select!(),
+            " WHERE r.app = $1 ORDER BY r.id DESC"
+        ))
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(rollback_from).collect()
     }
 
     /// Rollbacks asked for or interrupted, oldest first: the guard's to-do list.
     pub async fn open_rollbacks(&self, app: &str) -> Result<Vec<Rollback>> {
-        let rows = sqlx::query(concat!(rollback_select!(), " WHERE r.app = $1 AND r.status IN ('requested', 'started') ORDER BY r.id"))
+        let rows = sqlx::query(concat!(
+            rollback_select!(),
+            " WHERE r.app = $1 AND r.status IN ('requested', 'started') ORDER BY r.id"
+        ))
         .bind(app)
         .fetch_all(&self.pool)
         .await?;
@@ -413,7 +509,10 @@ impl Ledger {
 
     /// Finished rollbacks whose line is not in the rollback log yet.
     pub async fn unlogged_rollbacks(&self, app: &str) -> Result<Vec<Rollback>> {
-        let rows = sqlx::query(concat!(rollback_select!(), " WHERE r.app = $1 AND r.status IN ('done', 'failed') AND r.logged = 0 ORDER BY r.id"))
+        let rows = sqlx::query(concat!(
+            rollback_select!(),
+            " WHERE r.app = $1 AND r.status IN ('done', 'failed') AND r.logged = 0 ORDER BY r.id"
+        ))
         .bind(app)
         .fetch_all(&self.pool)
         .await?;
@@ -431,7 +530,12 @@ impl Ledger {
 
     /// Closes a rollback. On success, in one transaction: the bad release is `rolled_back`
     /// (unless it already settled otherwise) and the target is the app's current release.
-    pub async fn finish_rollback(&self, rollback: &Rollback, succeeded: bool, note: &str) -> Result<()> {
+    pub async fn finish_rollback(
+        &self,
+        rollback: &Rollback,
+        succeeded: bool,
+        note: &str,
+    ) -> Result<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE rollbacks SET status = $1, finished_at = $2 WHERE id = $3")
@@ -454,37 +558,54 @@ impl Ledger {
         self.event(
             &rollback.app,
             Some(rollback.from_release_id),
-            if succeeded { "rollback_done" } else { "rollback_failed" },
+            if succeeded {
+                "rollback_done"
+            } else {
+                "rollback_failed"
+            },
             serde_json::json!({"rollback": rollback.id, "to": rollback.to_version, "note": note}),
         )
         .await
     }
 
     pub async fn mark_logged(&self, rollback: &Rollback) -> Result<()> {
-        sqlx::query("UPDATE rollbacks SET logged = 1 WHERE id = $1").bind(rollback.id).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    // ---- audit trail ----
-
-    pub async fn event(&self, app: &str, release_id: Option<i64>, kind: &str, detail: serde_json::Value) -> Result<()> {
-        sqlx::query("INSERT INTO events (app, release_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(app)
-            .bind(release_id)
-            .bind(self.now())
-            .bind(kind)
-            .bind(detail.to_string())
+        sqlx::query("UPDATE rollbacks SET logged = 1 WHERE id = $1")
+            .bind(rollback.id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
+    // ---- audit trail ----
+
+    pub async fn event(
+        &self,
+        app: &str,
+        release_id: Option<i64>,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (app, release_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(app)
+        .bind(release_id)
+        .bind(self.now())
+        .bind(kind)
+        .bind(detail.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The audit trail of `app`, oldest first.
     pub async fn events(&self, app: &str) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT at, kind, release_id, detail FROM events WHERE app = $1 ORDER BY id")
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT at, kind, release_id, detail FROM events WHERE app = $1 ORDER BY id",
+        )
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let detail: String = row.try_get("detail")?;
@@ -492,7 +613,8 @@ impl Ledger {
                     at: row.try_get("at")?,
                     kind: row.try_get("kind")?,
                     release_id: row.try_get("release_id")?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
                 })
             })
             .collect()
@@ -516,10 +638,16 @@ impl Ledger {
 
     /// The guard's latest view of `app` and when it was taken.
     pub async fn snapshot(&self, app: &str) -> Result<Option<(i64, serde_json::Value)>> {
-        let row = sqlx::query("SELECT at, body FROM snapshots WHERE app = $1").bind(app).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT at, body FROM snapshots WHERE app = $1")
+            .bind(app)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|row| {
             let body: String = row.try_get("body")?;
-            Ok((row.try_get("at")?, serde_json::from_str(&body).unwrap_or_default()))
+            Ok((
+                row.try_get("at")?,
+                serde_json::from_str(&body).unwrap_or_default(),
+            ))
         })
         .transpose()
     }
@@ -531,15 +659,27 @@ impl Ledger {
             .bind(app)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| Ok(Lease { holder: row.try_get("holder")?, expires_at: row.try_get("expires_at")?, epoch: row.try_get("epoch")? }))
-            .transpose()
+        row.map(|row| {
+            Ok(Lease {
+                holder: row.try_get("holder")?,
+                expires_at: row.try_get("expires_at")?,
+                epoch: row.try_get("epoch")?,
+            })
+        })
+        .transpose()
     }
 
     /// Takes or renews the lease on `app` for `me` until `now + ttl_ms`, unless someone else
     /// holds it. `holder_alive` tells whether another holder is still running (a holder on
     /// this host whose process is gone is not). Compare-and-swap on the epoch, so two
     /// contenders cannot both win.
-    pub async fn acquire_lease(&self, app: &str, me: &str, ttl_ms: i64, holder_alive: impl Fn(&str) -> bool) -> Result<bool> {
+    pub async fn acquire_lease(
+        &self,
+        app: &str,
+        me: &str,
+        ttl_ms: i64,
+        holder_alive: impl Fn(&str) -> bool,
+    ) -> Result<bool> {
         let now = self.now();
         let current = self.lease(app).await?;
         let alive = current.as_ref().is_some_and(|l| holder_alive(&l.holder));
@@ -586,7 +726,12 @@ impl Ledger {
     }
 }
 
-async fn set_current(tx: &mut sqlx::Transaction<'_, sqlx::Any>, app: &str, release_id: i64, now: i64) -> Result<()> {
+async fn set_current(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    app: &str,
+    release_id: i64,
+    now: i64,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO app_state (app, current_release_id, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (app) DO UPDATE SET current_release_id = excluded.current_release_id, updated_at = excluded.updated_at",
@@ -630,7 +775,12 @@ fn rollback_from(row: &AnyRow) -> Result<Rollback> {
         trigger: match trigger.as_str() {
             "auto" => Trigger::Auto,
             "manual" => Trigger::Manual,
-            other => return Err(LedgerError::Corrupt { what: "rollback trigger", value: other.into() }),
+            other => {
+                return Err(LedgerError::Corrupt {
+                    what: "rollback trigger",
+                    value: other.into(),
+                });
+            }
         },
         reason: row.try_get("reason")?,
         evidence: evidence.and_then(|e| serde_json::from_str(&e).ok()),
@@ -643,7 +793,12 @@ fn rollback_from(row: &AnyRow) -> Result<Rollback> {
             "started" => RollbackStatus::Started,
             "done" => RollbackStatus::Done,
             "failed" => RollbackStatus::Failed,
-            other => return Err(LedgerError::Corrupt { what: "rollback status", value: other.into() }),
+            other => {
+                return Err(LedgerError::Corrupt {
+                    what: "rollback status",
+                    value: other.into(),
+                });
+            }
         },
         logged: logged != 0,
     })
@@ -651,12 +806,21 @@ fn rollback_from(row: &AnyRow) -> Result<Rollback> {
 
 /// SQLite URLs get `mode=rwc` (create the file if missing) and their directory created.
 fn sqlite_url_with_create(url: &str) -> Result<String> {
-    let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return Ok(url.to_string());
     };
     let file = path.split('?').next().unwrap_or(path);
-    if let Some(dir) = std::path::Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open { url: url.to_string(), source: sqlx::Error::Io(e) })?;
+    if let Some(dir) = std::path::Path::new(file)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
+            url: url.to_string(),
+            source: sqlx::Error::Io(e),
+        })?;
     }
     Ok(if path.contains("mode=") {
         url.to_string()
@@ -674,9 +838,14 @@ fn is_read_only(error: &sqlx::Error) -> bool {
 
 fn classify_open_error(url: &str, source: sqlx::Error) -> LedgerError {
     if is_read_only(&source) {
-        LedgerError::ReadOnly { url: url.to_string() }
+        LedgerError::ReadOnly {
+            url: url.to_string(),
+        }
     } else {
-        LedgerError::Open { url: url.to_string(), source }
+        LedgerError::Open {
+            url: url.to_string(),
+            source,
+        }
     }
 }
 
@@ -700,20 +869,38 @@ mod tests {
         clock.advance(std::time::Duration::from_secs(1));
         ledger.mark_stable(&v1).await.unwrap();
         let v2 = ledger.record_release("shop", "v2", "ann").await.unwrap();
-        assert_eq!(ledger.pending_release("shop").await.unwrap().unwrap().id, v2.id);
+        assert_eq!(
+            ledger.pending_release("shop").await.unwrap().unwrap().id,
+            v2.id
+        );
         ledger.start_watching(&v2).await.unwrap();
         assert_eq!(ledger.current("shop").await.unwrap().unwrap().version, "v2");
-        let good = ledger.known_good("shop", Some(v2.id)).await.unwrap().unwrap();
+        let good = ledger
+            .known_good("shop", Some(v2.id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(good.version, "v1");
         let rollback = ledger
-            .record_rollback(&v2, &good, Trigger::Auto, "errors", None, "guard", RollbackStatus::Started)
+            .record_rollback(
+                &v2,
+                &good,
+                Trigger::Auto,
+                "errors",
+                None,
+                "guard",
+                RollbackStatus::Started,
+            )
             .await
             .unwrap();
         assert_eq!(ledger.open_rollbacks("shop").await.unwrap().len(), 1);
         ledger.finish_rollback(&rollback, true, "ok").await.unwrap();
         assert!(ledger.open_rollbacks("shop").await.unwrap().is_empty());
         assert_eq!(ledger.current("shop").await.unwrap().unwrap().version, "v1");
-        assert_eq!(ledger.release(v2.id).await.unwrap().unwrap().state, ReleaseState::RolledBack);
+        assert_eq!(
+            ledger.release(v2.id).await.unwrap().unwrap().state,
+            ReleaseState::RolledBack
+        );
         assert_eq!(ledger.unlogged_rollbacks("shop").await.unwrap().len(), 1);
         ledger.mark_logged(&rollback).await.unwrap();
         assert!(ledger.unlogged_rollbacks("shop").await.unwrap().is_empty());
@@ -722,12 +909,40 @@ mod tests {
     #[tokio::test]
     async fn only_one_holder_gets_the_lease_until_it_expires() {
         let (ledger, _dir, clock) = ledger().await;
-        assert!(ledger.acquire_lease("shop", "a", 10_000, |_| true).await.unwrap());
-        assert!(!ledger.acquire_lease("shop", "b", 10_000, |_| true).await.unwrap());
-        assert!(ledger.acquire_lease("shop", "a", 10_000, |_| true).await.unwrap(), "renewal");
-        assert!(ledger.acquire_lease("shop", "b", 10_000, |_| false).await.unwrap(), "a is gone");
+        assert!(
+            ledger
+                .acquire_lease("shop", "a", 10_000, |_| true)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !ledger
+                .acquire_lease("shop", "b", 10_000, |_| true)
+                .await
+                .unwrap()
+        );
+        assert!(
+            ledger
+                .acquire_lease("shop", "a", 10_000, |_| true)
+                .await
+                .unwrap(),
+            "renewal"
+        );
+        assert!(
+            ledger
+                .acquire_lease("shop", "b", 10_000, |_| false)
+                .await
+                .unwrap(),
+            "a is gone"
+        );
         clock.advance(std::time::Duration::from_secs(11));
-        assert!(ledger.acquire_lease("shop", "a", 10_000, |_| true).await.unwrap(), "b expired");
+        assert!(
+            ledger
+                .acquire_lease("shop", "a", 10_000, |_| true)
+                .await
+                .unwrap(),
+            "b expired"
+        );
         assert_eq!(ledger.lease("shop").await.unwrap().unwrap().epoch, 3);
     }
 }

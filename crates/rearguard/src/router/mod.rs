@@ -29,7 +29,9 @@ use crate::clock::Stopwatch;
 pub const VERSION_HEADER: &str = "x-rearguard-version";
 
 #[derive(Debug, thiserror::Error)]
-#[error("the router cannot listen on 127.0.0.1:{port} for {component}: {source} (is another process using the port?)")]
+#[error(
+    "the router cannot listen on 127.0.0.1:{port} for {component}: {source} (is another process using the port?)"
+)]
 pub struct ListenError {
     pub component: String,
     pub port: u16,
@@ -57,7 +59,10 @@ impl VersionCounters {
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let bucket = rearguard_judge::BUCKET_BOUNDS_MS.iter().position(|&b| latency_ms <= b).unwrap_or(BUCKETS - 1);
+        let bucket = rearguard_judge::BUCKET_BOUNDS_MS
+            .iter()
+            .position(|&b| latency_ms <= b)
+            .unwrap_or(BUCKETS - 1);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -99,7 +104,11 @@ impl Table {
             // evenly spread, no randomness needed.
             Some((canary, weight)) => {
                 let n = self.sequence.fetch_add(1, Ordering::Relaxed) as f64;
-                if ((n + 1.0) * weight).floor() > (n * weight).floor() { canary } else { &self.primary }
+                if ((n + 1.0) * weight).floor() > (n * weight).floor() {
+                    canary
+                } else {
+                    &self.primary
+                }
             }
             None => &self.primary,
         }
@@ -130,23 +139,35 @@ impl Router {
             .build(HttpConnector::new());
         let mut components = BTreeMap::new();
         for (component, &port) in ports {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await.map_err(|source| ListenError {
-                component: format!("{app}/{component}"),
-                port,
-                source,
-            })?;
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+                .await
+                .map_err(|source| ListenError {
+                    component: format!("{app}/{component}"),
+                    port,
+                    source,
+                })?;
             let table: Shared<Table> = Arc::new(RwLock::new(None));
             tokio::spawn(serve(listener, table.clone(), client.clone(), stop.clone()));
             components.insert(component.clone(), ComponentRoute { table });
         }
-        Ok(Arc::new(Self { app: app.to_string(), components, counters: RwLock::new(BTreeMap::new()), stop }))
+        Ok(Arc::new(Self {
+            app: app.to_string(),
+            components,
+            counters: RwLock::new(BTreeMap::new()),
+            stop,
+        }))
     }
 
     fn counters_for(&self, version: &str) -> Arc<VersionCounters> {
         if let Some(counters) = self.counters.read().expect("lock").get(version) {
             return counters.clone();
         }
-        self.counters.write().expect("lock").entry(version.to_string()).or_default().clone()
+        self.counters
+            .write()
+            .expect("lock")
+            .entry(version.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Switches every component to `routes`, atomically per component.
@@ -159,9 +180,18 @@ impl Router {
                     counters: self.counters_for(&instances.version),
                 })
             };
-            let Some(primary) = target(&routes.primary) else { continue };
-            let canary = routes.canary.as_ref().and_then(|(instances, weight)| target(instances).map(|t| (t, *weight)));
-            let table = Table { primary, canary, sequence: AtomicU64::new(0) };
+            let Some(primary) = target(&routes.primary) else {
+                continue;
+            };
+            let canary = routes
+                .canary
+                .as_ref()
+                .and_then(|(instances, weight)| target(instances).map(|t| (t, *weight)));
+            let table = Table {
+                primary,
+                canary,
+                sequence: AtomicU64::new(0),
+            };
             *route.table.write().expect("lock") = Some(Arc::new(table));
         }
         tracing::info!(
@@ -174,14 +204,24 @@ impl Router {
 
     /// What each version served since the last call, summed over components.
     pub fn take_counts(&self) -> BTreeMap<String, Counts> {
-        self.counters.read().expect("lock").iter().map(|(version, c)| (version.clone(), c.take())).collect()
+        self.counters
+            .read()
+            .expect("lock")
+            .iter()
+            .map(|(version, c)| (version.clone(), c.take()))
+            .collect()
     }
 
     /// The version now taking the main share of traffic, if any.
     pub fn primary_version(&self) -> Option<String> {
-        self.components
-            .values()
-            .find_map(|route| route.table.read().expect("lock").as_ref().map(|t| t.primary.version.clone()))
+        self.components.values().find_map(|route| {
+            route
+                .table
+                .read()
+                .expect("lock")
+                .as_ref()
+                .map(|t| t.primary.version.clone())
+        })
     }
 
     pub fn shutdown(&self) {
@@ -195,7 +235,12 @@ impl Drop for Router {
     }
 }
 
-async fn serve(listener: TcpListener, table: Shared<Table>, client: Client<HttpConnector, Incoming>, stop: CancellationToken) {
+async fn serve(
+    listener: TcpListener,
+    table: Shared<Table>,
+    client: Client<HttpConnector, Incoming>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -212,8 +257,11 @@ async fn serve(listener: TcpListener, table: Shared<Table>, client: Client<HttpC
         let client = client.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| forward(request, table.clone(), client.clone()));
-            let connection = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
+            let service =
+                service_fn(move |request| forward(request, table.clone(), client.clone()));
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
                 _ = stop.cancelled() => {}
@@ -230,7 +278,10 @@ async fn forward(
     client: Client<HttpConnector, Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let Some(table) = table.read().expect("lock").clone() else {
-        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "no release is serving yet\n"));
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no release is serving yet\n",
+        ));
     };
     let target = table.pick().clone();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -245,10 +296,14 @@ async fn forward(
     let version = HeaderValue::from_str(&target.version).ok();
     match outcome {
         Ok(response) => {
-            target.counters.record(response.status().is_server_error(), latency_ms);
+            target
+                .counters
+                .record(response.status().is_server_error(), latency_ms);
             let (mut parts, body) = response.into_parts();
             if let Some(version) = version {
-                parts.headers.insert(HeaderName::from_static(VERSION_HEADER), version);
+                parts
+                    .headers
+                    .insert(HeaderName::from_static(VERSION_HEADER), version);
             }
             Ok(Response::from_parts(parts, body.boxed()))
         }
@@ -257,7 +312,9 @@ async fn forward(
             tracing::debug!(error = %e, version = %target.version, "upstream failed");
             let mut response = plain(StatusCode::BAD_GATEWAY, "upstream failed\n");
             if let Some(version) = version {
-                response.headers_mut().insert(HeaderName::from_static(VERSION_HEADER), version);
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(VERSION_HEADER), version);
             }
             Ok(response)
         }
@@ -265,7 +322,11 @@ async fn forward(
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     response
 }

@@ -1,0 +1,324 @@
+//! `rearguard demo`: from nothing, deploy a good release behind the built-in router, drive
+//! traffic, deploy a bad one, and show it rolled back on its own. Everything real: the
+//! ledger on SQLite, the demo service as child processes, the router, the judge.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Workspace, stop_on_signals};
+use crate::cli::{AppJsonArgs, DemoArgs};
+use crate::clock::Stopwatch;
+use crate::guard::{Guardian, Progress};
+use crate::ledger::{Rollback, RollbackStatus};
+use crate::router::VERSION_HEADER;
+use crate::{Outcome, UsageError, config, identity};
+
+const APP: &str = "demo";
+/// The whole demo gives up after this long.
+const DEMO_LIMIT: Duration = Duration::from_secs(110);
+
+/// The demo's config: one component served by the bundled demo service. A short bake and
+/// warm-up suit a demo; real services want the defaults.
+const CONFIG: &str = r#"# Written by `rearguard demo`.
+data_dir: .
+apps:
+  demo:
+    bake: 8s
+    components:
+      web:
+        public_port: @PORT@
+        command: [@EXE@, "demo-app", "--version", "{version}", "--port", "{port}", "--bad-version", "v2", "--bad-error-rate", "@RATE@"]
+        ready_path: /health
+    backend:
+      kind: process
+      keep_previous_warm: 60s
+      stop_grace: 2s
+    checks:
+      - kind: http
+        name: health
+        path: /health
+    policy:
+      warmup: 3s
+      transient: 2s
+"#;
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
+    if !(0.0..=1.0).contains(&args.bad_error_rate) {
+        return Err(UsageError("--bad-error-rate must be between 0 and 1".into()).into());
+    }
+    let temp;
+    let dir: PathBuf = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("rearguard-demo-")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config_path = dir.join("rearguard.yaml");
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let text = CONFIG
+        .replace("@PORT@", &args.port.to_string())
+        .replace("@EXE@", &serde_json::to_string(&exe.display().to_string())?)
+        .replace("@RATE@", &args.bad_error_rate.to_string());
+    std::fs::write(&config_path, &text)?;
+    let config = config::parse(&config_path, &text, &|_| None)
+        .map_err(|problems| anyhow::anyhow!("the demo's own config is invalid: {}", problems[0]))?;
+    let workspace = Workspace::with_config(config, &config_path).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let context = workspace.guard_context(Some(tx));
+    let stop = stop_on_signals();
+    let guardian = Guardian::start(&context, APP).await?;
+    let guard_task = tokio::spawn(guardian.run(stop.clone()));
+    let traffic = Traffic::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
+        stop.clone(),
+    );
+    let story = tokio::time::timeout(
+        DEMO_LIMIT,
+        tell_story(&workspace, rx, &traffic, &stop, args.json),
+    )
+    .await;
+    stop.cancel();
+    traffic.stop().await;
+    guard_task.await??;
+    let summary = match story {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!("the demo did not finish within {}s", DEMO_LIMIT.as_secs()),
+    };
+    let Some(summary) = summary else {
+        eprintln!("demo interrupted; everything it started is stopped");
+        return Ok(Outcome::Failed);
+    };
+    println!();
+    super::versions::run(
+        &config_path,
+        AppJsonArgs {
+            app: APP.into(),
+            json: false,
+        },
+    )
+    .await?;
+    let rollback = &summary.rollback;
+    println!(
+        "rollback #{}: {} -> {} ({:?}) by {}: {}",
+        rollback.id,
+        rollback.from_version,
+        rollback.to_version,
+        rollback.trigger,
+        rollback.requested_by,
+        rollback.reason
+    );
+    println!(
+        "rollback log: {}",
+        workspace.config.rollback_log(&config_path).display()
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "rolled_back": rollback.from_version,
+                "restored": rollback.to_version,
+                "detected_after_s": round(summary.detected_after_s),
+                "restored_after_s": round(summary.restored_after_s),
+            })
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+fn round(seconds: f64) -> f64 {
+    (seconds * 10.0).round() / 10.0
+}
+
+struct Summary {
+    rollback: Rollback,
+    detected_after_s: f64,
+    restored_after_s: f64,
+}
+
+/// Deploys v1, waits until it is stable, deploys v2, and follows until traffic is back on
+/// v1. `None` when interrupted.
+async fn tell_story(
+    workspace: &Workspace,
+    mut progress: mpsc::UnboundedReceiver<Progress>,
+    traffic: &Traffic,
+    stop: &CancellationToken,
+    quiet: bool,
+) -> anyhow::Result<Option<Summary>> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let say = |line: String| bar.println(line);
+    let actor = identity::actor();
+    workspace.ledger.record_release(APP, "v1", &actor).await?;
+    say("deploying v1 (a good release) behind the router".into());
+    let mut v2_taking_traffic: Option<Stopwatch> = None;
+    let mut detected_after = None;
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => None,
+            message = progress.recv() => message,
+        };
+        bar.set_message(traffic.describe());
+        match message {
+            Some(Progress::Watching { version, .. }) if version == "v1" => {
+                say("v1 serves; driving traffic; v1 bakes for 8s before it is known-good".into())
+            }
+            Some(Progress::Stable { version, .. }) if version == "v1" => {
+                say("v1 is stable (known-good); deploying v2, which fails some requests".into());
+                workspace.ledger.record_release(APP, "v2", &actor).await?;
+            }
+            Some(Progress::Watching { version, .. }) if version == "v2" => {
+                v2_taking_traffic = Some(Stopwatch::start());
+                say("v2 takes the traffic; rearguard watches it against v1".into());
+            }
+            Some(Progress::RollingBack { reason, .. }) => {
+                detected_after = v2_taking_traffic.map(|w| w.elapsed().as_secs_f64());
+                say(format!("detected: {reason}"));
+                say("rolling back to v1".into());
+            }
+            Some(Progress::RolledBack {
+                rollback,
+                verification,
+                ..
+            }) => {
+                let restored_after = v2_taking_traffic
+                    .map(|w| w.elapsed().as_secs_f64())
+                    .unwrap_or_default();
+                let passed = verification["passed"].as_bool().unwrap_or(false);
+                say(format!(
+                    "traffic is back on {} ({}); verification {}",
+                    rollback.to_version,
+                    traffic.describe(),
+                    if passed { "passed" } else { "FAILED" }
+                ));
+                bar.finish_and_clear();
+                if rollback.status != RollbackStatus::Done {
+                    anyhow::bail!("the rollback did not complete: {}", rollback.reason);
+                }
+                return Ok(Some(Summary {
+                    detected_after_s: detected_after.unwrap_or(restored_after),
+                    restored_after_s: restored_after,
+                    rollback,
+                }));
+            }
+            Some(Progress::Failed { version, why, .. }) => anyhow::bail!("{version} failed: {why}"),
+            Some(Progress::RollbackFailed { why, .. }) => {
+                anyhow::bail!("the rollback failed: {why}")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One answer the traffic got: when, from which version, failed or not, how fast.
+struct Answer {
+    at: Stopwatch,
+    version: String,
+    failed: bool,
+    latency_ms: f64,
+}
+
+/// Steady traffic through the router, remembering who answered and how.
+struct Traffic {
+    seen: Arc<Mutex<VecDeque<Answer>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+const WORKERS: usize = 4;
+/// Pause between a worker's requests: about 25 requests per second each.
+const PAUSE: Duration = Duration::from_millis(40);
+
+impl Traffic {
+    fn start(address: SocketAddr, stop: CancellationToken) -> Self {
+        let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (seen, client, stop) = (seen.clone(), client.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let uri: hyper::Uri = format!("http://{address}/").parse().expect("valid uri");
+                    while !stop.is_cancelled() {
+                        let watch = Stopwatch::start();
+                        let answer = tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await;
+                        let latency = watch.elapsed().as_secs_f64() * 1000.0;
+                        if let Ok(Ok(response)) = answer {
+                            let version = response.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+                            let failed = !response.status().is_success();
+                            let _ = response.into_body().collect().await;
+                            let mut seen = seen.lock().expect("lock");
+                            seen.push_back(Answer { at: Stopwatch::start(), version, failed, latency_ms: latency });
+                            while seen.front().is_some_and(|a| a.at.elapsed() > Duration::from_secs(5)) {
+                                seen.pop_front();
+                            }
+                        }
+                        tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(PAUSE) => {} }
+                    }
+                })
+            })
+            .collect();
+        Self { seen, workers }
+    }
+
+    /// Error rate and p95 per version over the last seconds.
+    fn describe(&self) -> String {
+        let seen = self.seen.lock().expect("lock");
+        let mut by_version: BTreeMap<&str, Vec<(bool, f64)>> = BTreeMap::new();
+        for answer in seen
+            .iter()
+            .filter(|a| a.at.elapsed() <= Duration::from_secs(3))
+        {
+            by_version
+                .entry(answer.version.as_str())
+                .or_default()
+                .push((answer.failed, answer.latency_ms));
+        }
+        let parts: Vec<String> = by_version
+            .iter()
+            .map(|(version, outcomes)| {
+                let errors =
+                    outcomes.iter().filter(|(f, _)| *f).count() as f64 / outcomes.len() as f64;
+                let mut latencies: Vec<f64> = outcomes.iter().map(|(_, l)| *l).collect();
+                latencies.sort_by(f64::total_cmp);
+                let p95 =
+                    latencies[((latencies.len() as f64 * 0.95) as usize).min(latencies.len() - 1)];
+                format!(
+                    "{version}: {} req/s, errors {:.1}%, p95 {p95:.0}ms",
+                    outcomes.len() / 3,
+                    errors * 100.0
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            "waiting for traffic".into()
+        } else {
+            parts.join(" | ")
+        }
+    }
+
+    async fn stop(self) {
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+    }
+}

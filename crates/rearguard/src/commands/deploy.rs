@@ -1,0 +1,246 @@
+//! `rearguard deploy APP VERSION [--watch]`: record a release and have it deployed. With a
+//! guard running, the guard deploys it and this command follows along; with `--watch` and
+//! no guard, this process guards the release itself until it settles.
+
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+
+use super::{Workspace, check_version, stop_on_signals};
+use crate::backends::AnyBackend;
+use crate::backends::process::InstanceDirs;
+use crate::cli::DeployArgs;
+use crate::guard::{Guardian, Progress};
+use crate::ledger::{Release, ReleaseState};
+use crate::{Outcome, UsageError, identity};
+
+/// How long to wait for a running guard to pick up and settle a release.
+const WAIT_LIMIT: Duration = Duration::from_secs(6 * 3600);
+
+pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome> {
+    check_version(&args.version)?;
+    let workspace = Workspace::open(config_path).await?;
+    let app = workspace.config.app(&args.app)?.clone();
+    let dirs = InstanceDirs {
+        work_dir: workspace.config.resolve(config_path, Path::new(".")),
+        state_dir: workspace.config.data_dir(config_path),
+    };
+    AnyBackend::new(&args.app, &app, dirs)
+        .check_available(&args.version)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let guarded = workspace.guard_running(&args.app).await?;
+    if !guarded && !args.watch {
+        return Err(UsageError(format!(
+            "no guard is running for app {:?}: start `rearguard guard` (it hosts the router and the app's processes), \
+             or pass --watch to guard this release from this terminal",
+            args.app
+        ))
+        .into());
+    }
+    let release = workspace
+        .ledger
+        .record_release(&args.app, &args.version, &identity::actor())
+        .await?;
+    let bar = spinner(args.json);
+    bar.set_message(format!(
+        "{} {}: recorded, waiting for the guard",
+        args.app, args.version
+    ));
+    let settled = if guarded {
+        follow(&workspace, &release, args.watch, &bar).await?
+    } else {
+        guard_here(&workspace, &release, &bar).await?
+    };
+    bar.finish_and_clear();
+    report(&workspace, &settled, args.json).await
+}
+
+fn spinner(hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Follows a release deployed by the running guard, through the ledger.
+async fn follow(
+    workspace: &Workspace,
+    release: &Release,
+    watch: bool,
+    bar: &ProgressBar,
+) -> anyhow::Result<Release> {
+    let ledger = &workspace.ledger;
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let now = ledger
+            .release(release.id)
+            .await?
+            .unwrap_or_else(|| release.clone());
+        let done = if watch {
+            now.state.is_settled()
+        } else {
+            now.state != ReleaseState::Deploying
+        };
+        if done || tokio::time::Instant::now() >= deadline {
+            return Ok(now);
+        }
+        let live = ledger
+            .snapshot(&release.app)
+            .await?
+            .map(|(_, body)| describe_live(&body))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "{} {}: {} {live}",
+            release.app,
+            release.version,
+            now.state.as_str()
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Guards the release from this process until it settles (Ctrl-C stops, leaving it
+/// unsettled), then stops what it started.
+async fn guard_here(
+    workspace: &Workspace,
+    release: &Release,
+    bar: &ProgressBar,
+) -> anyhow::Result<Release> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let context = workspace.guard_context(Some(tx));
+    let stop = stop_on_signals();
+    let guardian = Guardian::start(&context, &release.app).await?;
+    let task = tokio::spawn(guardian.run(stop.clone()));
+    let ledger = &workspace.ledger;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            message = rx.recv() => {
+                let Some(message) = message else { break };
+                if let Some(line) = describe(&message) {
+                    bar.set_message(line);
+                }
+                let state = ledger.release(release.id).await?.map(|r| r.state);
+                if state.is_some_and(ReleaseState::is_settled) {
+                    break;
+                }
+            }
+        }
+    }
+    stop.cancel();
+    task.await??;
+    Ok(ledger
+        .release(release.id)
+        .await?
+        .unwrap_or_else(|| release.clone()))
+}
+
+pub fn describe(progress: &Progress) -> Option<String> {
+    Some(match progress {
+        Progress::Deploying { app, version } => format!("{app} {version}: starting"),
+        Progress::Watching { app, version } => format!("{app} {version}: taking traffic, watching"),
+        Progress::Tick {
+            app,
+            version,
+            judgement,
+        } => {
+            let s = &judgement.snapshot;
+            format!(
+                "{app} {version}: {} req/min, errors {} (baseline {}), p95 {} (baseline {}), evidence {:.0}%",
+                s.candidate_requests,
+                percent(s.candidate_error_rate),
+                percent(s.baseline_error_rate),
+                millis(s.candidate_p95_ms),
+                millis(s.baseline_p95_ms),
+                100.0 * s.error_evidence.max(s.latency_evidence)
+            )
+        }
+        Progress::Stable { app, version } => format!("{app} {version}: stable"),
+        Progress::RollingBack {
+            app,
+            from,
+            to,
+            reason,
+        } => format!("{app}: rolling back {from} -> {to}: {reason}"),
+        Progress::RolledBack { app, rollback, .. } => {
+            format!("{app}: rolled back to {}", rollback.to_version)
+        }
+        Progress::RollbackFailed { app, to, why } => {
+            format!("{app}: rollback to {to} FAILED: {why}")
+        }
+        Progress::Failed { app, version, why } => format!("{app} {version}: failed: {why}"),
+    })
+}
+
+fn describe_live(body: &serde_json::Value) -> String {
+    let s = &body["judgement"]["snapshot"];
+    if s.is_null() {
+        return String::new();
+    }
+    format!(
+        "- errors {} (baseline {}), p95 {} (baseline {})",
+        percent(s["candidate_error_rate"].as_f64()),
+        percent(s["baseline_error_rate"].as_f64()),
+        millis(s["candidate_p95_ms"].as_f64()),
+        millis(s["baseline_p95_ms"].as_f64()),
+    )
+}
+
+pub fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".into(), |r| format!("{:.1}%", 100.0 * r))
+}
+
+pub fn millis(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "-".into(), |m| format!("{m:.0}ms"))
+}
+
+async fn report(workspace: &Workspace, release: &Release, json: bool) -> anyhow::Result<Outcome> {
+    let rollback = workspace
+        .ledger
+        .rollbacks(&release.app)
+        .await?
+        .into_iter()
+        .find(|r| r.from_release_id == release.id);
+    let outcome = match release.state {
+        ReleaseState::Stable | ReleaseState::Watching => Outcome::Success,
+        ReleaseState::RolledBack => Outcome::RolledBack,
+        ReleaseState::Failed | ReleaseState::Deploying => Outcome::Failed,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "app": release.app, "version": release.version, "state": release.state, "note": release.note,
+                "rolled_back_to": rollback.as_ref().map(|r| &r.to_version),
+                "reason": rollback.as_ref().map(|r| &r.reason),
+            })
+        );
+        return Ok(outcome);
+    }
+    match (&release.state, &rollback) {
+        (ReleaseState::RolledBack, Some(r)) => {
+            println!(
+                "{} {}: ROLLED BACK to {} ({})",
+                release.app, release.version, r.to_version, r.reason
+            )
+        }
+        (ReleaseState::Failed, _) => println!(
+            "{} {}: FAILED: {}",
+            release.app,
+            release.version,
+            release
+                .note
+                .as_deref()
+                .unwrap_or("see `rearguard versions`")
+        ),
+        (state, _) => println!("{} {}: {}", release.app, release.version, state.as_str()),
+    }
+    Ok(outcome)
+}

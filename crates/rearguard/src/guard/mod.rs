@@ -1,0 +1,723 @@
+//! The guard: one reconciler per app. Each tick it reads the ledger and converges: finish or
+//! perform rollbacks, deploy a pending release, make sure the current release serves, feed
+//! the judge what the router counted, run the checks, promote after the bake time. Every
+//! decision is written to the ledger before it is acted on, so a guard killed at any point
+//! resumes where it stopped and never rolls back twice ("already done" is success).
+
+mod progress;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rearguard_judge::{Judge, Judgement, Mode, Setup, Step, Verdict};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use progress::Progress;
+
+use crate::backends::{AnyBackend, Instances, process::InstanceDirs};
+use crate::checks::Health;
+use crate::clock::SharedClock;
+use crate::config::{AppConfig, Config};
+use crate::ledger::{Ledger, Release, ReleaseState, Rollback, RollbackStatus, Trigger};
+use crate::rollback_log::RollbackLog;
+use crate::router::{Router, Routes};
+use crate::signals::SignalSource;
+
+/// How often the guard looks.
+pub const TICK: Duration = Duration::from_secs(1);
+/// How long a lease lasts without renewal.
+const LEASE_TTL_MS: i64 = 10_000;
+/// Checks run this often while a release is watched.
+const CHECK_EVERY_MS: i64 = 5_000;
+/// Seconds of the serving release's traffic kept as the baseline for the next deploy.
+const HISTORY_SECONDS: usize = 600;
+
+/// What every guardian shares.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Config,
+    pub config_path: std::path::PathBuf,
+    pub ledger: Ledger,
+    pub clock: SharedClock,
+    pub rollback_log: RollbackLog,
+    /// Who acts, for the record (`user@host`).
+    pub actor: String,
+    /// The lease holder identity of this process.
+    pub holder: String,
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+impl Context {
+    fn tell(&self, progress: Progress) {
+        if let Some(tx) = &self.progress {
+            let _ = tx.send(progress);
+        }
+    }
+}
+
+/// Guards `apps` until `stop` is cancelled; then stops their processes and routers.
+pub async fn run(
+    context: Context,
+    apps: Vec<String>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for app in apps {
+        let guardian = Guardian::start(&context, &app).await?;
+        tasks.spawn(guardian.run(stop.clone()));
+    }
+    let mut first_error = None;
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(Err(e)) if first_error.is_none() => {
+                stop.cancel();
+                first_error = Some(e);
+            }
+            Err(e) if first_error.is_none() => {
+                stop.cancel();
+                first_error = Some(anyhow::anyhow!("a guardian crashed: {e}"));
+            }
+            _ => {}
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The judge watching the current release.
+struct Watch {
+    release: Release,
+    /// The version the candidate is compared with in canary mode (it keeps serving).
+    baseline_version: Option<String>,
+    judge: Judge,
+    last_t: i64,
+    last: Option<Judgement>,
+    /// Set when a rollback is impossible (no known-good release): do not retry each tick.
+    halted: bool,
+}
+
+pub struct Guardian {
+    app: String,
+    config: AppConfig,
+    context: Context,
+    backend: AnyBackend,
+    router: Arc<Router>,
+    watch: Option<Watch>,
+    /// Recent per-second counts of the version taking the main traffic.
+    history: VecDeque<Step>,
+    check_failures: BTreeMap<String, u32>,
+    next_check_at: i64,
+    /// Versions kept warm after a switch, to stop at the given time.
+    retiring: Vec<(String, i64)>,
+    leased: bool,
+}
+
+impl Guardian {
+    /// Binds the app's public ports and prepares its backend.
+    pub async fn start(context: &Context, app: &str) -> anyhow::Result<Self> {
+        let config = context.config.app(app)?.clone();
+        let ports: BTreeMap<String, u16> = config
+            .components
+            .iter()
+            .filter_map(|(name, c)| c.public_port.map(|p| (name.clone(), p)))
+            .collect();
+        let router = Router::start(app, &ports)
+            .await
+            .map_err(|e| crate::UsageError(e.to_string()))?;
+        let dirs = InstanceDirs {
+            work_dir: context
+                .config
+                .resolve(&context.config_path, std::path::Path::new(".")),
+            state_dir: context.config.data_dir(&context.config_path),
+        };
+        let backend = AnyBackend::new(app, &config, dirs);
+        Ok(Self {
+            app: app.to_string(),
+            config,
+            context: context.clone(),
+            backend,
+            router,
+            watch: None,
+            history: VecDeque::new(),
+            check_failures: BTreeMap::new(),
+            next_check_at: 0,
+            retiring: Vec::new(),
+            leased: false,
+        })
+    }
+
+    fn ledger(&self) -> &Ledger {
+        &self.context.ledger
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.context.clock.now_ms()
+    }
+
+    /// Ticks until `stop`; then stops everything this guardian started.
+    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                _ = interval.tick() => {}
+            }
+            let span = tracing::info_span!("tick", app = %self.app);
+            if let Err(e) = self.tick().instrument(span).await {
+                // A broken ledger is fatal; anything else is retried next tick.
+                if e.downcast_ref::<crate::ledger::LedgerError>().is_some() {
+                    break Err(e);
+                }
+                tracing::warn!(app = %self.app, error = %crate::telemetry::redact(&format!("{e:#}")), "tick failed; retrying");
+            }
+        };
+        self.shutdown().await;
+        outcome
+    }
+
+    async fn shutdown(&mut self) {
+        self.router.shutdown();
+        self.backend.stop_all().await;
+        if self.leased {
+            let _ = self
+                .ledger()
+                .release_lease(&self.app, &self.context.holder)
+                .await;
+        }
+    }
+
+    /// One pass of the reconciler.
+    pub async fn tick(&mut self) -> anyhow::Result<()> {
+        let holder_alive = crate::identity::holder_alive;
+        let leased = self
+            .ledger()
+            .acquire_lease(&self.app, &self.context.holder, LEASE_TTL_MS, holder_alive)
+            .await?;
+        if !leased {
+            if self.leased {
+                tracing::warn!(app = %self.app, "another guard took over this app; standing by");
+                self.backend.stop_all().await;
+                self.watch = None;
+            }
+            self.leased = false;
+            return Ok(());
+        }
+        if !self.leased {
+            self.backend.recover();
+            self.leased = true;
+        }
+        for rollback in self.ledger().open_rollbacks(&self.app).await? {
+            self.perform_rollback(rollback).await?;
+        }
+        if let Some(release) = self.ledger().pending_release(&self.app).await? {
+            self.deploy(release).await?;
+        }
+        self.ensure_serving().await?;
+        self.observe().await?;
+        self.run_checks().await?;
+        self.retire_warm_versions().await;
+        self.write_rollback_log().await?;
+        self.write_snapshot().await?;
+        Ok(())
+    }
+
+    /// After a restart nothing serves: start the current release and route to it.
+    async fn ensure_serving(&mut self) -> anyhow::Result<()> {
+        let Some(current) = self.ledger().current(&self.app).await? else {
+            return Ok(());
+        };
+        if self
+            .watch
+            .as_ref()
+            .is_some_and(|w| w.release.id == current.id)
+            && self.backend.running(&current.version).is_some()
+        {
+            return Ok(());
+        }
+        let instances = self
+            .backend
+            .start(&current.version)
+            .await
+            .with_context(|| format!("cannot start {}", current.version))?;
+        self.router.set_routes(&Routes {
+            primary: instances,
+            canary: None,
+        });
+        tracing::info!(app = %self.app, version = %current.version, "serving the current release");
+        self.watch = Some(self.new_watch(current, None, Mode::BlueGreen, false));
+        Ok(())
+    }
+
+    fn new_watch(
+        &self,
+        release: Release,
+        baseline_version: Option<String>,
+        mode: Mode,
+        with_history: bool,
+    ) -> Watch {
+        let now = self.now_ms() / 1000;
+        let mut judge = Judge::new(
+            self.config.policy.clone(),
+            Setup {
+                mode,
+                deploy_at: now,
+                step_seconds: 1,
+            },
+        );
+        let mut last_t = now - 1;
+        if with_history {
+            for step in self.history.iter().filter(|s| s.t < now) {
+                if judge.observe(*step).is_ok() {
+                    last_t = step.t;
+                }
+            }
+        }
+        Watch {
+            release,
+            baseline_version,
+            judge,
+            last_t: last_t.min(now - 1),
+            last: None,
+            halted: false,
+        }
+    }
+
+    async fn deploy(&mut self, release: Release) -> anyhow::Result<()> {
+        let previous = self.ledger().current(&self.app).await?;
+        self.context.tell(Progress::Deploying {
+            app: self.app.clone(),
+            version: release.version.clone(),
+        });
+        if let Err(e) = self.backend.check_available(&release.version) {
+            self.fail_deploy(&release, previous.as_ref(), &e.to_string())
+                .await?;
+            return Ok(());
+        }
+        let instances = match self.backend.start(&release.version).await {
+            Ok(instances) => instances,
+            Err(e) => {
+                self.fail_deploy(&release, previous.as_ref(), &e.to_string())
+                    .await?;
+                return Ok(());
+            }
+        };
+        let previous_instances = previous
+            .as_ref()
+            .and_then(|p| self.backend.running(&p.version));
+        let canary = self.config.mode == Mode::Canary && previous_instances.is_some();
+        // Written before traffic moves: a restarted guard finds the new release current.
+        self.ledger().start_watching(&release).await?;
+        let (routes, mode, baseline_version) = match (canary, previous_instances) {
+            (true, Some(primary)) => {
+                let baseline = primary.version.clone();
+                (
+                    Routes {
+                        primary,
+                        canary: Some((instances, self.config.canary_weight.0)),
+                    },
+                    Mode::Canary,
+                    Some(baseline),
+                )
+            }
+            _ => (
+                Routes {
+                    primary: instances,
+                    canary: None,
+                },
+                Mode::BlueGreen,
+                None,
+            ),
+        };
+        self.router.set_routes(&routes);
+        if let (Mode::BlueGreen, Some(previous)) = (mode, &previous)
+            && previous.version != release.version
+        {
+            self.retire_later(&previous.version);
+        }
+        let watched = self.ledger().release(release.id).await?.unwrap_or(release);
+        self.watch = Some(self.new_watch(watched.clone(), baseline_version, mode, true));
+        self.next_check_at = self.now_ms();
+        self.check_failures.clear();
+        self.context.tell(Progress::Watching {
+            app: self.app.clone(),
+            version: watched.version,
+        });
+        Ok(())
+    }
+
+    /// A release that cannot start never took traffic; the current one keeps serving. The
+    /// failure is still a rollback in the record, so people and the log learn of it.
+    async fn fail_deploy(
+        &mut self,
+        release: &Release,
+        previous: Option<&Release>,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(app = %self.app, version = %release.version, why, "deploy failed");
+        self.ledger()
+            .set_state(release, ReleaseState::Failed, Some(why))
+            .await?;
+        if let Some(previous) = previous {
+            let reason = format!("deploy failed: {why}");
+            let rollback = self
+                .ledger()
+                .record_rollback(
+                    release,
+                    previous,
+                    Trigger::Auto,
+                    &reason,
+                    None,
+                    &self.context.actor,
+                    RollbackStatus::Started,
+                )
+                .await?;
+            self.ledger()
+                .finish_rollback(&rollback, true, "traffic never left the current release")
+                .await?;
+            // `finish_rollback` marks the release rolled back; it failed before serving.
+            self.ledger()
+                .set_state(release, ReleaseState::Failed, Some(why))
+                .await?;
+        }
+        self.backend.stop(&release.version).await;
+        self.context.tell(Progress::Failed {
+            app: self.app.clone(),
+            version: release.version.clone(),
+            why: why.to_string(),
+        });
+        Ok(())
+    }
+
+    fn retire_later(&mut self, version: &str) {
+        let keep_warm = match &self.backend {
+            AnyBackend::Process(p) => p.keep_previous_warm(),
+        };
+        self.retiring.retain(|(v, _)| v != version);
+        self.retiring.push((
+            version.to_string(),
+            self.now_ms() + keep_warm.as_millis() as i64,
+        ));
+    }
+
+    async fn retire_warm_versions(&mut self) {
+        let now = self.now_ms();
+        let serving: Vec<String> = self
+            .watch
+            .iter()
+            .flat_map(|w| [Some(w.release.version.clone()), w.baseline_version.clone()])
+            .flatten()
+            .collect();
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.retiring.drain(..).partition(|(_, at)| *at <= now);
+        self.retiring = later;
+        for (version, _) in due {
+            if !serving.contains(&version) {
+                self.backend.stop(&version).await;
+            }
+        }
+    }
+
+    /// Feeds the judge the last second's counts and acts on its verdict.
+    async fn observe(&mut self) -> anyhow::Result<()> {
+        let counts = SignalSource::take_counts(&*self.router);
+        let now = self.now_ms() / 1000;
+        if let Some(primary) = self.router.primary_version() {
+            self.history.push_back(Step {
+                t: now,
+                baseline: counts.get(&primary).copied().unwrap_or_default(),
+                candidate: Default::default(),
+            });
+            while self.history.len() > HISTORY_SECONDS {
+                self.history.pop_front();
+            }
+        }
+        let Some(watch) = self.watch.as_mut() else {
+            return Ok(());
+        };
+        if now <= watch.last_t || watch.halted {
+            return Ok(());
+        }
+        let candidate = counts
+            .get(&watch.release.version)
+            .copied()
+            .unwrap_or_default();
+        let baseline = watch
+            .baseline_version
+            .as_ref()
+            .and_then(|v| counts.get(v))
+            .copied()
+            .unwrap_or_default();
+        let judgement = watch.judge.observe(Step {
+            t: now,
+            baseline,
+            candidate,
+        })?;
+        watch.last_t = now;
+        watch.last = Some(judgement.clone());
+        self.context.tell(Progress::Tick {
+            app: self.app.clone(),
+            version: watch.release.version.clone(),
+            judgement: judgement.clone(),
+        });
+        match judgement.verdict {
+            Verdict::Rollback(finding) => {
+                let reason = finding.reason.clone();
+                let evidence = serde_json::to_value(&finding)?;
+                self.auto_rollback(&reason, Some(evidence)).await?;
+            }
+            Verdict::Keep | Verdict::Wait { .. } => self.promote_if_baked().await?,
+        }
+        Ok(())
+    }
+
+    async fn promote_if_baked(&mut self) -> anyhow::Result<()> {
+        let Some(watch) = self.watch.as_ref() else {
+            return Ok(());
+        };
+        let release = &watch.release;
+        if release.state != ReleaseState::Watching {
+            return Ok(());
+        }
+        let started = release.watch_started_at.unwrap_or(release.created_at);
+        if self.now_ms() - started < self.config.bake.0 as i64 * 1000 {
+            return Ok(());
+        }
+        self.ledger().mark_stable(release).await?;
+        let promoted = self
+            .ledger()
+            .release(release.id)
+            .await?
+            .context("release vanished")?;
+        if let Some(baseline) = watch.baseline_version.clone() {
+            // Canary passed: all traffic to it; keep guarding it against the old version's
+            // record.
+            let instances = self
+                .backend
+                .running(&promoted.version)
+                .context("the canary is not running")?;
+            self.router.set_routes(&Routes {
+                primary: instances,
+                canary: None,
+            });
+            self.retire_later(&baseline);
+            let mut watch = self.new_watch(promoted.clone(), None, Mode::BlueGreen, true);
+            watch.last_t = self.now_ms() / 1000;
+            self.watch = Some(watch);
+        } else if let Some(watch) = self.watch.as_mut() {
+            watch.release = promoted.clone();
+        }
+        tracing::info!(app = %self.app, version = %promoted.version, "release is stable (known-good)");
+        self.context.tell(Progress::Stable {
+            app: self.app.clone(),
+            version: promoted.version,
+        });
+        Ok(())
+    }
+
+    async fn auto_rollback(
+        &mut self,
+        reason: &str,
+        evidence: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let Some(watch) = self.watch.as_mut() else {
+            return Ok(());
+        };
+        let from = watch.release.clone();
+        let Some(to) = self
+            .context
+            .ledger
+            .known_good(&self.app, Some(from.id))
+            .await?
+        else {
+            watch.halted = true;
+            tracing::error!(app = %self.app, version = %from.version, reason, "release is bad but there is no known-good release to roll back to");
+            self.context
+                .ledger
+                .event(
+                    &self.app,
+                    Some(from.id),
+                    "rollback_impossible",
+                    serde_json::json!({"reason": reason, "why": "no known-good release"}),
+                )
+                .await?;
+            self.context.tell(Progress::Failed {
+                app: self.app.clone(),
+                version: from.version.clone(),
+                why: format!("{reason}; no known-good release to roll back to"),
+            });
+            return Ok(());
+        };
+        tracing::warn!(app = %self.app, from = %from.version, to = %to.version, reason, "rolling back");
+        let rollback = self
+            .ledger()
+            .record_rollback(
+                &from,
+                &to,
+                Trigger::Auto,
+                reason,
+                evidence.as_ref(),
+                &self.context.actor,
+                RollbackStatus::Started,
+            )
+            .await?;
+        self.perform_rollback(rollback).await
+    }
+
+    /// Moves traffic to the rollback's target. Safe to run again on a rollback that was
+    /// interrupted: each step checks what is already done.
+    async fn perform_rollback(&mut self, rollback: Rollback) -> anyhow::Result<()> {
+        if rollback.status == RollbackStatus::Requested {
+            self.ledger().mark_rollback_started(&rollback).await?;
+        }
+        failpoint("after-rollback-recorded").await;
+        let to = self
+            .ledger()
+            .release(rollback.to_release_id)
+            .await?
+            .context("rollback target vanished")?;
+        self.context.tell(Progress::RollingBack {
+            app: self.app.clone(),
+            from: rollback.from_version.clone(),
+            to: to.version.clone(),
+            reason: rollback.reason.clone(),
+        });
+        let instances = match self.backend.start(&to.version).await {
+            Ok(instances) => instances,
+            Err(e) => {
+                let note = format!("manual intervention required: {e}");
+                tracing::error!(app = %self.app, to = %to.version, error = %e, "rollback failed");
+                self.ledger()
+                    .finish_rollback(&rollback, false, &note)
+                    .await?;
+                self.write_rollback_log().await?;
+                self.context.tell(Progress::RollbackFailed {
+                    app: self.app.clone(),
+                    to: to.version.clone(),
+                    why: note,
+                });
+                return Ok(());
+            }
+        };
+        self.router.set_routes(&Routes {
+            primary: instances.clone(),
+            canary: None,
+        });
+        self.ledger()
+            .finish_rollback(&rollback, true, &format!("traffic back on {}", to.version))
+            .await?;
+        let verification = self.verify(&instances).await;
+        self.ledger()
+            .event(&self.app, Some(to.id), "verification", verification.clone())
+            .await?;
+        if rollback.from_version != to.version {
+            self.backend.stop(&rollback.from_version).await;
+        }
+        self.watch = Some(self.new_watch(to.clone(), None, Mode::BlueGreen, false));
+        self.write_rollback_log().await?;
+        let finished = self
+            .ledger()
+            .rollback(rollback.id)
+            .await?
+            .unwrap_or(rollback);
+        self.context.tell(Progress::RolledBack {
+            app: self.app.clone(),
+            rollback: finished,
+            verification,
+        });
+        Ok(())
+    }
+
+    /// Runs the checks once against the restored release: is service back?
+    async fn verify(&self, instances: &Instances) -> serde_json::Value {
+        let mut results = Vec::new();
+        for check in &self.config.checks {
+            results.push(check.run(&instances.endpoints).await);
+        }
+        let passed = results.iter().all(|r| r.health != Health::Fail);
+        serde_json::json!({"passed": passed, "checks": results})
+    }
+
+    async fn run_checks(&mut self) -> anyhow::Result<()> {
+        let now = self.now_ms();
+        if self.config.checks.is_empty() || now < self.next_check_at {
+            return Ok(());
+        }
+        self.next_check_at = now + CHECK_EVERY_MS;
+        let Some(watch) = self.watch.as_ref().filter(|w| !w.halted) else {
+            return Ok(());
+        };
+        let Some(instances) = self.backend.running(&watch.release.version) else {
+            return Ok(());
+        };
+        let mut failing = None;
+        for check in &self.config.checks {
+            let result = check.run(&instances.endpoints).await;
+            let failures = self.check_failures.entry(result.check.clone()).or_default();
+            if result.health == Health::Fail {
+                *failures += 1;
+                tracing::warn!(app = %self.app, check = %result.check, detail = %result.detail, failures = *failures, "check failed");
+                if *failures >= check.failures_to_rollback() && failing.is_none() {
+                    failing = Some(result);
+                }
+            } else {
+                *failures = 0;
+            }
+        }
+        if let Some(result) = failing {
+            let reason = format!(
+                "check {} failed {} times in a row: {}",
+                result.check, self.check_failures[&result.check], result.detail
+            );
+            self.check_failures.clear();
+            self.auto_rollback(&reason, Some(serde_json::to_value(&result)?))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Appends the lines of finished rollbacks to the rollback log, once each.
+    async fn write_rollback_log(&self) -> anyhow::Result<()> {
+        for rollback in self.ledger().unlogged_rollbacks(&self.app).await? {
+            self.context
+                .rollback_log
+                .append_once(&rollback)
+                .with_context(|| {
+                    format!(
+                        "cannot write the rollback log {}",
+                        self.context.rollback_log.path.display()
+                    )
+                })?;
+            self.ledger().mark_logged(&rollback).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_snapshot(&self) -> anyhow::Result<()> {
+        let watch = self.watch.as_ref();
+        let body = serde_json::json!({
+            "app": self.app,
+            "guard": self.context.holder,
+            "serving": self.router.primary_version(),
+            "release": watch.map(|w| &w.release),
+            "mode": watch.map(|w| if w.baseline_version.is_some() { "canary" } else { "bluegreen" }),
+            "baseline_version": watch.and_then(|w| w.baseline_version.clone()),
+            "judgement": watch.and_then(|w| w.last.clone()),
+            "bake_seconds": self.config.bake.0,
+        });
+        self.ledger().put_snapshot(&self.app, &body).await?;
+        Ok(())
+    }
+}
+
+/// Test hook: with `REARGUARD_FAILPOINT=<name>`, the guard stops at that point for an hour
+/// (until killed), so tests can kill it mid-operation. Does nothing otherwise.
+async fn failpoint(name: &str) {
+    if std::env::var("REARGUARD_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::warn!(failpoint = name, "paused at failpoint");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
