@@ -75,6 +75,7 @@ pub enum Command {
     /// {"mode": "bluegreen"|"canary", "deploy_at": SECONDS, "step_seconds": 1}.
     Backtest(BacktestArgs),
     /// The bundled demo service (used by `rearguard demo`; handy for trying configs).
+    #[command(disable_version_flag = true)]
     DemoApp(DemoAppArgs),
 }
 
@@ -99,6 +100,7 @@ pub struct DeployArgs {
     /// App name from the config.
     pub app: String,
     /// Version to deploy: an immutable tag such as the git SHA ([A-Za-z0-9._-], 1-128).
+    #[arg(id = "release_version", value_name = "VERSION")]
     pub version: String,
     /// Stay and guard the release through its bake time, rolling back when the policy says so.
     #[arg(long)]
@@ -113,6 +115,7 @@ pub struct RollbackArgs {
     /// App name from the config.
     pub app: String,
     /// Version to go back to (default: the last known-good release).
+    #[arg(id = "release_version", value_name = "VERSION")]
     pub version: Option<String>,
     /// Do not ask for confirmation (required without a terminal).
     #[arg(long, short)]
@@ -168,7 +171,7 @@ pub struct BacktestArgs {
 #[derive(Debug, Args)]
 pub struct DemoAppArgs {
     /// Version this instance reports.
-    #[arg(long)]
+    #[arg(long = "version", id = "app_version", value_name = "VERSION")]
     pub version: String,
     /// Port to listen on (127.0.0.1).
     #[arg(long)]
@@ -186,4 +189,14 @@ pub struct DemoAppArgs {
     /// Share of requests the bad version fails.
     #[arg(long, default_value_t = 0.2)]
     pub bad_error_rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

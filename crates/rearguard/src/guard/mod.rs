@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rearguard_judge::{Judge, Judgement, Mode, Setup, Step, Verdict};
+use rearguard_judge::{Judge, Judgement, Mode, Setup, Step, Verdict, WaitReason};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -33,6 +33,9 @@ pub const TICK: Duration = Duration::from_secs(1);
 const LEASE_TTL_MS: i64 = 10_000;
 /// Checks run this often while a release is watched.
 const CHECK_EVERY_MS: i64 = 5_000;
+/// A release whose evidence against it is at this share of a rollback or more is not
+/// promoted yet, bake time or not: the judge is still making up its mind.
+const PROMOTE_BELOW_EVIDENCE: f64 = 0.5;
 /// Seconds of the serving release's traffic kept as the baseline for the next deploy.
 const HISTORY_SECONDS: usize = 600;
 
@@ -469,7 +472,22 @@ impl Guardian {
                 let evidence = serde_json::to_value(&finding)?;
                 self.auto_rollback(&reason, Some(evidence)).await?;
             }
-            Verdict::Keep | Verdict::Wait { .. } => self.promote_if_baked().await?,
+            // Promoted only past the warm-up, and with nothing held against it (low traffic
+            // is not held against a release: a quiet service must get known-good releases).
+            Verdict::Keep
+            | Verdict::Wait {
+                why: WaitReason::LowTraffic | WaitReason::NoTraffic,
+            } => {
+                if judgement
+                    .snapshot
+                    .error_evidence
+                    .max(judgement.snapshot.latency_evidence)
+                    < PROMOTE_BELOW_EVIDENCE
+                {
+                    self.promote_if_baked().await?;
+                }
+            }
+            Verdict::Wait { .. } => {}
         }
         Ok(())
     }

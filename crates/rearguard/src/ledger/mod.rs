@@ -220,6 +220,15 @@ impl Ledger {
             .connect(&connect_url)
             .await
             .map_err(|source| classify_open_error(&shown, source))?;
+        // SQLite has no migration lock of its own: two rearguard processes opening a new
+        // database at once would both create the tables. A lock file serialises them.
+        let _lock = match sqlite_file(url) {
+            Some(file) => Some(MigrationLock::take(&file).map_err(|e| LedgerError::Open {
+                url: shown.clone(),
+                source: sqlx::Error::Io(e),
+            })?),
+            None => None,
+        };
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
@@ -804,19 +813,47 @@ fn rollback_from(row: &AnyRow) -> Result<Rollback> {
     })
 }
 
+/// The path part of a SQLite URL (with any `?options`).
+fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+}
+
+/// The database file of a SQLite URL.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = sqlite_path(url)?;
+    Some(std::path::PathBuf::from(
+        path.split('?').next().unwrap_or(path),
+    ))
+}
+
+/// An exclusive lock on `<database>.lock`, held while migrations run.
+struct MigrationLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl MigrationLock {
+    fn take(database: &std::path::Path) -> std::io::Result<Self> {
+        if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(name)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(Self)
+            .map_err(|(_, errno)| std::io::Error::from(errno))
+    }
+}
+
 /// SQLite URLs get `mode=rwc` (create the file if missing) and their directory created.
 fn sqlite_url_with_create(url: &str) -> Result<String> {
-    let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
+    let (Some(path), Some(file)) = (sqlite_path(url), sqlite_file(url)) else {
         return Ok(url.to_string());
     };
-    let file = path.split('?').next().unwrap_or(path);
-    if let Some(dir) = std::path::Path::new(file)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
             url: url.to_string(),
             source: sqlx::Error::Io(e),

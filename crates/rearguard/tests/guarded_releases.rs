@@ -1,0 +1,166 @@
+//! The whole loop against real processes and real HTTP: deploys, automatic and manual
+//! rollbacks, and a guard killed in the middle of a rollback.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Env, stderr, stdout, wait_until};
+
+/// Deploys `version` with --watch through the running guard and returns the exit code.
+fn deploy_watch(env: &Env, version: &str) -> i32 {
+    let out = env.run(&["deploy", "shop", version, "--watch", "--json"]);
+    assert!(
+        stderr(&out).is_empty() || out.status.code().is_some(),
+        "{}",
+        stderr(&out)
+    );
+    out.status.code().unwrap()
+}
+
+#[test]
+fn a_good_deploy_becomes_stable_and_serves() {
+    let env = Env::new();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert_eq!(env.state_of("v1"), "stable");
+    let (by_version, failed) = env.traffic(20);
+    assert_eq!((by_version.get("v1"), failed), (Some(&20), 0));
+    let versions = env.versions_json();
+    assert_eq!(versions["releases"][0]["current"], true);
+    assert_eq!(versions["releases"][0]["known_good"], true);
+}
+
+#[test]
+fn a_bad_deploy_is_rolled_back_automatically_and_v1_serves_again() {
+    let env = Env::new();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    // Traffic while v2 is watched, so the judge has something to judge.
+    let traffic = {
+        let port = env.port;
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(40);
+            while std::time::Instant::now() < deadline {
+                let _ = support::get(port, "/");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // The guard learns v1's normal from its traffic before v2 replaces it.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = env.run(&["deploy", "shop", "bad-v2", "--watch", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit code 3 means rolled back; stdout {}",
+        stdout(&out)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["rolled_back_to"], "v1");
+    assert_eq!(env.state_of("bad-v2"), "rolled_back");
+    let (by_version, _) = env.traffic(20);
+    assert_eq!(by_version.get("v1"), Some(&20), "{by_version:?}");
+    let lines = env.rollback_log_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (
+            lines[0]["from"].as_str(),
+            lines[0]["to"].as_str(),
+            lines[0]["trigger"].as_str()
+        ),
+        (Some("bad-v2"), Some("v1"), Some("auto"))
+    );
+    assert_eq!(lines[0]["status"], "success");
+    traffic.join().unwrap();
+}
+
+#[test]
+fn a_release_that_never_becomes_ready_fails_and_the_current_one_keeps_serving() {
+    let env = Env::new();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert_eq!(deploy_watch(&env, "broken-v2"), 4);
+    assert_eq!(env.state_of("broken-v2"), "failed");
+    let (by_version, failed) = env.traffic(10);
+    assert_eq!((by_version.get("v1"), failed), (Some(&10), 0));
+}
+
+#[test]
+fn manual_rollback_to_known_good_and_to_a_named_version() {
+    let env = Env::new();
+    let _guard = env.guard();
+    for version in ["v1", "v2", "v3"] {
+        assert_eq!(deploy_watch(&env, version), 0);
+    }
+    // Without a terminal and without --yes: refused, nothing changes.
+    let out = env.run(&["rollback", "shop"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    // Default target: the last known-good release other than the current one.
+    let out = env.run(&["rollback", "shop", "--yes", "--reason", "checkout is slow"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.traffic(5).0.get("v2"), Some(&5));
+    let out = env.run(&["rollback", "shop", "v1", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
+    let lines = env.rollback_log_lines();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["trigger"], "manual");
+    assert_eq!(lines[0]["reason"], "checkout is slow");
+    // Refusals name what is possible.
+    let out = env.run(&["rollback", "shop", "v9", "--yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("never recorded"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_guard_killed_mid_rollback_finishes_it_once_after_restart() {
+    let env = Env::new();
+    let mut guard = env.guard_with_env(&[("REARGUARD_FAILPOINT", "after-rollback-recorded")]);
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert_eq!(deploy_watch(&env, "v2"), 0);
+    // A manual rollback is recorded, then the guard stops at the failpoint, mid-way.
+    let rollback = {
+        let mut command = std::process::Command::new(support::binary());
+        command
+            .args(["rollback", "shop", "--yes", "--config"])
+            .arg(env.config());
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    wait_until("the rollback is started", Duration::from_secs(20), || {
+        env.versions_json()["rollbacks"]
+            .as_array()
+            .is_some_and(|r| r.first().is_some_and(|r| r["status"] == "started"))
+    });
+    guard.kill_hard();
+    let _restarted = env.guard();
+    wait_until("the rollback is done", Duration::from_secs(30), || {
+        env.versions_json()["rollbacks"][0]["status"] == "done"
+    });
+    assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
+    assert_eq!(env.state_of("v2"), "rolled_back");
+    assert_eq!(env.rollback_log_lines().len(), 1, "one rollback, one line");
+    drop(rollback);
+}
+
+#[test]
+fn a_stopped_guard_leaves_no_process_behind() {
+    let env = Env::new();
+    let mut guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert!(env.request().is_some());
+    assert!(guard.stop().success());
+    assert!(
+        env.request().is_none(),
+        "the router and the app stopped with the guard"
+    );
+    let pid_dir = env.path().join(".rearguard/instances");
+    let left = std::fs::read_dir(pid_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "pid files of stopped instances are removed");
+}

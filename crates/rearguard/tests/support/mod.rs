@@ -1,0 +1,276 @@
+//! Test fixtures: a config around the bundled demo service, a guard process that is killed
+//! when dropped, plain HTTP requests, and bounded waits.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rearguard"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory with a config for app `shop`: the demo service, failing 30 % of requests
+/// when its version starts with `bad`, and refusing to start when it starts with `broken`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self::with_policy("")
+    }
+
+    pub fn with_policy(extra_policy: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let script = dir.path().join("run-shop.sh");
+        // The service for a version: `broken*` exits at once, `bad*` fails 30 % of requests.
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n  broken*) echo 'cannot start' >&2; exit 1;;\n  bad*) exec {exe} demo-app --version \"$1\" --port \"$2\" --error-rate 0.3;;\n  *) exec {exe} demo-app --version \"$1\" --port \"$2\";;\nesac\n",
+                exe = binary().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let config = format!(
+            "apps:
+  shop:
+    bake: 6s
+    components:
+      web:
+        public_port: {port}
+        command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
+        ready_path: /health
+    backend:
+      kind: process
+      ready_timeout: 5s
+      stop_grace: 2s
+    checks:
+      - kind: http
+        name: health
+        path: /health
+    policy:
+      warmup: 2s
+      transient: 2s
+{extra_policy}"
+        );
+        std::fs::write(dir.path().join("rearguard.yaml"), config).unwrap();
+        Self { dir, port }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("rearguard.yaml")
+    }
+
+    /// Runs `rearguard ARGS --config <this config>` to completion (bounded).
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .stdin(Stdio::null());
+        run_bounded(command, Duration::from_secs(120))
+    }
+
+    pub fn guard(&self) -> Guard {
+        self.guard_with_env(&[])
+    }
+
+    pub fn guard_with_env(&self, env: &[(&str, &str)]) -> Guard {
+        let mut command = Command::new(binary());
+        command
+            .args(["guard", "--config"])
+            .arg(self.config())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.path().join("guard.log")).unwrap(),
+            ));
+        let mut guard = Guard(command.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.run(&["status", "shop", "--json"]);
+            if String::from_utf8_lossy(&out.stdout).contains("\"guarded\":true") {
+                return guard;
+            }
+            let exited = guard.0.try_wait().unwrap();
+            if exited.is_some() || Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.path().join("guard.log")).unwrap_or_default();
+                panic!("the guard did not take the app (exit: {exited:?}); its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// GET / through the router: (status, version that answered).
+    pub fn request(&self) -> Option<(u16, String)> {
+        get(self.port, "/")
+    }
+
+    /// Sends `count` requests; returns how many each version answered and how many failed.
+    pub fn traffic(&self, count: usize) -> (std::collections::BTreeMap<String, usize>, usize) {
+        let mut by_version = std::collections::BTreeMap::new();
+        let mut failed = 0;
+        for _ in 0..count {
+            match self.request() {
+                Some((status, version)) => {
+                    *by_version.entry(version).or_insert(0) += 1;
+                    if status >= 500 {
+                        failed += 1;
+                    }
+                }
+                None => failed += 1,
+            }
+        }
+        (by_version, failed)
+    }
+
+    pub fn versions_json(&self) -> serde_json::Value {
+        let out = self.run(&["versions", "shop", "--json"]);
+        assert!(
+            out.status.success(),
+            "versions failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn state_of(&self, version: &str) -> String {
+        let versions = self.versions_json();
+        versions["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["version"] == version)
+            .map(|r| r["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn rollback_log_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path().join(".rearguard/rollback-metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A `rearguard guard` process, killed (SIGKILL) and reaped when dropped.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn kill_hard(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, as a service manager would, and wait (bounded) for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the guard did not stop within 20s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+pub fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command timed out after {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `condition` every 200 ms until it holds; fails the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1: (status, x-rearguard-version header).
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let version = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-rearguard-version: "))
+        .unwrap_or("none")
+        .trim()
+        .to_string();
+    Some((status, version))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
