@@ -130,8 +130,9 @@ def scenario(rng, family):
     every = rng.choice([150, 300, 600])
     t = rng.expovariate(1 / every)
     while t < DURATION:
-        length = rng.randint(3, 15)
-        episodes.append((int(t), int(t) + length, rng.uniform(0.08, 0.3), rng.choice(["all", "baseline", "candidate"])))
+        # Up to 15 s in all, shoulders (2 s each side) included.
+        length = rng.randint(1, 11)
+        episodes.append((int(t) + 2, int(t) + 2 + length, rng.uniform(0.08, 0.3), rng.choice(["all", "baseline", "candidate"])))
         t += length + rng.expovariate(1 / every)
     warmup = rng.random() < 0.5 or family == "warmup_blip"
     warm_len = rng.randint(10, 40)
@@ -177,7 +178,7 @@ def scenario(rng, family):
                     # Episodes rise and fade over a few seconds (shoulders) around their core.
                     if a <= t < b:
                         p += extra
-                    elif a - 3 <= t < a or b <= t < b + 3:
+                    elif a - 2 <= t < a or b <= t < b + 2:
                         p += extra / 3
             if outage and outage[0] <= t < outage[1]:
                 p += outage[2]

@@ -492,6 +492,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_the_repository_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rearguard.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = |name: &str| (name == "SHOP_API_TOKEN").then(|| "t0ken".to_string());
+        let config = parse(&path, &text, &env).unwrap_or_else(|problems| panic!("{problems:?}"));
+        let shop = &config.apps["shop"];
+        assert_eq!(shop.bake, Seconds(600));
+        assert_eq!(
+            shop.policy,
+            rearguard_judge::Policy::default(),
+            "the example shows the defaults"
+        );
+    }
+
+    #[test]
     fn env_expansion_handles_escapes_and_missing_names() {
         let env = |n: &str| (n == "A").then(|| "1".to_string());
         assert_eq!(expand_env("x${A}y", &env).unwrap(), "x1y");

@@ -1,6 +1,9 @@
 //! The whole loop against real processes and real HTTP: deploys, automatic and manual
 //! rollbacks, and a guard killed in the middle of a rollback.
 
+// Tests bound their waits in real time; the clock rule is for the product code.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,0 +1,258 @@
+//! Properties of the judge on generated traffic: identical releases are kept, a total
+//! outage is caught within seconds, and decisions never depend on the future.
+
+use proptest::prelude::*;
+use rearguard_judge::{Counts, Judge, LatencyHistogram, Mode, Policy, Setup, Step, Verdict};
+
+/// A small deterministic generator (xorshift), so generated traffic is the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn poisson(&mut self, mean: f64) -> u64 {
+        // Knuth's method; means here stay small enough.
+        let limit = (-mean).exp();
+        let (mut k, mut p) = (0, 1.0);
+        loop {
+            p *= self.next();
+            if p <= limit {
+                return k;
+            }
+            k += 1;
+        }
+    }
+
+    /// Standard normal (Box-Muller).
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-12), self.next());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// What one version serves in one second: Poisson requests, each failing with
+/// `error_rate`, latencies lognormal around `median_ms`.
+fn counts(rng: &mut Rng, rps: f64, error_rate: f64, median_ms: f64) -> Counts {
+    let requests = rng.poisson(rps);
+    let mut latency = LatencyHistogram::default();
+    let mut errors = 0;
+    for _ in 0..requests {
+        if rng.next() < error_rate {
+            errors += 1;
+        }
+        latency.record(median_ms * (0.5 * rng.normal()).exp());
+    }
+    Counts {
+        requests,
+        errors,
+        latency,
+    }
+}
+
+struct Traffic {
+    mode: Mode,
+    rps: f64,
+    weight: f64,
+    error_rate: f64,
+    median_ms: f64,
+}
+
+/// 300 s of history, then 600 s after the deploy at t=300; the candidate's error rate and
+/// latency from the deploy on are given.
+fn series(
+    rng: &mut Rng,
+    traffic: &Traffic,
+    candidate_error_rate: f64,
+    candidate_median_ms: f64,
+) -> Vec<Step> {
+    (0..900)
+        .map(|t| {
+            let (baseline_rps, candidate_rps) = match (t >= 300, traffic.mode) {
+                (false, _) => (traffic.rps, 0.0),
+                (true, Mode::BlueGreen) => (0.0, traffic.rps),
+                (true, Mode::Canary) => (
+                    traffic.rps * (1.0 - traffic.weight),
+                    traffic.rps * traffic.weight,
+                ),
+            };
+            Step {
+                t,
+                baseline: counts(rng, baseline_rps, traffic.error_rate, traffic.median_ms),
+                candidate: counts(
+                    rng,
+                    candidate_rps,
+                    candidate_error_rate,
+                    candidate_median_ms,
+                ),
+            }
+        })
+        .collect()
+}
+
+fn setup(mode: Mode) -> Setup {
+    Setup {
+        mode,
+        deploy_at: 300,
+        step_seconds: 1,
+    }
+}
+
+/// The first rollback decision, if any.
+fn first_rollback(mode: Mode, steps: &[Step]) -> Option<i64> {
+    let mut judge = Judge::new(Policy::default(), setup(mode));
+    steps.iter().find_map(|step| {
+        judge
+            .observe(*step)
+            .unwrap()
+            .verdict
+            .is_rollback()
+            .then_some(step.t)
+    })
+}
+
+fn traffic(rng: &mut Rng) -> Traffic {
+    let pick =
+        |rng: &mut Rng, options: &[f64]| options[(rng.next() * options.len() as f64) as usize];
+    Traffic {
+        mode: if rng.next() < 0.5 {
+            Mode::BlueGreen
+        } else {
+            Mode::Canary
+        },
+        rps: pick(rng, &[0.2, 1.0, 5.0, 20.0, 60.0]),
+        weight: pick(rng, &[0.1, 0.5]),
+        error_rate: pick(rng, &[0.0, 0.002, 0.01, 0.03]),
+        median_ms: pick(rng, &[20.0, 100.0, 400.0]),
+    }
+}
+
+#[test]
+fn identical_baseline_and_candidate_never_roll_back() {
+    for seed in 1..=60u64 {
+        let mut rng = Rng(seed * 0x9E37_79B9_7F4A_7C15);
+        let traffic = traffic(&mut rng);
+        let steps = series(&mut rng, &traffic, traffic.error_rate, traffic.median_ms);
+        assert_eq!(
+            first_rollback(traffic.mode, &steps),
+            None,
+            "seed {seed}: {:?} at {} rps, {} errors",
+            traffic.mode,
+            traffic.rps,
+            traffic.error_rate
+        );
+    }
+}
+
+#[test]
+fn a_total_outage_rolls_back_within_seconds() {
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed * 0xD1B5_4A32_D192_ED03);
+        let mut traffic = traffic(&mut rng);
+        traffic.rps = traffic.rps.max(5.0);
+        traffic.weight = 0.5;
+        let steps = series(&mut rng, &traffic, 1.0, traffic.median_ms);
+        let at = first_rollback(traffic.mode, &steps).expect("an outage is always rolled back");
+        assert!(
+            at - 300 < 5,
+            "seed {seed}: outage caught after {}s",
+            at - 300
+        );
+    }
+}
+
+#[test]
+fn a_material_error_regression_is_caught_and_a_tolerable_one_is_kept() {
+    let traffic = Traffic {
+        mode: Mode::BlueGreen,
+        rps: 60.0,
+        weight: 0.5,
+        error_rate: 0.005,
+        median_ms: 100.0,
+    };
+    let mut rng = Rng(7);
+    let bad = series(&mut rng, &traffic, 0.005 + 0.03, traffic.median_ms);
+    let at = first_rollback(Mode::BlueGreen, &bad).expect("+3 points is caught");
+    assert!(
+        (300 + 40..300 + 90).contains(&at),
+        "after the warm-up and soon: {at}"
+    );
+    let tolerable = series(&mut rng, &traffic, 0.005 + 0.002, traffic.median_ms);
+    assert_eq!(
+        first_rollback(Mode::BlueGreen, &tolerable),
+        None,
+        "+0.2 points is not a fault"
+    );
+}
+
+#[test]
+fn doubled_latency_is_caught() {
+    let traffic = Traffic {
+        mode: Mode::Canary,
+        rps: 40.0,
+        weight: 0.5,
+        error_rate: 0.0,
+        median_ms: 100.0,
+    };
+    let mut rng = Rng(11);
+    let steps = series(&mut rng, &traffic, 0.0, 200.0);
+    let Some(at) = first_rollback(Mode::Canary, &steps) else {
+        panic!("doubled latency was kept")
+    };
+    assert!(at < 300 + 90, "{at}");
+}
+
+#[test]
+fn a_handful_of_errors_at_very_low_traffic_is_no_rollback() {
+    // One request a minute, and two of the first three fail.
+    let mut steps: Vec<Step> = (0..300)
+        .step_by(60)
+        .map(|t| Step {
+            t,
+            baseline: one_request(false),
+            candidate: Counts::default(),
+        })
+        .collect();
+    for (i, t) in (300..900).step_by(60).enumerate() {
+        steps.push(Step {
+            t,
+            baseline: Counts::default(),
+            candidate: one_request(i < 2),
+        });
+    }
+    assert_eq!(first_rollback(Mode::BlueGreen, &steps), None);
+}
+
+fn one_request(failed: bool) -> Counts {
+    let mut latency = LatencyHistogram::default();
+    latency.record(30.0);
+    Counts {
+        requests: 1,
+        errors: u64::from(failed),
+        latency,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The judge is causal: the verdict at `t` is the same whether or not the steps after
+    /// `t` exist.
+    #[test]
+    fn decisions_never_depend_on_later_steps(seed in 1u64..1000, cut in 300usize..900, bad in 0.0f64..0.2) {
+        let mut rng = Rng(seed * 0x2545_F491_4F6C_DD1D);
+        let traffic = traffic(&mut rng);
+        let steps = series(&mut rng, &traffic, traffic.error_rate + bad, traffic.median_ms);
+        let verdicts = |steps: &[Step]| -> Vec<Verdict> {
+            let mut judge = Judge::new(Policy::default(), setup(traffic.mode));
+            steps.iter().map(|s| judge.observe(*s).unwrap().verdict).collect()
+        };
+        let full = verdicts(&steps);
+        let prefix = verdicts(&steps[..cut]);
+        prop_assert_eq!(&full[..cut], &prefix[..]);
+    }
+}

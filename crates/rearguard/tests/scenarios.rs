@@ -1,0 +1,74 @@
+//! The judge scored on recorded-style scenarios with the official scorer: the public set in
+//! shared/scenarios, and a set generated here (bench/gen_scenarios.py, fixed seed).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scenarios() -> PathBuf {
+    repository().join("../shared/scenarios")
+}
+
+/// Runs score.py over `dir` with `rearguard backtest` and returns its JSON summary.
+fn score(dir: &Path) -> serde_json::Value {
+    let template = format!(
+        "{} backtest {{csv}} --meta {{meta}} --json",
+        support::binary().display()
+    );
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(scenarios().join("score.py"))
+        .arg(dir)
+        .arg("--cmd")
+        .arg(template)
+        .arg("--json");
+    let out = support::run_bounded(command, Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "score.py failed: {}",
+        support::stderr(&out)
+    );
+    let text = support::stdout(&out);
+    println!("{text}");
+    serde_json::from_str(text.lines().last().expect("a summary line")).unwrap()
+}
+
+#[test]
+fn the_public_scenarios_are_judged_without_a_false_rollback() {
+    let public = scenarios().join("public");
+    assert!(
+        public.is_dir(),
+        "the public scenarios should be at {}",
+        public.display()
+    );
+    let summary = score(&public);
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["false_rollbacks"], 0, "{summary}");
+    assert_eq!(summary["premature"], 0, "{summary}");
+    // The target is 22 of 23; this is what the judge reaches today (see README).
+    assert!(summary["detected"].as_u64().unwrap() >= 20, "{summary}");
+}
+
+#[test]
+fn generated_scenarios_are_judged_without_a_false_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(repository().join("bench/gen_scenarios.py"))
+        .arg(dir.path())
+        .args(["--count", "4", "--seed", "1"]);
+    let out = support::run_bounded(command, Duration::from_secs(300));
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let summary = score(dir.path());
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["false_rollbacks"], 0, "{summary}");
+    assert!(
+        summary["detected"].as_u64().unwrap() * 10 >= summary["detectable"].as_u64().unwrap() * 8,
+        "{summary}"
+    );
+}
