@@ -22,7 +22,7 @@ mod verdict;
 pub use counts::{
     BUCKET_BOUNDS_MS, BUCKETS, Counts, HistogramError, LatencyHistogram, bucket_name,
 };
-pub use policy::{Fraction, Policy, Seconds};
+pub use policy::{Fraction, Millis, Policy, Seconds};
 pub use verdict::{
     Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason,
 };

@@ -35,11 +35,12 @@ pub struct Policy {
     /// Absolute limits, off unless set: error rate over `limits_for` above this rolls back.
     /// They ignore the baseline, so they also fire on outages that hit every release.
     pub max_error_rate: Option<Fraction>,
-    /// Absolute limit on the p95 latency in milliseconds over `limits_for`.
-    pub max_p95_ms: Option<f64>,
+    /// Absolute limit on the p95 latency over `limits_for` ("2s", "800ms").
+    pub max_p95: Option<Millis>,
     /// Absolute floor on availability (1 - error rate) over `limits_for`.
     pub min_availability: Option<Fraction>,
-    /// How long an absolute limit must be exceeded.
+    /// How long an absolute limit must be exceeded (`for:` is accepted too).
+    #[serde(alias = "for")]
     pub limits_for: Seconds,
     /// Absolute limits need at least this many requests in `limits_for`.
     pub min_requests: u64,
@@ -59,7 +60,7 @@ impl Default for Policy {
             gross_min_errors: 5,
             lookback: Seconds(3600),
             max_error_rate: None,
-            max_p95_ms: None,
+            max_p95: None,
             min_availability: None,
             limits_for: Seconds(60),
             min_requests: 100,
@@ -150,45 +151,76 @@ impl<'de> Deserialize<'de> for Fraction {
 pub struct Seconds(pub u64);
 
 impl Seconds {
-    /// Parses `"500ms"`, `"90s"`, `"5m"`, `"1h30m"` or a bare number of seconds. Written by
-    /// hand to keep the judge free of dependencies beyond serde; sub-second parts round up.
+    /// Parses `"500ms"`, `"90s"`, `"5m"`, `"1h30m"` or a bare number of seconds;
+    /// sub-second parts round up.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let invalid =
-            || format!("expected a duration like \"90s\", \"5m\" or \"1h30m\", got {text:?}");
-        if let Ok(seconds) = text.parse::<u64>() {
-            return Ok(Self(seconds));
+        match text.trim().parse::<u64>() {
+            Ok(seconds) => Ok(Self(seconds)),
+            Err(_) => parse_millis(text).map(|ms| Self(ms.div_ceil(1000))),
         }
-        let mut millis: u64 = 0;
-        let mut rest = text;
-        if rest.is_empty() {
-            return Err(invalid());
-        }
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .ok_or_else(invalid)?;
-            let value: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-            rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit_millis = match &rest[..unit_len] {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                _ => return Err(invalid()),
-            };
-            millis = value
-                .checked_mul(unit_millis)
-                .and_then(|m| millis.checked_add(m))
-                .ok_or_else(invalid)?;
-            rest = &rest[unit_len..];
-        }
-        Ok(Self(millis.div_ceil(1000)))
     }
+}
+
+/// A duration in milliseconds, written as a number of milliseconds or `"800ms"`, `"2s"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().parse::<u64>() {
+            Ok(ms) => Ok(Self(ms)),
+            Err(_) => parse_millis(text).map(Self),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match NumberOrText::deserialize(deserializer)? {
+            NumberOrText::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Self(n as u64)),
+            NumberOrText::Number(n) => Err(format!("expected whole milliseconds, got {n}")),
+            NumberOrText::Text(t) => Self::parse(&t),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Milliseconds in `"500ms"`, `"90s"`, `"5m"`, `"1h30m"`. Written by hand to keep the judge
+/// free of dependencies beyond serde.
+fn parse_millis(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let invalid = || {
+        format!("expected a duration like \"800ms\", \"90s\", \"5m\" or \"1h30m\", got {text:?}")
+    };
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    let mut millis: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let value: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_millis = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(invalid()),
+        };
+        millis = value
+            .checked_mul(unit_millis)
+            .and_then(|m| millis.checked_add(m))
+            .ok_or_else(invalid)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(millis)
 }
 
 impl<'de> Deserialize<'de> for Seconds {
@@ -228,6 +260,8 @@ mod tests {
         assert_eq!(Seconds::parse("90s").unwrap(), Seconds(90));
         assert_eq!(Seconds::parse("1h30m").unwrap(), Seconds(5400));
         assert_eq!(Seconds::parse("1500ms").unwrap(), Seconds(2));
+        assert_eq!(Millis::parse("1s500ms").unwrap(), Millis(1500));
+        assert_eq!(Millis::parse("250").unwrap(), Millis(250));
         for bad in ["", "5 minutes", "m5", "1.5m", "-3s"] {
             assert!(Seconds::parse(bad).is_err(), "{bad:?} should not parse");
         }

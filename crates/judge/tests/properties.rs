@@ -134,7 +134,7 @@ fn traffic(rng: &mut Rng) -> Traffic {
 #[test]
 fn identical_baseline_and_candidate_never_roll_back() {
     for seed in 1..=60u64 {
-        let mut rng = Rng(seed * 0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let traffic = traffic(&mut rng);
         let steps = series(&mut rng, &traffic, traffic.error_rate, traffic.median_ms);
         assert_eq!(
@@ -151,7 +151,7 @@ fn identical_baseline_and_candidate_never_roll_back() {
 #[test]
 fn a_total_outage_rolls_back_within_seconds() {
     for seed in 1..=40u64 {
-        let mut rng = Rng(seed * 0xD1B5_4A32_D192_ED03);
+        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
         let mut traffic = traffic(&mut rng);
         traffic.rps = traffic.rps.max(5.0);
         traffic.weight = 0.5;
@@ -244,7 +244,7 @@ proptest! {
     /// `t` exist.
     #[test]
     fn decisions_never_depend_on_later_steps(seed in 1u64..1000, cut in 300usize..900, bad in 0.0f64..0.2) {
-        let mut rng = Rng(seed * 0x2545_F491_4F6C_DD1D);
+        let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
         let traffic = traffic(&mut rng);
         let steps = series(&mut rng, &traffic, traffic.error_rate + bad, traffic.median_ms);
         let verdicts = |steps: &[Step]| -> Vec<Verdict> {
@@ -255,4 +255,32 @@ proptest! {
         let prefix = verdicts(&steps[..cut]);
         prop_assert_eq!(&full[..cut], &prefix[..]);
     }
+}
+
+#[test]
+fn absolute_limits_fire_only_when_set_and_only_after_their_window() {
+    // Both releases fail 10 %: no regression, but above a 5 % limit.
+    let traffic = Traffic {
+        mode: Mode::BlueGreen,
+        rps: 20.0,
+        weight: 0.5,
+        error_rate: 0.1,
+        median_ms: 100.0,
+    };
+    let mut rng = Rng(5);
+    let steps = series(&mut rng, &traffic, 0.1, traffic.median_ms);
+    assert_eq!(
+        first_rollback(Mode::BlueGreen, &steps),
+        None,
+        "no limit set: same as the baseline is fine"
+    );
+    let policy: Policy = serde_json::from_str(r#"{"max_error_rate": "5%", "for": "1m"}"#).unwrap();
+    let mut judge = Judge::new(policy, setup(Mode::BlueGreen));
+    let at = steps
+        .iter()
+        .find_map(|s| match judge.observe(*s).unwrap().verdict {
+            Verdict::Rollback(finding) => Some((s.t, finding.rule)),
+            _ => None,
+        });
+    assert_eq!(at, Some((300 + 59, rearguard_judge::Rule::Limit)));
 }

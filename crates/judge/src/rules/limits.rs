@@ -43,7 +43,10 @@ pub fn check(policy: &Policy, sums: &Sums, deploy_at: i64, now: i64) -> Option<F
         ));
     }
     let observed_p95 = p95(&candidate)?;
-    let limit = policy.max_p95_ms.filter(|&limit| observed_p95 > limit)?;
+    let limit = policy
+        .max_p95
+        .map(|m| m.0 as f64)
+        .filter(|&limit| observed_p95 > limit)?;
     let reason = format!(
         "p95 latency {observed_p95:.0} ms over the last {span}s is above the limit of {limit:.0} ms"
     );

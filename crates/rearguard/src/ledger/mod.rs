@@ -494,37 +494,33 @@ impl Ledger {
 
     /// Rollbacks of `app`, newest first.
     pub async fn rollbacks(&self, app: &str) -> Result<Vec<Rollback>> {
-        let rows = sqlx::query(concat!(
-            rollback_select!(),
-            " WHERE r.app = $1 ORDER BY r.id DESC"
-        ))
-        .bind(app)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rollback_from).collect()
+        self.rollbacks_where(
+            app,
+            concat!(rollback_select!(), " WHERE r.app = $1 ORDER BY r.id DESC"),
+        )
+        .await
     }
 
     /// Rollbacks asked for or interrupted, oldest first: the guard's to-do list.
     pub async fn open_rollbacks(&self, app: &str) -> Result<Vec<Rollback>> {
-        let rows = sqlx::query(concat!(
+        let sql = concat!(
             rollback_select!(),
             " WHERE r.app = $1 AND r.status IN ('requested', 'started') ORDER BY r.id"
-        ))
-        .bind(app)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rollback_from).collect()
+        );
+        self.rollbacks_where(app, sql).await
     }
 
     /// Finished rollbacks whose line is not in the rollback log yet.
     pub async fn unlogged_rollbacks(&self, app: &str) -> Result<Vec<Rollback>> {
-        let rows = sqlx::query(concat!(
+        let sql = concat!(
             rollback_select!(),
             " WHERE r.app = $1 AND r.status IN ('done', 'failed') AND r.logged = 0 ORDER BY r.id"
-        ))
-        .bind(app)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        self.rollbacks_where(app, sql).await
+    }
+
+    async fn rollbacks_where(&self, app: &str, sql: &'static str) -> Result<Vec<Rollback>> {
+        let rows = sqlx::query(sql).bind(app).fetch_all(&self.pool).await?;
         rows.iter().map(rollback_from).collect()
     }
 
