@@ -171,8 +171,11 @@ impl Guardian {
             }
             let span = tracing::info_span!("tick", app = %self.app);
             if let Err(e) = self.tick().instrument(span).await {
-                // A broken ledger is fatal; anything else is retried next tick.
-                if e.downcast_ref::<crate::ledger::LedgerError>().is_some() {
+                // A ledger that cannot be written is fatal; anything else (a busy database,
+                // a version that will not start) is retried next tick.
+                if e.downcast_ref::<crate::ledger::LedgerError>()
+                    .is_some_and(|e| e.is_permanent())
+                {
                     break Err(e);
                 }
                 tracing::warn!(app = %self.app, error = %crate::telemetry::redact(&format!("{e:#}")), "tick failed; retrying");
@@ -290,6 +293,7 @@ impl Guardian {
     }
 
     async fn deploy(&mut self, release: Release) -> anyhow::Result<()> {
+        self.ledger().supersede_pending(&release).await?;
         let previous = self.ledger().current(&self.app).await?;
         self.context.tell(Progress::Deploying {
             app: self.app.clone(),

@@ -38,6 +38,18 @@ pub enum LedgerError {
 
 type Result<T> = std::result::Result<T, LedgerError>;
 
+impl LedgerError {
+    /// Errors that retrying will not cure.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::ReadOnly { .. }
+                | LedgerError::Migrate { .. }
+                | LedgerError::Corrupt { .. }
+        )
+    }
+}
+
 /// Where a release stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -355,6 +367,23 @@ impl Ledger {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(release_from).transpose()
+    }
+
+    /// Older releases of the same app still waiting to be deployed will never be: `release`
+    /// supersedes them.
+    pub async fn supersede_pending(&self, release: &Release) -> Result<()> {
+        let note = format!("superseded by {}", release.version);
+        sqlx::query(
+            "UPDATE releases SET state = 'failed', updated_at = $1, note = $2 \
+             WHERE app = $3 AND state = 'deploying' AND id < $4",
+        )
+        .bind(self.now())
+        .bind(note)
+        .bind(&release.app)
+        .bind(release.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The last known-good release of `app`: the one that most recently passed its bake
