@@ -68,6 +68,15 @@ pub enum Command {
     /// Guard every configured app continuously: host their router and processes, watch
     /// each release, roll back bad ones. Runs until stopped (Ctrl-C or SIGTERM).
     Guard(GuardArgs),
+    /// Incidents, newest first (one is opened with every rollback).
+    Incidents(IncidentsArgs),
+    /// One incident: show it, or acknowledge, annotate, re-grade or resolve it.
+    Incident(IncidentArgs),
+    /// Draft the post-mortem of an incident, in Markdown, from its record.
+    Postmortem(PostmortemArgs),
+    /// Incidents by severity, MTTD, MTTR, change failure rate, availability and rollback
+    /// durations over a period.
+    Report(ReportArgs),
     /// Replay recorded traffic through the judge: check a policy against your own data.
     ///
     /// CSV columns: t, version (baseline|candidate), requests, errors, le_5 .. le_10000,
@@ -151,6 +160,69 @@ pub struct GuardArgs {
     /// Guard only these apps (default: all in the config).
     #[arg(long = "app")]
     pub apps: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentsArgs {
+    /// Only incidents detected within this long ("30d", "12h").
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentArgs {
+    #[command(subcommand)]
+    pub action: IncidentAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentAction {
+    /// The incident and its timeline.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a note to the timeline (notes become the post-mortem's lessons).
+    Note { id: i64, text: String },
+    /// Acknowledge: someone is on it.
+    Ack { id: i64 },
+    /// Change the severity (P1 to P4).
+    Severity { id: i64, severity: String },
+    /// Record the root cause.
+    RootCause { id: i64, text: String },
+    /// Resolve the incident.
+    Resolve {
+        id: i64,
+        /// The root cause, if known now.
+        #[arg(long)]
+        root_cause: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PostmortemArgs {
+    /// Incident id.
+    pub id: i64,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A minijinja template to use instead of the built-in one.
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The period, back from now ("30d", "7d", "12h").
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

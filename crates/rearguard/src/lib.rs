@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo_app;
 pub mod guard;
 pub mod identity;
+pub mod incidents;
 pub mod ledger;
 pub mod names;
 pub mod rollback_log;

@@ -59,6 +59,12 @@ fn the_demo_rolls_the_bad_release_back_and_leaves_nothing_running() {
         stdout.contains("rolled_back") && stdout.contains("known-good"),
         "the history is shown: {stdout}"
     );
+    let postmortem = std::fs::read_to_string(summary["postmortem"].as_str().unwrap()).unwrap();
+    assert!(
+        postmortem.contains("# Post-mortem: demo v2 rolled back to v1"),
+        "{postmortem}"
+    );
+    assert_eq!(summary["incident"], 1);
     let log = std::fs::read_to_string(dir.path().join("rollback-metrics.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 1);
     assert!(instance_pids(dir.path()).is_empty(), "no instance left");

@@ -77,6 +77,54 @@ fn a_bad_deploy_is_rolled_back_automatically_and_v1_serves_again() {
     );
     assert_eq!(lines[0]["status"], "success");
     traffic.join().unwrap();
+    // The rollback opened an incident; people complete it and draft the post-mortem.
+    let out = env.run(&["incidents", "--json"]);
+    let incidents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(incidents.as_array().unwrap().len(), 1, "{incidents}");
+    assert_eq!(incidents[0]["status"], "mitigated");
+    assert!(incidents[0]["severity"].as_str().unwrap().starts_with('P'));
+    let id = incidents[0]["id"].to_string();
+    for args in [
+        vec!["incident", "ack", &id],
+        vec!["incident", "note", &id, "the new cache client times out"],
+        vec![
+            "incident",
+            "resolve",
+            &id,
+            "--root-cause",
+            "cache client v3 defaults to 1 ms timeouts",
+        ],
+    ] {
+        let out = env.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let draft = env.path().join("postmortem.md");
+    let out = env.run(&["postmortem", &id, "--out", draft.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&draft).unwrap();
+    for expected in [
+        "bad-v2 rolled back to v1",
+        "cache client v3 defaults to 1 ms timeouts",
+        "the new cache client times out",
+        "| time | event | by |",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    let out = env.run(&["report", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["incidents"].as_u64(),
+            report["releases"].as_u64(),
+            report["rolled_back"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1)),
+        "{report}"
+    );
+    assert!(report["availability"].as_f64().unwrap() < 1.0);
 }
 
 #[test]

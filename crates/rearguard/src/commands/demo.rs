@@ -58,15 +58,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     if !(0.0..=1.0).contains(&args.bad_error_rate) {
         return Err(UsageError("--bad-error-rate must be between 0 and 1".into()).into());
     }
-    let temp;
+    // A fresh directory that stays afterwards: its ledger, logs and post-mortem are there
+    // to look at.
     let dir: PathBuf = match &args.dir {
         Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("rearguard-demo-")
-                .tempdir()?;
-            temp.path().to_path_buf()
-        }
+        None => tempfile::Builder::new()
+            .prefix("rearguard-demo-")
+            .tempdir()?
+            .keep(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config_path = dir.join("rearguard.yaml");
@@ -127,6 +126,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         "rollback log: {}",
         workspace.config.rollback_log(&config_path).display()
     );
+    let (incident, postmortem) = close_incident(&workspace, rollback, &dir).await?;
+    println!(
+        "incident #{incident} resolved; post-mortem draft: {}",
+        postmortem.display()
+    );
     if args.json {
         println!(
             "{}",
@@ -135,10 +139,52 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
                 "restored": rollback.to_version,
                 "detected_after_s": round(summary.detected_after_s),
                 "restored_after_s": round(summary.restored_after_s),
+                "incident": incident,
+                "postmortem": postmortem,
             })
         );
     }
     Ok(Outcome::Success)
+}
+
+/// Resolves the demo's incident and writes its post-mortem beside the demo's files.
+async fn close_incident(
+    workspace: &Workspace,
+    rollback: &Rollback,
+    dir: &std::path::Path,
+) -> anyhow::Result<(i64, PathBuf)> {
+    let ledger = &workspace.ledger;
+    let incident = ledger
+        .incident_of_rollback(rollback.id)
+        .await?
+        .context("the rollback opened no incident")?;
+    let actor = identity::actor();
+    ledger
+        .add_timeline(
+            incident.id,
+            None,
+            "note",
+            &actor,
+            "the demo's v2 fails requests on purpose",
+        )
+        .await?;
+    ledger
+        .set_root_cause(
+            incident.id,
+            "v2 was built to fail a share of its requests (rearguard demo)",
+        )
+        .await?;
+    ledger.resolve_incident(incident.id, &actor).await?;
+    ledger
+        .add_timeline(incident.id, None, "resolved", &actor, "resolved")
+        .await?;
+    let record = crate::incidents::Record::load(ledger, incident.id)
+        .await?
+        .context("incident vanished")?;
+    let text = crate::incidents::render_postmortem(&record, crate::incidents::POSTMORTEM_TEMPLATE)?;
+    let path = dir.join(format!("postmortem-{}.md", incident.id));
+    std::fs::write(&path, text)?;
+    Ok((incident.id, path))
 }
 
 fn round(seconds: f64) -> f64 {

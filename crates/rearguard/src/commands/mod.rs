@@ -4,6 +4,7 @@ pub mod backtest;
 pub mod demo;
 pub mod deploy;
 pub mod guard;
+pub mod incident;
 pub mod rollback;
 pub mod status;
 pub mod validate;
@@ -28,6 +29,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Versions(args) => versions::run(config_path, args).await,
         Command::Status(args) => status::run(config_path, args).await,
         Command::Guard(args) => guard::run(config_path, args).await,
+        Command::Incidents(args) => incident::list(config_path, args).await,
+        Command::Incident(args) => incident::act(config_path, args.action).await,
+        Command::Postmortem(args) => incident::postmortem(config_path, args).await,
+        Command::Report(args) => incident::report(config_path, args).await,
         Command::Backtest(args) => backtest::run(args).await,
         Command::DemoApp(args) => crate::demo_app::run(args).await,
     }

@@ -22,6 +22,7 @@ use crate::backends::{AnyBackend, Instances, process::InstanceDirs};
 use crate::checks::Health;
 use crate::clock::SharedClock;
 use crate::config::{AppConfig, Config};
+use crate::incidents;
 use crate::ledger::{Ledger, Release, ReleaseState, Rollback, RollbackStatus, Trigger};
 use crate::rollback_log::RollbackLog;
 use crate::router::{Router, Routes};
@@ -382,9 +383,16 @@ impl Guardian {
                     RollbackStatus::Started,
                 )
                 .await?;
+            incidents::open_for_rollback(self.ledger(), &rollback, Some(release)).await?;
             self.ledger()
                 .finish_rollback(&rollback, true, "traffic never left the current release")
                 .await?;
+            let finished = self
+                .ledger()
+                .rollback(rollback.id)
+                .await?
+                .unwrap_or(rollback);
+            incidents::rollback_finished(self.ledger(), &finished, None).await?;
             // `finish_rollback` marks the release rolled back; it failed before serving.
             self.ledger()
                 .set_state(release, ReleaseState::Failed, Some(why))
@@ -595,6 +603,13 @@ impl Guardian {
         if rollback.status == RollbackStatus::Requested {
             self.ledger().mark_rollback_started(&rollback).await?;
         }
+        let rollback = self
+            .ledger()
+            .rollback(rollback.id)
+            .await?
+            .unwrap_or(rollback);
+        let from = self.ledger().release(rollback.from_release_id).await?;
+        incidents::open_for_rollback(self.ledger(), &rollback, from.as_ref()).await?;
         failpoint("after-rollback-recorded").await;
         let to = self
             .ledger()
@@ -615,6 +630,12 @@ impl Guardian {
                 self.ledger()
                     .finish_rollback(&rollback, false, &note)
                     .await?;
+                let failed = self
+                    .ledger()
+                    .rollback(rollback.id)
+                    .await?
+                    .unwrap_or(rollback);
+                incidents::rollback_finished(self.ledger(), &failed, None).await?;
                 self.write_rollback_log().await?;
                 self.context.tell(Progress::RollbackFailed {
                     app: self.app.clone(),
@@ -645,6 +666,7 @@ impl Guardian {
             .rollback(rollback.id)
             .await?
             .unwrap_or(rollback);
+        incidents::rollback_finished(self.ledger(), &finished, Some(&verification)).await?;
         self.context.tell(Progress::RolledBack {
             app: self.app.clone(),
             rollback: finished,

@@ -6,6 +6,7 @@
 //! and PostgreSQL alike), SQLite by default. No business decisions here: callers decide,
 //! the ledger records.
 
+mod incidents;
 mod lease;
 
 use std::str::FromStr;
@@ -15,6 +16,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::clock::SharedClock;
+pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry};
 pub use lease::{LeaseDecision, decide_lease};
 
 #[derive(Debug, thiserror::Error)]

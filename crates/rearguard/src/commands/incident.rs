@@ -1,0 +1,248 @@
+//! `rearguard incidents`, `incident ...`, `postmortem`, `report`: the incident record.
+
+use std::path::Path;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use rearguard_judge::Seconds;
+
+use super::Workspace;
+use crate::cli::{IncidentAction, IncidentsArgs, PostmortemArgs, ReportArgs};
+use crate::clock::rfc3339;
+use crate::incidents::{POSTMORTEM_TEMPLATE, Record, Report, render_postmortem};
+use crate::ledger::{Incident, IncidentStatus, Severity};
+use crate::{Outcome, UsageError, identity};
+
+fn since_ms(workspace: &Workspace, since: &str) -> Result<i64, UsageError> {
+    let span = Seconds::parse(since).map_err(|e| UsageError(format!("--since: {e}")))?;
+    Ok(workspace.ledger.now() - span.0 as i64 * 1000)
+}
+
+pub async fn list(config_path: &Path, args: IncidentsArgs) -> anyhow::Result<Outcome> {
+    let workspace = Workspace::open(config_path).await?;
+    let incidents = workspace
+        .ledger
+        .incidents(since_ms(&workspace, &args.since)?)
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&incidents)?);
+        return Ok(Outcome::Success);
+    }
+    if incidents.is_empty() {
+        println!("no incidents in the last {}", args.since);
+        return Ok(Outcome::Success);
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["id", "severity", "status", "detected", "title"]);
+    for i in &incidents {
+        table.add_row([
+            i.id.to_string(),
+            i.severity.as_str().into(),
+            format!("{:?}", i.status).to_lowercase(),
+            rfc3339(i.detected_at),
+            i.title.clone(),
+        ]);
+    }
+    println!("{table}");
+    Ok(Outcome::Success)
+}
+
+async fn incident(workspace: &Workspace, id: i64) -> anyhow::Result<Incident> {
+    Ok(workspace.ledger.incident(id).await?.ok_or_else(|| {
+        UsageError(format!(
+            "no incident {id}; `rearguard incidents` lists them"
+        ))
+    })?)
+}
+
+pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<Outcome> {
+    let workspace = Workspace::open(config_path).await?;
+    let ledger = &workspace.ledger;
+    let actor = identity::actor();
+    match action {
+        IncidentAction::Show { id, json } => {
+            let record = Record::load(ledger, id)
+                .await?
+                .ok_or_else(|| UsageError(format!("no incident {id}")))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"incident": record.incident, "timeline": record.timeline})
+                );
+            } else {
+                let i = &record.incident;
+                println!(
+                    "#{} {} [{} {:?}]",
+                    i.id,
+                    i.title,
+                    i.severity.as_str(),
+                    i.status
+                );
+                for entry in &record.timeline {
+                    println!(
+                        "  {}  {:<18} {}  ({})",
+                        rfc3339(entry.at),
+                        entry.kind,
+                        entry.text,
+                        entry.actor
+                    );
+                }
+            }
+        }
+        IncidentAction::Note { id, text } => {
+            incident(&workspace, id).await?;
+            ledger.add_timeline(id, None, "note", &actor, &text).await?;
+            println!("incident {id}: note added");
+        }
+        IncidentAction::Ack { id } => {
+            incident(&workspace, id).await?;
+            ledger.acknowledge_incident(id, &actor).await?;
+            ledger
+                .add_timeline(id, None, "acknowledged", &actor, "acknowledged")
+                .await?;
+            println!("incident {id}: acknowledged by {actor}");
+        }
+        IncidentAction::Severity { id, severity } => {
+            incident(&workspace, id).await?;
+            let severity = Severity::parse(&severity).ok_or_else(|| {
+                UsageError(format!(
+                    "severity must be P1, P2, P3 or P4, got {severity:?}"
+                ))
+            })?;
+            ledger.set_incident_severity(id, severity).await?;
+            ledger
+                .add_timeline(
+                    id,
+                    None,
+                    "severity",
+                    &actor,
+                    &format!("severity set to {}", severity.as_str()),
+                )
+                .await?;
+            println!("incident {id}: severity {}", severity.as_str());
+        }
+        IncidentAction::RootCause { id, text } => {
+            incident(&workspace, id).await?;
+            ledger.set_root_cause(id, &text).await?;
+            ledger
+                .add_timeline(
+                    id,
+                    None,
+                    "root_cause",
+                    &actor,
+                    &format!("root cause: {text}"),
+                )
+                .await?;
+            println!("incident {id}: root cause recorded");
+        }
+        IncidentAction::Resolve { id, root_cause } => {
+            let current = incident(&workspace, id).await?;
+            if current.status == IncidentStatus::Resolved {
+                println!("incident {id}: already resolved");
+                return Ok(Outcome::Success);
+            }
+            if let Some(text) = root_cause {
+                ledger.set_root_cause(id, &text).await?;
+                ledger
+                    .add_timeline(
+                        id,
+                        None,
+                        "root_cause",
+                        &actor,
+                        &format!("root cause: {text}"),
+                    )
+                    .await?;
+            }
+            ledger.resolve_incident(id, &actor).await?;
+            ledger
+                .add_timeline(id, None, "resolved", &actor, "resolved")
+                .await?;
+            println!("incident {id}: resolved");
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn postmortem(config_path: &Path, args: PostmortemArgs) -> anyhow::Result<Outcome> {
+    let workspace = Workspace::open(config_path).await?;
+    let record = Record::load(&workspace.ledger, args.id)
+        .await?
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no incident {}; `rearguard incidents` lists them",
+                args.id
+            ))
+        })?;
+    let template = match &args.template {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read template {}: {e}", path.display())))?,
+        None => POSTMORTEM_TEMPLATE.to_string(),
+    };
+    let text = render_postmortem(&record, &template)
+        .map_err(|e| UsageError(format!("the post-mortem template failed: {e}")))?;
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, text)
+                .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
+            println!("{}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn report(config_path: &Path, args: ReportArgs) -> anyhow::Result<Outcome> {
+    let workspace = Workspace::open(config_path).await?;
+    let since = since_ms(&workspace, &args.since)?;
+    let ledger = &workspace.ledger;
+    let incidents = ledger.incidents(since).await?;
+    let mut rollbacks = Vec::new();
+    for app in workspace.config.apps.keys() {
+        rollbacks.extend(
+            ledger
+                .rollbacks(app)
+                .await?
+                .into_iter()
+                .filter(|r| r.requested_at >= since),
+        );
+    }
+    let report = Report::compute(
+        since,
+        ledger.now(),
+        &incidents,
+        &rollbacks,
+        ledger.release_counts(since).await?,
+        workspace.config.apps.len(),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(Outcome::Success);
+    }
+    let secs = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |s| format!("{s:.1}s"));
+    println!("since {}", report.since);
+    println!("incidents: {} {:?}", report.incidents, report.by_severity);
+    println!("MTTD (onset to detection): {}", secs(report.mttd_seconds));
+    println!(
+        "MTTR (detection to restored): {}",
+        secs(report.mttr_seconds)
+    );
+    println!(
+        "change failure rate: {} of {} releases rolled back ({})",
+        report.rolled_back,
+        report.releases,
+        report
+            .change_failure_rate
+            .map_or("-".into(), |r| format!("{:.1}%", r * 100.0))
+    );
+    println!(
+        "availability (time without a bad release serving): {:.3}%",
+        report.availability * 100.0
+    );
+    println!(
+        "rollback duration: p50 {}, p95 {}",
+        secs(report.rollback_seconds_p50),
+        secs(report.rollback_seconds_p95)
+    );
+    Ok(Outcome::Success)
+}
