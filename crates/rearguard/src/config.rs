@@ -12,6 +12,7 @@ use crate::UsageError;
 use crate::backends::BackendConfig;
 use crate::checks::CheckConfig;
 use crate::names;
+use crate::notify::NotificationsConfig;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -30,6 +31,9 @@ pub struct Config {
     pub rollback_log: Option<PathBuf>,
     /// The apps to guard, by name.
     pub apps: BTreeMap<String, AppConfig>,
+    /// Who is told about incidents, how and when (none by default).
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -166,6 +170,8 @@ fn first_line(message: &str) -> String {
 }
 
 /// Replaces `${NAME}` in the fields that may carry secrets or host-specific values.
+/// Notification secrets are left for the guard (`resolve_notification_secrets`): other
+/// commands need not hold them.
 fn interpolate(
     config: &mut Config,
     env: &dyn Fn(&str) -> Option<String>,
@@ -181,6 +187,7 @@ fn interpolate(
     if let Some(database) = config.database.as_mut() {
         expand(database, &["database"]);
     }
+
     for (app_name, app) in config.apps.iter_mut() {
         for (component_name, component) in app.components.iter_mut() {
             for arg in component.command.iter_mut() {
@@ -363,6 +370,30 @@ impl Locator<'_> {
             min_indent = indent + 1;
         }
         found
+    }
+}
+
+/// Expands `${NAME}` in the notification channels' secrets; the names of missing variables
+/// otherwise.
+pub fn resolve_notification_secrets(
+    config: &mut NotificationsConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Vec<String>> {
+    let mut missing = Vec::new();
+    for (name, channel) in config.channels.iter_mut() {
+        for secret in channel.secrets_mut() {
+            match expand_env(secret.expose(), env) {
+                Ok(value) => *secret.expose_mut() = value,
+                Err(variable) => missing.push(format!(
+                    "channel {name}: environment variable {variable} is not set"
+                )),
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod incidents;
 pub mod ledger;
 pub mod names;
+pub mod notify;
 pub mod rollback_log;
 pub mod router;
 pub mod signals;

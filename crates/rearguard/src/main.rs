@@ -11,6 +11,8 @@ fn main() -> std::process::ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         );
     }
+    // One TLS provider for the whole process (ring), before any client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = rearguard::cli::Cli::parse();
     rearguard::run(cli)
 }

@@ -37,3 +37,12 @@ CREATE TABLE incident_events (
     text TEXT NOT NULL
 );
 CREATE INDEX incident_events_by_incident ON incident_events (incident_id, id);
+
+-- Notifications sent for an incident (event and escalation level), so each goes out once.
+CREATE TABLE incident_notifications (
+    incident_id BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    level BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (incident_id, event, level)
+);

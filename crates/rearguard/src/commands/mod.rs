@@ -74,6 +74,27 @@ impl Workspace {
             actor: identity::actor(),
             holder: identity::lease_holder(),
             progress,
+            alerts: self.alerts(),
+        }
+    }
+
+    /// Notifications for a guard in this process: secrets resolved from the environment.
+    /// A channel whose secret is missing is an error in `validate`; here it turns
+    /// notifications off with an error in the log rather than leaving apps unguarded.
+    fn alerts(&self) -> Option<std::sync::Arc<crate::incidents::Alerts>> {
+        let mut notifications = self.config.notifications.clone();
+        if let Err(missing) =
+            config::resolve_notification_secrets(&mut notifications, &|n| std::env::var(n).ok())
+        {
+            tracing::error!(missing = %missing.join("; "), "notifications are off");
+            return None;
+        }
+        match crate::incidents::Alerts::start(&notifications) {
+            Ok(alerts) => alerts.map(std::sync::Arc::new),
+            Err(e) => {
+                tracing::error!(error = %e, "notifications are off: a template does not compile");
+                None
+            }
         }
     }
 

@@ -22,11 +22,11 @@ use crate::backends::{AnyBackend, Instances, process::InstanceDirs};
 use crate::checks::Health;
 use crate::clock::SharedClock;
 use crate::config::{AppConfig, Config};
-use crate::incidents;
 use crate::ledger::{Ledger, Release, ReleaseState, Rollback, RollbackStatus, Trigger};
 use crate::rollback_log::RollbackLog;
 use crate::router::{Router, Routes};
 use crate::signals::SignalSource;
+use crate::{incidents, notify};
 
 /// How often the guard looks.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -37,6 +37,8 @@ const CHECK_EVERY_MS: i64 = 5_000;
 /// A release whose evidence against it is at this share of a rollback or more is not
 /// promoted yet, bake time or not: the judge is still making up its mind.
 const PROMOTE_BELOW_EVIDENCE: f64 = 0.5;
+/// Incidents this recent are followed up (escalated, announced resolved).
+const INCIDENT_FOLLOW_UP_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Seconds of the serving release's traffic kept as the baseline for the next deploy.
 const HISTORY_SECONDS: usize = 600;
 
@@ -53,6 +55,8 @@ pub struct Context {
     /// The lease holder identity of this process.
     pub holder: String,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// Notifications, when channels are configured.
+    pub alerts: Option<Arc<incidents::Alerts>>,
 }
 
 impl Context {
@@ -228,7 +232,37 @@ impl Guardian {
         self.run_checks().await?;
         self.retire_warm_versions().await;
         self.write_rollback_log().await?;
+        self.follow_up_incidents().await?;
         self.write_snapshot().await?;
+        Ok(())
+    }
+
+    /// Tells level 1 about a step of an incident (when notifications are configured).
+    async fn alert(
+        &self,
+        incident: &crate::ledger::Incident,
+        event: notify::Event,
+    ) -> anyhow::Result<()> {
+        if let Some(alerts) = &self.context.alerts {
+            alerts.level_one(self.ledger(), incident, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Escalates unacknowledged incidents on time and announces resolutions.
+    async fn follow_up_incidents(&self) -> anyhow::Result<()> {
+        let Some(alerts) = &self.context.alerts else {
+            return Ok(());
+        };
+        let now = self.now_ms();
+        let recent: Vec<_> = self
+            .ledger()
+            .incidents(now - INCIDENT_FOLLOW_UP_MS)
+            .await?
+            .into_iter()
+            .filter(|i| i.app == self.app)
+            .collect();
+        alerts.follow_up(self.ledger(), &recent, now).await?;
         Ok(())
     }
 
@@ -609,7 +643,10 @@ impl Guardian {
             .await?
             .unwrap_or(rollback);
         let from = self.ledger().release(rollback.from_release_id).await?;
-        incidents::open_for_rollback(self.ledger(), &rollback, from.as_ref()).await?;
+        let incident =
+            incidents::open_for_rollback(self.ledger(), &rollback, from.as_ref()).await?;
+        self.alert(&incident, notify::Event::IncidentStarted)
+            .await?;
         failpoint("after-rollback-recorded").await;
         let to = self
             .ledger()
@@ -636,6 +673,7 @@ impl Guardian {
                     .await?
                     .unwrap_or(rollback);
                 incidents::rollback_finished(self.ledger(), &failed, None).await?;
+                self.alert(&incident, notify::Event::RollbackFailed).await?;
                 self.write_rollback_log().await?;
                 self.context.tell(Progress::RollbackFailed {
                     app: self.app.clone(),
@@ -667,6 +705,7 @@ impl Guardian {
             .await?
             .unwrap_or(rollback);
         incidents::rollback_finished(self.ledger(), &finished, Some(&verification)).await?;
+        self.alert(&incident, notify::Event::RollbackDone).await?;
         self.context.tell(Progress::RolledBack {
             app: self.app.clone(),
             rollback: finished,

@@ -1,8 +1,12 @@
 //! Incidents: what is opened when a release is rolled back, what goes in its timeline, the
 //! post-mortem drafted from it, and the figures across incidents (`rearguard report`).
-//! Notification channels and escalation are not here yet.
+//! Who is told, and when, is `alerts`.
+
+mod alerts;
 
 use serde::Serialize;
+
+pub use alerts::Alerts;
 
 use crate::clock::rfc3339;
 use crate::ledger::{

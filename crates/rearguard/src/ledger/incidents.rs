@@ -268,6 +268,36 @@ impl Ledger {
         Ok(())
     }
 
+    /// Notes that `event` (at escalation `level`) went out for the incident; false when it
+    /// already had, so each notification is sent once, across restarts too.
+    pub async fn first_notification(&self, incident: i64, event: &str, level: i64) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO incident_notifications (incident_id, event, level, at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (incident_id, event, level) DO NOTHING",
+        )
+        .bind(incident)
+        .bind(event)
+        .bind(level)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Escalation levels already told about the incident (0 is level 1).
+    pub async fn notified_levels(&self, incident: i64) -> Result<Vec<usize>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT level FROM incident_notifications WHERE incident_id = $1 \
+             AND event IN ('incident_started', 'escalated') ORDER BY level",
+        )
+        .bind(incident)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<i64, _>("level")? as usize))
+            .collect()
+    }
+
     /// Releases recorded since `since`, and how many of them were rolled back.
     pub async fn release_counts(&self, since: i64) -> Result<(i64, i64)> {
         let row = sqlx::query(

@@ -35,6 +35,15 @@ impl Env {
         Self::with_policy("")
     }
 
+    /// With more top-level config appended (e.g. `notifications:`).
+    pub fn with_top_level(extra: &str) -> Self {
+        let env = Self::new();
+        let mut config = std::fs::read_to_string(env.config()).unwrap();
+        config.push_str(extra);
+        std::fs::write(env.config(), config).unwrap();
+        env
+    }
+
     pub fn with_policy(extra_policy: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();

@@ -1,0 +1,22 @@
+//! A generic JSON webhook: the whole message, for any receiver.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Delivery, Message, Secret};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Where to POST (may hold a token: use `${ENV}`).
+    pub url: Secret,
+}
+
+impl Webhook {
+    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+        let body = serde_json::to_value(message).unwrap_or_default();
+        vec![Delivery {
+            url: self.url.clone(),
+            body,
+        }]
+    }
+}
