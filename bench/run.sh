@@ -2,7 +2,9 @@
 # Benchmarks, each against a peer run side by side in the same run (no timed assertions):
 #  (a) the demo: seconds from the bad release taking traffic to traffic back on the good one;
 #  (b) the built-in router against HAProxy, proxying the same backend, loaded by wrk;
-#  (c) the judge: CPU time to judge the public scenario set.
+#  (c) the judge: CPU time to judge the public scenario set;
+#  (d) the demo's rollback with every notification channel pointing at a dead port, against
+#      the same demo without notifications.
 # Usage: bench/run.sh [demo-runs]   (installs haproxy and wrk from Debian if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,3 +71,27 @@ TIMEFORMAT="%U %S"
 { time (for csv in "$public"/*.csv; do "$bin" backtest "$csv" --meta "${csv%.csv}.json" --json > /dev/null; done); } 2> "$work/cpu.txt"
 read -r user sys < "$work/cpu.txt"
 echo "56 scenarios judged: ${user}s user + ${sys}s system CPU, process start-up included (goal < 1s)"
+
+echo "== (d) demo with six notification channels all pointing at a dead port vs none ($runs runs each)"
+cat > "$work/dead.yaml" <<YAML
+notifications:
+  channels:
+    s: {kind: slack, url: "http://127.0.0.1:9/s"}
+    t: {kind: telegram, token: "x", chat_ids: [1], base_url: "http://127.0.0.1:9"}
+    p: {kind: pagerduty, routing_key: "x", base_url: "http://127.0.0.1:9"}
+    m: {kind: teams, url: "http://127.0.0.1:9/m"}
+    d: {kind: discord, url: "http://127.0.0.1:9/d"}
+    w: {kind: webhook, url: "http://127.0.0.1:9/w"}
+  escalation:
+    - {after: 0m, channels: [s, t, p, m, d, w]}
+YAML
+for i in $(seq 1 "$runs"); do
+    "$bin" demo --port $((18300 + i)) --json 2>/dev/null | tail -1 >> "$work/quiet.jsonl"
+    "$bin" demo --port $((18400 + i)) --json --notifications "$work/dead.yaml" 2>/dev/null | tail -1 >> "$work/dead.jsonl"
+done
+python3 - "$work/quiet.jsonl" "$work/dead.jsonl" <<'PY'
+import json, statistics, sys
+quiet, dead = ([json.loads(l)["restored_after_s"] for l in open(p)] for p in sys.argv[1:3])
+q, d = statistics.median(quiet), statistics.median(dead)
+print(f"restored after: {q:.1f}s without notifications, {d:.1f}s with six dead channels (ratio {d/q:.2f}; goal 1)")
+PY

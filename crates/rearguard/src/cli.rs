@@ -99,9 +99,13 @@ pub struct DemoArgs {
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]
     pub json: bool,
-    /// Directory for the demo's database and logs (default: a temporary one).
+    /// Directory for the demo's database and logs (default: a new temporary one, kept).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// A YAML file with a `notifications:` section, to see the demo's incident arrive in
+    /// your channels (secrets from the environment, as for the guard).
+    #[arg(long)]
+    pub notifications: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +265,9 @@ pub struct DemoAppArgs {
     /// Share of requests the bad version fails.
     #[arg(long, default_value_t = 0.2)]
     pub bad_error_rate: f64,
+    /// Status code of GET /health (to try a release that serves but fails its checks).
+    #[arg(long, default_value_t = 200)]
+    pub health_status: u16,
 }
 
 #[cfg(test)]

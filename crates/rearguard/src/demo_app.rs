@@ -26,6 +26,12 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
         return Err(crate::UsageError("error rates must be between 0 and 1".into()).into());
     }
     let bad = args.bad_version.as_deref() == Some(args.version.as_str());
+    let health = StatusCode::from_u16(args.health_status).map_err(|_| {
+        crate::UsageError(format!(
+            "--health-status {} is not a status code",
+            args.health_status
+        ))
+    })?;
     let settings = Arc::new(Settings {
         error_rate: if bad {
             args.bad_error_rate
@@ -37,7 +43,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
         served: AtomicU64::new(0),
     });
     let app = Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(move || async move { (health, "health\n") }))
         .route(
             "/version",
             get(|State(s): State<Arc<Settings>>| async move { s.version.clone() }),

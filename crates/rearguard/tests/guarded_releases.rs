@@ -215,3 +215,46 @@ fn a_stopped_guard_leaves_no_process_behind() {
     let left = std::fs::read_dir(pid_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "pid files of stopped instances are removed");
 }
+
+#[test]
+fn a_release_failing_its_health_check_is_rolled_back() {
+    let env = Env::new();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    // Serves fine, but /health answers 503: three failed checks, 5 s apart.
+    assert_eq!(deploy_watch(&env, "sick-v2"), 3);
+    assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
+    let reason = env.versions_json()["rollbacks"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("check health failed 3 times"), "{reason}");
+}
+
+#[test]
+fn a_canary_takes_its_share_then_all_traffic_once_baked() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(env.config()).unwrap().replace(
+        "    bake: 6s\n",
+        "    bake: 6s\n    mode: canary\n    canary_weight: 50%\n",
+    );
+    std::fs::write(env.config(), text).unwrap();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    let out = env.run(&["deploy", "shop", "v2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (split, _) = env.traffic(20);
+    assert_eq!(
+        (split.get("v1"), split.get("v2")),
+        (Some(&10), Some(&10)),
+        "an even 50 % split: {split:?}"
+    );
+    wait_until("v2 is stable", Duration::from_secs(30), || {
+        env.state_of("v2") == "stable"
+    });
+    assert_eq!(
+        env.traffic(10).0.get("v2"),
+        Some(&10),
+        "promoted: all traffic on v2"
+    );
+}

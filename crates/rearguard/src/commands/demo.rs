@@ -74,6 +74,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         .replace("@PORT@", &args.port.to_string())
         .replace("@EXE@", &serde_json::to_string(&exe.display().to_string())?)
         .replace("@RATE@", &args.bad_error_rate.to_string());
+    let text = match &args.notifications {
+        Some(path) => {
+            let extra = std::fs::read_to_string(path)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+            format!("{text}{extra}")
+        }
+        None => text,
+    };
     std::fs::write(&config_path, &text)?;
     let config = config::parse(&config_path, &text, &|_| None)
         .map_err(|problems| anyhow::anyhow!("the demo's own config is invalid: {}", problems[0]))?;

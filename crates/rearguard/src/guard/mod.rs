@@ -34,8 +34,9 @@ pub const TICK: Duration = Duration::from_secs(1);
 const LEASE_TTL_MS: i64 = 10_000;
 /// Checks run this often while a release is watched.
 const CHECK_EVERY_MS: i64 = 5_000;
-/// A release whose evidence against it is at this share of a rollback or more is not
-/// promoted yet, bake time or not: the judge is still making up its mind.
+/// A release whose evidence against it is at this share of a rollback or more (or with a
+/// failing check) is not promoted yet, bake time or not: the judge is still making up its
+/// mind.
 const PROMOTE_BELOW_EVIDENCE: f64 = 0.5;
 /// Incidents this recent are followed up (escalated, announced resolved).
 const INCIDENT_FOLLOW_UP_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -529,6 +530,7 @@ impl Guardian {
                     .error_evidence
                     .max(judgement.snapshot.latency_evidence)
                     < PROMOTE_BELOW_EVIDENCE
+                    && self.check_failures.values().all(|&failures| failures == 0)
                 {
                     self.promote_if_baked().await?;
                 }
@@ -608,6 +610,14 @@ impl Guardian {
                     serde_json::json!({"reason": reason, "why": "no known-good release"}),
                 )
                 .await?;
+            let incident = incidents::open_without_rollback(
+                &self.context.ledger,
+                &from,
+                reason,
+                evidence.as_ref(),
+            )
+            .await?;
+            self.alert(&incident, notify::Event::RollbackFailed).await?;
             self.context.tell(Progress::Failed {
                 app: self.app.clone(),
                 version: from.version.clone(),
@@ -646,6 +656,16 @@ impl Guardian {
         let incident =
             incidents::open_for_rollback(self.ledger(), &rollback, from.as_ref()).await?;
         self.alert(&incident, notify::Event::IncidentStarted)
+            .await?;
+        let state = self.backend.capture_state();
+        self.ledger()
+            .add_timeline(
+                incident.id,
+                None,
+                "state_captured",
+                "rearguard",
+                &format!("platform state: {state}"),
+            )
             .await?;
         failpoint("after-rollback-recorded").await;
         let to = self

@@ -110,6 +110,54 @@ pub async fn open_for_rollback(
     Ok(incident)
 }
 
+/// Opens an incident for a bad release that cannot be rolled back (nothing known-good to
+/// go back to): people must step in.
+pub async fn open_without_rollback(
+    ledger: &Ledger,
+    release: &Release,
+    reason: &str,
+    evidence: Option<&serde_json::Value>,
+) -> Result<Incident, LedgerError> {
+    let title = format!(
+        "{} {} is bad and cannot be rolled back",
+        release.app, release.version
+    );
+    let incident = ledger
+        .open_incident(&NewIncident {
+            app: &release.app,
+            rollback_id: None,
+            from_version: &release.version,
+            to_version: None,
+            severity: severity_of(evidence, Trigger::Auto),
+            title: &title,
+            onset_at: evidence
+                .and_then(|e| e["evidence"]["window_start"].as_i64())
+                .map(|s| s * 1000),
+            detected_at: ledger.now(),
+            evidence,
+        })
+        .await?;
+    ledger
+        .add_timeline(
+            incident.id,
+            None,
+            "decision",
+            "rearguard",
+            &format!("the release is bad: {reason}"),
+        )
+        .await?;
+    ledger
+        .add_timeline(
+            incident.id,
+            None,
+            "rollback_failed",
+            "rearguard",
+            "no known-good release to roll back to: manual intervention required",
+        )
+        .await?;
+    Ok(incident)
+}
+
 /// Records how the rollback ended and whether verification passed.
 pub async fn rollback_finished(
     ledger: &Ledger,

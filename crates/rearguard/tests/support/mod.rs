@@ -24,7 +24,8 @@ pub fn free_port() -> u16 {
 }
 
 /// A directory with a config for app `shop`: the demo service, failing 30 % of requests
-/// when its version starts with `bad`, and refusing to start when it starts with `broken`.
+/// when its version starts with `bad`, failing its health check when it starts with `sick`,
+/// and refusing to start when it starts with `broken`.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -52,7 +53,7 @@ impl Env {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\ncase \"$1\" in\n  broken*) echo 'cannot start' >&2; exit 1;;\n  bad*) exec {exe} demo-app --version \"$1\" --port \"$2\" --error-rate 0.3;;\n  *) exec {exe} demo-app --version \"$1\" --port \"$2\";;\nesac\n",
+                "#!/bin/sh\ncase \"$1\" in\n  broken*) echo 'cannot start' >&2; exit 1;;\n  bad*) exec {exe} demo-app --version \"$1\" --port \"$2\" --error-rate 0.3;;\n  sick*) exec {exe} demo-app --version \"$1\" --port \"$2\" --health-status 503;;\n  *) exec {exe} demo-app --version \"$1\" --port \"$2\";;\nesac\n",
                 exe = binary().display()
             ),
         )
@@ -67,7 +68,7 @@ impl Env {
       web:
         public_port: {port}
         command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
-        ready_path: /health
+        ready_path: /version
     backend:
       kind: process
       ready_timeout: 5s
