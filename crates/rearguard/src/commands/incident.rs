@@ -124,16 +124,7 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
         }
         IncidentAction::RootCause { id, text } => {
             incident(&workspace, id).await?;
-            ledger.set_root_cause(id, &text).await?;
-            ledger
-                .add_timeline(
-                    id,
-                    None,
-                    "root_cause",
-                    &actor,
-                    &format!("root cause: {text}"),
-                )
-                .await?;
+            record_root_cause(&workspace, id, &actor, &text).await?;
             println!("incident {id}: root cause recorded");
         }
         IncidentAction::Resolve { id, root_cause } => {
@@ -143,16 +134,7 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
                 return Ok(Outcome::Success);
             }
             if let Some(text) = root_cause {
-                ledger.set_root_cause(id, &text).await?;
-                ledger
-                    .add_timeline(
-                        id,
-                        None,
-                        "root_cause",
-                        &actor,
-                        &format!("root cause: {text}"),
-                    )
-                    .await?;
+                record_root_cause(&workspace, id, &actor, &text).await?;
             }
             ledger.resolve_incident(id, &actor).await?;
             ledger
@@ -162,6 +144,26 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
         }
     }
     Ok(Outcome::Success)
+}
+
+async fn record_root_cause(
+    workspace: &Workspace,
+    id: i64,
+    actor: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    workspace.ledger.set_root_cause(id, text).await?;
+    workspace
+        .ledger
+        .add_timeline(
+            id,
+            None,
+            "root_cause",
+            actor,
+            &format!("root cause: {text}"),
+        )
+        .await?;
+    Ok(())
 }
 
 pub async fn postmortem(config_path: &Path, args: PostmortemArgs) -> anyhow::Result<Outcome> {

@@ -307,14 +307,22 @@ impl Ledger {
     }
 
     pub async fn release(&self, id: i64) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            release_columns!(),
-            " FROM releases WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        self.one_release(
+            sqlx::query(concat!(
+                "SELECT ",
+                release_columns!(),
+                " FROM releases WHERE id = $1"
+            ))
+            .bind(id),
+        )
+        .await
+    }
+
+    async fn one_release(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Option<Release>> {
+        let row = query.fetch_optional(&self.pool).await?;
         row.as_ref().map(release_from).transpose()
     }
 
@@ -333,42 +341,38 @@ impl Ledger {
 
     /// The newest recorded version `version` of `app`.
     pub async fn release_of_version(&self, app: &str, version: &str) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            release_columns!(),
-            " FROM releases WHERE app = $1 AND version = $2 ORDER BY id DESC LIMIT 1"
-        ))
-        .bind(app)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(release_from).transpose()
+        self.one_release(
+            sqlx::query(concat!(
+                "SELECT ",
+                release_columns!(),
+                " FROM releases WHERE app = $1 AND version = $2 ORDER BY id DESC LIMIT 1"
+            ))
+            .bind(app)
+            .bind(version),
+        )
+        .await
     }
 
     /// The release serving `app` (or that must serve it).
     pub async fn current(&self, app: &str) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!(
+        self.one_release(sqlx::query(concat!(
             "SELECT ",
             release_columns!(),
             " FROM releases WHERE id = (SELECT current_release_id FROM app_state WHERE app = $1)"
-        ))
-        .bind(app)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(release_from).transpose()
+        )).bind(app)).await
     }
 
     /// The newest release of `app` waiting to be deployed, if any.
     pub async fn pending_release(&self, app: &str) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            release_columns!(),
-            " FROM releases WHERE app = $1 AND state = 'deploying' ORDER BY id DESC LIMIT 1"
-        ))
-        .bind(app)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(release_from).transpose()
+        self.one_release(
+            sqlx::query(concat!(
+                "SELECT ",
+                release_columns!(),
+                " FROM releases WHERE app = $1 AND state = 'deploying' ORDER BY id DESC LIMIT 1"
+            ))
+            .bind(app),
+        )
+        .await
     }
 
     /// Older releases of the same app still waiting to be deployed will never be: `release`
@@ -391,17 +395,17 @@ impl Ledger {
     /// The last known-good release of `app`: the one that most recently passed its bake
     /// time and is still stable, other than `excluding`.
     pub async fn known_good(&self, app: &str, excluding: Option<i64>) -> Result<Option<Release>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            release_columns!(),
-            " FROM releases WHERE app = $1 AND state = 'stable' AND id <> $2 \
+        self.one_release(
+            sqlx::query(concat!(
+                "SELECT ",
+                release_columns!(),
+                " FROM releases WHERE app = $1 AND state = 'stable' AND id <> $2 \
              ORDER BY stable_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(app)
-        .bind(excluding.unwrap_or(-1))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(release_from).transpose()
+            ))
+            .bind(app)
+            .bind(excluding.unwrap_or(-1)),
+        )
+        .await
     }
 
     pub async fn set_state(
