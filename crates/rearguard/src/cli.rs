@@ -37,9 +37,10 @@ pub struct GlobalArgs {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REARGUARD_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `rearguard=debug` (RUST_LOG syntax).
-    #[arg(long, global = true, env = "REARGUARD_LOG", default_value = "warn")]
-    pub log: String,
+    /// Log filter, e.g. `info` or `rearguard=debug` (RUST_LOG syntax). Default: `warn`
+    /// (`error` for the demo, which tells its own story).
+    #[arg(long, global = true, env = "REARGUARD_LOG")]
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -49,7 +49,14 @@ pub struct UsageError(pub String);
 
 /// Runs a parsed command line to its exit code; errors are printed on one line.
 pub fn run(cli: cli::Cli) -> ExitCode {
-    telemetry::init(cli.global.log_format, &cli.global.log);
+    let default_filter = match cli.command {
+        cli::Command::Demo(_) => "error",
+        _ => "warn",
+    };
+    telemetry::init(
+        cli.global.log_format,
+        cli.global.log.as_deref().unwrap_or(default_filter),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -260,6 +260,8 @@ async fn tell_story(
                     .map(|w| w.elapsed().as_secs_f64())
                     .unwrap_or_default();
                 let passed = verification["passed"].as_bool().unwrap_or(false);
+                // Let the traffic show where it goes now.
+                tokio::time::sleep(Duration::from_secs(3)).await;
                 say(format!(
                     "traffic is back on {} ({}); verification {}",
                     rollback.to_version,
@@ -317,7 +319,10 @@ impl Traffic {
                         let answer = tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await;
                         let latency = watch.elapsed().as_secs_f64() * 1000.0;
                         if let Ok(Ok(response)) = answer {
-                            let version = response.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+                            // No version: the router had nothing to send it to yet.
+                            let Some(version) = response.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string) else {
+                                continue;
+                            };
                             let failed = !response.status().is_success();
                             let _ = response.into_body().collect().await;
                             let mut seen = seen.lock().expect("lock");
