@@ -155,21 +155,12 @@ impl Judge {
         let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
         let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
         let error_chart = Chart::errors(self.reference_z(), block_dispersion(&error_blocks));
-        if std::env::var("JUDGE_DEBUG").is_ok() {
-            eprintln!("phi errors {}", block_dispersion(&error_blocks));
-        }
         let latency_chart = match rules::regression::latency_threshold(&self.policy, &history) {
             Some(threshold) => {
                 let blocks = self
                     .sums
                     .baseline_blocks(deploy_at, |c| c.latency.count_above(threshold));
                 let fixed = (self.setup.mode == Mode::BlueGreen).then_some(threshold);
-                if std::env::var("JUDGE_DEBUG").is_ok() {
-                    eprintln!(
-                        "phi latency {} threshold {threshold}",
-                        block_dispersion(&blocks)
-                    );
-                }
                 let dispersion = block_dispersion(&blocks);
                 [
                     Chart::slow_share(self.reference_z(), dispersion, fixed),
@@ -292,19 +283,4 @@ impl Judge {
             },
         }
     }
-}
-
-/// Feeds every step of `steps` to a new judge and returns the last judgement: the one-shot
-/// form, for tests and callers holding a whole series.
-pub fn judge_series(
-    policy: &Policy,
-    setup: Setup,
-    steps: &[Step],
-) -> Result<Option<Judgement>, OutOfOrder> {
-    let mut judge = Judge::new(policy.clone(), setup);
-    let mut last = None;
-    for step in steps {
-        last = Some(judge.observe(*step)?);
-    }
-    Ok(last)
 }

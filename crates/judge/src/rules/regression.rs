@@ -311,22 +311,6 @@ impl Chart {
             })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
         let start = run.start.unwrap_or(now);
-        if std::env::var("JUDGE_DEBUG").is_ok() {
-            let idx = self
-                .runs
-                .iter()
-                .position(|r| std::ptr::eq(r, run))
-                .unwrap_or(99);
-            eprintln!(
-                "alt {idx} stat {:.2} after_warmup {:.2} blocks {:?}",
-                run.statistic,
-                run.after_warmup,
-                run.blocks
-                    .iter()
-                    .map(|b| format!("{}:{:.1}", b.id * 10, b.evidence))
-                    .collect::<Vec<_>>()
-            );
-        }
         let window = sums.between(start, now);
         Some(self.describe(policy, run, start, now, &window.candidate))
     }
