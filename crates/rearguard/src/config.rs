@@ -424,10 +424,17 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        base.join(relative)
+        let path: PathBuf = base
+            .join(relative)
             .components()
             .filter(|c| *c != std::path::Component::CurDir)
-            .collect()
+            .collect();
+        // `./.` cleans to an empty path, which no process can run in.
+        if path.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            path
+        }
     }
 
     pub fn data_dir(&self, config_path: &Path) -> PathBuf {
@@ -534,6 +541,23 @@ mod tests {
             shop.policy,
             rearguard_judge::Policy::default(),
             "the example shows the defaults"
+        );
+    }
+
+    #[test]
+    fn paths_resolve_beside_the_config_even_when_it_is_relative() {
+        let config = parse_text(GOOD).unwrap();
+        assert_eq!(
+            config.resolve(Path::new("rearguard.yaml"), Path::new(".")),
+            PathBuf::from(".")
+        );
+        assert_eq!(
+            config.data_dir(Path::new("rearguard.yaml")),
+            PathBuf::from(".rearguard")
+        );
+        assert_eq!(
+            config.data_dir(Path::new("/srv/shop/rearguard.yaml")),
+            PathBuf::from("/srv/shop/.rearguard")
         );
     }
 

@@ -258,3 +258,20 @@ fn a_canary_takes_its_share_then_all_traffic_once_baked() {
         "promoted: all traffic on v2"
     );
 }
+
+#[test]
+fn deploy_watch_without_a_guard_works_from_the_config_directory() {
+    // The everyday form: in the app's directory, default config name, no guard running.
+    let env = Env::new();
+    let mut command = std::process::Command::new(support::binary());
+    command
+        .args(["deploy", "shop", "v1", "--watch", "--json"])
+        .current_dir(env.path());
+    let out = support::run_bounded(command, Duration::from_secs(60));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(env.state_of("v1"), "stable");
+    assert!(
+        env.request().is_none(),
+        "nothing keeps serving once --watch returns"
+    );
+}
