@@ -176,12 +176,7 @@ impl Millis {
 
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match NumberOrText::deserialize(deserializer)? {
-            NumberOrText::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Self(n as u64)),
-            NumberOrText::Number(n) => Err(format!("expected whole milliseconds, got {n}")),
-            NumberOrText::Text(t) => Self::parse(&t),
-        }
-        .map_err(serde::de::Error::custom)
+        whole_or_text(deserializer, "milliseconds", Self, Self::parse)
     }
 }
 
@@ -225,13 +220,23 @@ fn parse_millis(text: &str) -> Result<u64, String> {
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match NumberOrText::deserialize(deserializer)? {
-            NumberOrText::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Self(n as u64)),
-            NumberOrText::Number(n) => Err(format!("expected whole seconds, got {n}")),
-            NumberOrText::Text(t) => Self::parse(&t),
-        }
-        .map_err(serde::de::Error::custom)
+        whole_or_text(deserializer, "seconds", Self, Self::parse)
     }
+}
+
+/// A whole number of `unit`s, or text for `parse` ("90s").
+fn whole_or_text<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    unit: &str,
+    from_whole: fn(u64) -> T,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    match NumberOrText::deserialize(deserializer)? {
+        NumberOrText::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(from_whole(n as u64)),
+        NumberOrText::Number(n) => Err(format!("expected whole {unit}, got {n}")),
+        NumberOrText::Text(t) => parse(&t),
+    }
+    .map_err(serde::de::Error::custom)
 }
 
 #[derive(Deserialize)]

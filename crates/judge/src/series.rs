@@ -13,8 +13,7 @@ const DISPERSION_BLOCK_SECONDS: i64 = 10;
 struct Entry {
     t: i64,
     /// Totals of every step up to and including this one (since the judge started).
-    baseline: Counts,
-    candidate: Counts,
+    running: Totals,
 }
 
 /// Cumulative totals of the steps seen within the lookback.
@@ -22,13 +21,7 @@ struct Entry {
 pub struct Sums {
     entries: VecDeque<Entry>,
     /// Totals of the steps already dropped from the front.
-    dropped: Carried,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Carried {
-    baseline: Counts,
-    candidate: Counts,
+    dropped: Totals,
 }
 
 /// Totals of both versions over a window.
@@ -40,27 +33,20 @@ pub struct Totals {
 
 impl Sums {
     pub fn push(&mut self, t: i64, baseline: &Counts, candidate: &Counts) {
-        let (mut b, mut c) = match self.entries.back() {
-            Some(last) => (last.baseline, last.candidate),
-            None => (self.dropped.baseline, self.dropped.candidate),
-        };
-        b.add(baseline);
-        c.add(candidate);
-        self.entries.push_back(Entry {
-            t,
-            baseline: b,
-            candidate: c,
-        });
+        let mut running = self
+            .entries
+            .back()
+            .map_or(self.dropped, |last| last.running);
+        running.baseline.add(baseline);
+        running.candidate.add(candidate);
+        self.entries.push_back(Entry { t, running });
     }
 
     /// Forgets steps before `t`.
     pub fn drop_before(&mut self, t: i64) {
-        while self.entries.front().is_some_and(|e| e.t < t) {
-            let e = self.entries.pop_front().expect("checked above");
-            self.dropped = Carried {
-                baseline: e.baseline,
-                candidate: e.candidate,
-            };
+        while let Some(entry) = self.entries.front().filter(|e| e.t < t).copied() {
+            self.entries.pop_front();
+            self.dropped = entry.running;
         }
     }
 
@@ -68,28 +54,17 @@ impl Sums {
     pub fn between(&self, from: i64, to: i64) -> Totals {
         let start = self.entries.partition_point(|e| e.t < from);
         let end = self.entries.partition_point(|e| e.t <= to);
-        self.by_index(start, end)
-    }
-
-    fn by_index(&self, start: usize, end: usize) -> Totals {
         if end <= start {
             return Totals::default();
         }
-        let last = self.entries[end - 1];
         let before = match start {
             0 => self.dropped,
-            _ => Carried {
-                baseline: self.entries[start - 1].baseline,
-                candidate: self.entries[start - 1].candidate,
-            },
+            _ => self.entries[start - 1].running,
         };
-        let (mut baseline, mut candidate) = (last.baseline, last.candidate);
-        baseline.sub(&before.baseline);
-        candidate.sub(&before.candidate);
-        Totals {
-            baseline,
-            candidate,
-        }
+        let mut totals = self.entries[end - 1].running;
+        totals.baseline.sub(&before.baseline);
+        totals.candidate.sub(&before.candidate);
+        totals
     }
 
     /// Per-block (events, requests) of the baseline over steps before `until`, with
@@ -99,9 +74,9 @@ impl Sums {
         let mut current = None;
         let mut previous = self.dropped.baseline;
         for entry in self.entries.iter().take_while(|e| e.t < until) {
-            let mut step = entry.baseline;
+            let mut step = entry.running.baseline;
             step.sub(&previous);
-            previous = entry.baseline;
+            previous = entry.running.baseline;
             let block = entry.t.div_euclid(DISPERSION_BLOCK_SECONDS);
             if current != Some(block) {
                 blocks.push((0.0, 0.0));

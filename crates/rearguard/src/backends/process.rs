@@ -97,6 +97,16 @@ pub struct InstanceDirs {
     pub state_dir: PathBuf,
 }
 
+impl InstanceDirs {
+    /// Commands run beside the config file; pid files and logs go in its data directory.
+    pub fn of(config: &crate::config::Config, config_path: &Path) -> Self {
+        Self {
+            work_dir: config.resolve(config_path, Path::new(".")),
+            state_dir: config.data_dir(config_path),
+        }
+    }
+}
+
 struct Instance {
     component: String,
     port: u16,
@@ -184,11 +194,7 @@ impl ProcessBackend {
             .iter()
             .map(|a| self.render(a, version, name, port))
             .collect();
-        let log_path = self
-            .dirs
-            .state_dir
-            .join("logs")
-            .join(format!("{}--{name}--{version}.log", self.app));
+        let log_path = self.log_path(version, name);
         let log = open_log(&log_path)
             .map_err(|e| fail(format!("cannot open {}: {e}", log_path.display())))?;
         let log_err = log.try_clone().map_err(|e| fail(e.to_string()))?;
@@ -242,7 +248,7 @@ impl ProcessBackend {
             if let Ok(Some(status)) = instance.child.try_wait() {
                 return Err(not_ready(format!(
                     "it exited ({status}); see {}",
-                    self.log_hint(version, &instance.component)
+                    self.log_path(version, &instance.component).display()
                 )));
             }
             let ready = match &component.ready_path {
@@ -269,13 +275,12 @@ impl ProcessBackend {
         }
     }
 
-    fn log_hint(&self, version: &str, component: &str) -> String {
+    /// Where an instance's stdout and stderr go.
+    fn log_path(&self, version: &str, component: &str) -> PathBuf {
         self.dirs
             .state_dir
             .join("logs")
             .join(format!("{}--{component}--{version}.log", self.app))
-            .display()
-            .to_string()
     }
 
     async fn stop_instances(&self, instances: Vec<Instance>) {

@@ -23,10 +23,7 @@ pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome
     check_version(&args.version)?;
     let workspace = Workspace::open(config_path).await?;
     let app = workspace.config.app(&args.app)?.clone();
-    let dirs = InstanceDirs {
-        work_dir: workspace.config.resolve(config_path, Path::new(".")),
-        state_dir: workspace.config.data_dir(config_path),
-    };
+    let dirs = InstanceDirs::of(&workspace.config, config_path);
     AnyBackend::new(&args.app, &app, dirs)
         .check_available(&args.version)
         .map_err(|e| UsageError(e.to_string()))?;

@@ -43,10 +43,7 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
         println!("{}: already serving {}", args.app, target.version);
         return Ok(Outcome::Success);
     }
-    let dirs = InstanceDirs {
-        work_dir: workspace.config.resolve(config_path, Path::new(".")),
-        state_dir: workspace.config.data_dir(config_path),
-    };
+    let dirs = InstanceDirs::of(&workspace.config, config_path);
     let backend = AnyBackend::new(&args.app, &app_config, dirs);
     if let Err(e) = backend.check_available(&target.version) {
         let available = available_versions(&workspace, &backend, &args.app).await?;

@@ -136,12 +136,7 @@ impl Guardian {
         let router = Router::start(app, &ports)
             .await
             .map_err(|e| crate::UsageError(e.to_string()))?;
-        let dirs = InstanceDirs {
-            work_dir: context
-                .config
-                .resolve(&context.config_path, std::path::Path::new(".")),
-            state_dir: context.config.data_dir(&context.config_path),
-        };
+        let dirs = InstanceDirs::of(&context.config, &context.config_path);
         let backend = AnyBackend::new(app, &config, dirs);
         Ok(Self {
             app: app.to_string(),
@@ -428,10 +423,6 @@ impl Guardian {
                 .await?
                 .unwrap_or(rollback);
             incidents::rollback_finished(self.ledger(), &finished, None).await?;
-            // `finish_rollback` marks the release rolled back; it failed before serving.
-            self.ledger()
-                .set_state(release, ReleaseState::Failed, Some(why))
-                .await?;
         }
         self.backend.stop(&release.version).await;
         self.context.tell(Progress::Failed {
