@@ -94,6 +94,28 @@ impl LatencyHistogram {
         below
     }
 
+    /// The `q` quantile in milliseconds, inverting [`Self::count_at_or_below_log`]; `None`
+    /// without requests or when the quantile lies in `+Inf`.
+    pub fn quantile_log_ms(&self, q: f64) -> Option<f64> {
+        let rank = q * self.total() as f64;
+        let mut lower_bound = 0.0_f64;
+        let mut below = 0.0;
+        for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
+            let at_bound = self.cumulative[i] as f64;
+            if at_bound >= rank && at_bound > below {
+                let fraction = (rank - below) / (at_bound - below);
+                return Some(if lower_bound > 0.0 {
+                    lower_bound * (bound / lower_bound).powf(fraction)
+                } else {
+                    bound * fraction
+                });
+            }
+            lower_bound = bound;
+            below = at_bound;
+        }
+        None
+    }
+
     /// Requests in each bucket (not cumulative).
     pub fn per_bucket(&self) -> [u64; BUCKETS] {
         let mut counts = self.cumulative;
@@ -202,6 +224,17 @@ mod tests {
         let h = histogram_of(&vec![200.0; 100]);
         let p95 = h.quantile_ms(0.95).unwrap();
         assert!((p95 - 242.5).abs() < 1e-9, "{p95}");
+    }
+
+    #[test]
+    fn log_quantile_inverts_log_count() {
+        let histogram = histogram_of(&[3.0, 30.0, 70.0, 120.0, 400.0, 900.0, 2000.0]);
+        for q in [0.1, 0.5, 0.8, 0.95] {
+            let ms = histogram.quantile_log_ms(q).unwrap();
+            let share = histogram.count_at_or_below_log(ms) / histogram.total() as f64;
+            assert!((share - q).abs() < 1e-9, "{q}: {ms} ms holds {share}");
+        }
+        assert_eq!(LatencyHistogram::default().quantile_log_ms(0.5), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use verdict::{
     Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason,
 };
 
-use rules::regression::{Chart, p95};
+use rules::regression::{Chart, LatencyTest, p95};
 use serde::{Deserialize, Serialize};
 use series::{Sums, block_dispersion};
 
@@ -84,6 +84,9 @@ const RECENT_SECONDS: i64 = 60;
 /// A canary's reference for one step: the baseline over at least this many seconds.
 const CONCURRENT_SECONDS: i64 = 20;
 
+/// A canary's latency reference widens until it holds this many baseline requests.
+const LATENCY_REFERENCE_REQUESTS: u64 = 300;
+
 /// The replaced release as it was just before the deploy.
 struct History {
     baseline: Counts,
@@ -96,7 +99,7 @@ pub struct Judge {
     sums: Sums,
     last_t: Option<i64>,
     history: Option<History>,
-    charts: Option<[Chart; 3]>,
+    charts: Option<[Chart; 4]>,
 }
 
 impl Judge {
@@ -139,10 +142,15 @@ impl Judge {
         if self.history.is_none() {
             self.freeze_history();
         }
-        let reference = self.reference(now - CONCURRENT_SECONDS + 1, now);
+        let errors_reference = self.reference(now - CONCURRENT_SECONDS + 1, now);
+        let latency_reference = self.latency_reference(now);
         let charts = self.charts.as_mut().expect("made with the history");
         for chart in charts.iter_mut() {
-            chart.observe(&self.policy, &self.setup, &step, &reference);
+            let reference = match chart.metric() {
+                Metric::ErrorRate => &errors_reference,
+                Metric::Latency => &latency_reference,
+            };
+            chart.observe(&self.policy, &self.setup, &step, reference);
         }
         self.sums
             .drop_before(now.min(deploy_at) - self.policy.lookback.0 as i64);
@@ -155,25 +163,30 @@ impl Judge {
         let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
         let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
         let error_chart = Chart::errors(self.reference_z(), block_dispersion(&error_blocks));
-        let latency_chart = match rules::regression::latency_threshold(&self.policy, &history) {
-            Some(threshold) => {
-                let blocks = self
-                    .sums
-                    .baseline_blocks(deploy_at, |c| c.latency.count_above(threshold));
-                let fixed = (self.setup.mode == Mode::BlueGreen).then_some(threshold);
-                let dispersion = block_dispersion(&blocks);
-                [
-                    Chart::slow_share(self.reference_z(), dispersion, fixed),
-                    Chart::shift(self.reference_z(), dispersion, fixed),
-                ]
-            }
-            None => [
-                Chart::slow_share(self.reference_z(), 1.0, None),
-                Chart::shift(self.reference_z(), 1.0, None),
-            ],
+        let mut fixed = None;
+        let dispersion_above = |ms: Option<f64>| {
+            ms.map_or(1.0, |ms| {
+                block_dispersion(
+                    &self
+                        .sums
+                        .baseline_blocks(deploy_at, |c| c.latency.count_above(ms)),
+                )
+            })
         };
-        let [slow_share, shift] = latency_chart;
-        self.charts = Some([error_chart, slow_share, shift]);
+        let threshold = rules::regression::latency_threshold(&self.policy, &history);
+        let dispersion = dispersion_above(threshold);
+        // The tail test listens to the far tail, which the environment moves the most.
+        let tail_dispersion = dispersion_above(history.latency.quantile_log_ms(0.99));
+        if self.setup.mode == Mode::BlueGreen {
+            fixed = threshold;
+        }
+        let z = self.reference_z();
+        self.charts = Some([
+            error_chart,
+            Chart::latency(LatencyTest::SlowShare, z, dispersion, fixed),
+            Chart::latency(LatencyTest::Shift, z, dispersion, fixed),
+            Chart::latency(LatencyTest::Tail, z, tail_dispersion.max(dispersion), fixed),
+        ]);
         self.history = Some(History { baseline: history });
     }
 
@@ -190,6 +203,23 @@ impl Judge {
             // shared outage began, or after it ended). A thin but concurrent reference is
             // honest about its uncertainty where a stale one is confidently wrong.
             Mode::Canary => self.sums.between(from, now).baseline,
+        }
+    }
+
+    /// The reference for latency: like [`Self::reference`], but a canary's window widens
+    /// (doubling, up to `lookback`) until it holds `LATENCY_REFERENCE_REQUESTS`: a
+    /// distribution's shape needs far more requests than a rate, and the environment's
+    /// shared slowdowns average out of a wide window just as they do in blue-green history.
+    fn latency_reference(&self, now: i64) -> Counts {
+        let mut seconds = CONCURRENT_SECONDS;
+        loop {
+            let reference = self.reference(now - seconds + 1, now);
+            if reference.requests >= LATENCY_REFERENCE_REQUESTS
+                || seconds >= self.policy.lookback.0 as i64
+            {
+                return reference;
+            }
+            seconds *= 2;
         }
     }
 

@@ -36,8 +36,15 @@ impl Rng {
 }
 
 /// What one version serves in one second: Poisson requests, each failing with
-/// `error_rate`, latencies lognormal around `median_ms`.
-fn counts(rng: &mut Rng, rps: f64, error_rate: f64, median_ms: f64) -> Counts {
+/// `error_rate`, latencies lognormal around `median_ms`, and with a slow path a share of
+/// them `factor` times slower.
+fn counts(
+    rng: &mut Rng,
+    rps: f64,
+    error_rate: f64,
+    median_ms: f64,
+    slow_path: Option<SlowPath>,
+) -> Counts {
     let requests = rng.poisson(rps);
     let mut latency = LatencyHistogram::default();
     let mut errors = 0;
@@ -45,7 +52,8 @@ fn counts(rng: &mut Rng, rps: f64, error_rate: f64, median_ms: f64) -> Counts {
         if rng.next() < error_rate {
             errors += 1;
         }
-        latency.record(median_ms * (0.5 * rng.normal()).exp());
+        let slowed = slow_path.filter(|path| rng.next() < path.share);
+        latency.record(median_ms * (0.5 * rng.normal()).exp() * slowed.map_or(1.0, |p| p.factor));
     }
     Counts {
         requests,
@@ -54,12 +62,20 @@ fn counts(rng: &mut Rng, rps: f64, error_rate: f64, median_ms: f64) -> Counts {
     }
 }
 
+#[derive(Clone, Copy)]
+struct SlowPath {
+    share: f64,
+    factor: f64,
+}
+
 struct Traffic {
     mode: Mode,
     rps: f64,
     weight: f64,
     error_rate: f64,
     median_ms: f64,
+    /// The candidate's slow path, if it has one.
+    slow_path: Option<SlowPath>,
 }
 
 /// 300 s of history, then 600 s after the deploy at t=300; the candidate's error rate and
@@ -82,12 +98,19 @@ fn series(
             };
             Step {
                 t,
-                baseline: counts(rng, baseline_rps, traffic.error_rate, traffic.median_ms),
+                baseline: counts(
+                    rng,
+                    baseline_rps,
+                    traffic.error_rate,
+                    traffic.median_ms,
+                    None,
+                ),
                 candidate: counts(
                     rng,
                     candidate_rps,
                     candidate_error_rate,
                     candidate_median_ms,
+                    traffic.slow_path,
                 ),
             }
         })
@@ -128,6 +151,7 @@ fn traffic(rng: &mut Rng) -> Traffic {
         weight: pick(rng, &[0.1, 0.5]),
         error_rate: pick(rng, &[0.0, 0.002, 0.01, 0.03]),
         median_ms: pick(rng, &[20.0, 100.0, 400.0]),
+        slow_path: None,
     }
 }
 
@@ -173,6 +197,7 @@ fn a_material_error_regression_is_caught_and_a_tolerable_one_is_kept() {
         weight: 0.5,
         error_rate: 0.005,
         median_ms: 100.0,
+        slow_path: None,
     };
     let mut rng = Rng(7);
     let bad = series(&mut rng, &traffic, 0.005 + 0.03, traffic.median_ms);
@@ -197,6 +222,7 @@ fn doubled_latency_is_caught() {
         weight: 0.5,
         error_rate: 0.0,
         median_ms: 100.0,
+        slow_path: None,
     };
     let mut rng = Rng(11);
     let steps = series(&mut rng, &traffic, 0.0, 200.0);
@@ -204,6 +230,44 @@ fn doubled_latency_is_caught() {
         panic!("doubled latency was kept")
     };
     assert!(at < 300 + 90, "{at}");
+}
+
+#[test]
+fn a_slow_path_is_caught_and_a_tolerable_slowdown_is_kept() {
+    // 5 % of requests 5 times slower: the median does not move, the p95 about doubles.
+    // A canary's reference is thinner, concurrent and noisier: it takes longer.
+    for (seed, mode, within) in [(3, Mode::BlueGreen, 120), (5, Mode::Canary, 180)] {
+        let traffic = Traffic {
+            mode,
+            rps: 20.0,
+            weight: 0.5,
+            error_rate: 0.0,
+            median_ms: 100.0,
+            slow_path: Some(SlowPath {
+                share: 0.05,
+                factor: 5.0,
+            }),
+        };
+        let mut rng = Rng(seed);
+        let steps = series(&mut rng, &traffic, 0.0, 100.0);
+        let at = first_rollback(mode, &steps).unwrap_or_else(|| panic!("{mode:?}: kept"));
+        assert!(at < 300 + within, "{mode:?}: {at}");
+    }
+    let traffic = Traffic {
+        mode: Mode::BlueGreen,
+        rps: 60.0,
+        weight: 0.5,
+        error_rate: 0.0,
+        median_ms: 100.0,
+        slow_path: None,
+    };
+    let mut rng = Rng(9);
+    let steps = series(&mut rng, &traffic, 0.0, 103.0);
+    assert_eq!(
+        first_rollback(Mode::BlueGreen, &steps),
+        None,
+        "3 % slower is no fault"
+    );
 }
 
 #[test]
@@ -266,6 +330,7 @@ fn absolute_limits_fire_only_when_set_and_only_after_their_window() {
         weight: 0.5,
         error_rate: 0.1,
         median_ms: 100.0,
+        slow_path: None,
     };
     let mut rng = Rng(5);
     let steps = series(&mut rng, &traffic, 0.1, traffic.median_ms);

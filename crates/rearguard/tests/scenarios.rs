@@ -51,7 +51,7 @@ fn the_public_scenarios_are_judged_without_a_false_rollback() {
     assert_eq!(summary["false_rollbacks"], 0, "{summary}");
     assert_eq!(summary["premature"], 0, "{summary}");
     // The target is 22 of 23; this is what the judge reaches today (see README).
-    assert!(summary["detected"].as_u64().unwrap() >= 20, "{summary}");
+    assert!(summary["detected"].as_u64().unwrap() >= 21, "{summary}");
 }
 
 #[test]

@@ -39,6 +39,8 @@ const MIN_REQUESTS_FOR_P95: u64 = 20;
 pub const MIN_REQUESTS_TO_KEEP: u64 = 20;
 /// Share of requests above the p95, by definition.
 const TAIL_SHARE: f64 = 0.05;
+/// The quantile the policy's latency ratios are about.
+const TAIL_QUANTILE: f64 = 1.0 - TAIL_SHARE;
 /// Blocks for the "most of the run favours the regression" condition.
 const BLOCK_SECONDS: i64 = 10;
 /// A block with this many requests is informative even when few events are expected.
@@ -111,11 +113,21 @@ struct Reference {
 enum Kind {
     /// Error rate against the baseline's plus the tolerated increase.
     ErrorRate,
+    Latency(LatencyTest),
+}
+
+/// The latency tests, each against the baseline's distribution within the tolerated ratio.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LatencyTest {
     /// Share of requests slower than the baseline's p95 times the tolerated ratio.
     SlowShare,
-    /// The whole latency distribution against the baseline's scaled by the tolerated
-    /// ratio (multinomial over buckets): uses every request, not just the slow ones.
+    /// The whole distribution against the baseline's scaled by the tolerated ratio
+    /// (multinomial over buckets): uses every request, not just the slow ones.
     Shift,
+    /// A slow path: some requests many times slower, the rest unchanged (multinomial over
+    /// buckets against the same shape at the tolerated p95 ratio). A tail barely moves the
+    /// share just above the p95, but fills buckets the baseline hardly reaches.
+    Tail,
 }
 
 /// One test's bank of CUSUMs.
@@ -135,18 +147,26 @@ impl Chart {
         Self::new(Kind::ErrorRate, reference_z, dispersion, None)
     }
 
-    pub fn slow_share(reference_z: f64, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
-        Self::new(Kind::SlowShare, reference_z, dispersion, fixed_threshold)
-    }
-
-    pub fn shift(reference_z: f64, dispersion: f64, fixed_threshold: Option<f64>) -> Self {
-        Self::new(Kind::Shift, reference_z, dispersion, fixed_threshold)
+    /// A latency chart; `fixed_threshold` is the slow threshold in blue-green mode, where
+    /// the reference never changes.
+    pub fn latency(
+        test: LatencyTest,
+        reference_z: f64,
+        dispersion: f64,
+        fixed_threshold: Option<f64>,
+    ) -> Self {
+        Self::new(
+            Kind::Latency(test),
+            reference_z,
+            dispersion,
+            fixed_threshold,
+        )
     }
 
     pub fn metric(&self) -> Metric {
         match self.kind {
             Kind::ErrorRate => Metric::ErrorRate,
-            Kind::SlowShare | Kind::Shift => Metric::Latency,
+            Kind::Latency(_) => Metric::Latency,
         }
     }
 
@@ -204,7 +224,7 @@ impl Chart {
                 };
                 Some((events, binomial(events, tolerated, unit), reference))
             }
-            Kind::SlowShare | Kind::Shift => {
+            Kind::Latency(test) => {
                 let threshold = self
                     .fixed_latency_threshold
                     .or_else(|| latency_threshold(policy, reference))?;
@@ -216,11 +236,12 @@ impl Chart {
                     baseline_rate: slow / total,
                     latency_threshold_ms: Some(threshold),
                 };
-                let llrs = match self.kind {
+                let llrs = match test {
                     // The share above the threshold is 5 % at the tolerated ratio and a few
                     // points more at the bad one: steps of 2 points.
-                    Kind::SlowShare => binomial(events, tolerated, 0.02),
-                    _ => shift_llrs(policy, candidate, reference),
+                    LatencyTest::SlowShare => binomial(events, tolerated, 0.02),
+                    LatencyTest::Shift => shift_llrs(policy, candidate, reference),
+                    LatencyTest::Tail => tail_llrs(policy, candidate, reference),
                 };
                 Some((events, llrs, summary))
             }
@@ -380,8 +401,9 @@ impl Chart {
                 baseline_p95_ms: baseline_p95,
                 statistic: match self.kind {
                     Kind::ErrorRate => "error_rate_cusum_nats",
-                    Kind::SlowShare => "slow_share_cusum_nats",
-                    Kind::Shift => "latency_shift_cusum_nats",
+                    Kind::Latency(LatencyTest::SlowShare) => "slow_share_cusum_nats",
+                    Kind::Latency(LatencyTest::Shift) => "latency_shift_cusum_nats",
+                    Kind::Latency(LatencyTest::Tail) => "latency_tail_cusum_nats",
                 },
                 value: run.statistic,
                 threshold: policy.evidence_nats,
@@ -452,4 +474,54 @@ fn scaled_bucket_shares(histogram: &LatencyHistogram, ratio: f64) -> [f64; BUCKE
         below = at_or_below;
     }
     shares
+}
+
+/// Slow paths tried by the tail test: (how many times slower the slow requests are, the
+/// p95 ratio the slow share gives, as a multiple of the policy's bad ratio).
+const TAIL_ALTERNATIVES: [(f64, f64); ALTERNATIVES.len()] = [
+    (4.0, 1.0),
+    (4.0, 1.5),
+    (8.0, 1.0),
+    (8.0, 2.0),
+    (16.0, 1.0),
+    (16.0, 2.0),
+    (16.0, 4.0),
+];
+
+/// Log-likelihood ratios of the candidate's latency buckets under "a share of requests
+/// `factor` times slower, enough for the alternative's p95 ratio" against "the same slow
+/// path, only enough for the tolerated ratio". Both keep the baseline's shape for the
+/// rest, so only the tail speaks.
+fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; ALTERNATIVES.len()] {
+    let histogram = &reference.latency;
+    let Some(p95) = histogram.quantile_log_ms(TAIL_QUANTILE) else {
+        return [0.0; ALTERNATIVES.len()];
+    };
+    let unchanged = scaled_bucket_shares(histogram, 1.0);
+    let counts = candidate.latency.per_bucket();
+    TAIL_ALTERNATIVES.map(|(factor, size)| {
+        let slowed = scaled_bucket_shares(histogram, factor);
+        let slow_share = |ratio: f64| {
+            let at = |ms: f64| histogram.count_at_or_below_log(ms) / histogram.total() as f64;
+            let (target, unslowed) = (at(p95 * ratio), at(p95 * ratio / factor));
+            if target <= unslowed {
+                return 1.0;
+            }
+            ((target - TAIL_QUANTILE) / (target - unslowed)).clamp(0.0, 1.0)
+        };
+        let (null, alternative) = (
+            slow_share(policy.p95_ratio_tolerated),
+            slow_share(policy.p95_ratio * size),
+        );
+        if alternative <= null {
+            return 0.0;
+        }
+        let mix = |share: f64, i: usize| (1.0 - share) * unchanged[i] + share * slowed[i];
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .map(|(i, &count)| count as f64 * (mix(alternative, i) / mix(null, i)).ln())
+            .sum()
+    })
 }
