@@ -90,6 +90,11 @@ impl Run {
     /// shoulders) fill few blocks; a regression fills most. Blocks where fewer than one event
     /// is expected say little either way and are not counted; with fewer than three
     /// informative blocks the CUSUM alone decides.
+    ///
+    /// Asked of the error rate only: transient episodes are bursts of errors. A latency
+    /// regression at a few requests a second (a slow path in a few percent of them) leaves
+    /// many blocks without a slow request, which would veto it for good; the transient
+    /// budget and the warm-up confirmation still apply to latency.
     fn mostly_worse(&self) -> bool {
         let informative: Vec<_> = self.blocks.iter().filter(|b| b.informative()).collect();
         if informative.len() < 3 {
@@ -328,7 +333,7 @@ impl Chart {
                 r.statistic >= policy.evidence_nats
                     && r.after_warmup >= confirm
                     && r.events >= MIN_EVENTS
-                    && r.mostly_worse()
+                    && (self.kind != Kind::ErrorRate || r.mostly_worse())
             })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
         let start = run.start.unwrap_or(now);
