@@ -1,11 +1,10 @@
 //! The sequential test: is the candidate materially worse than the baseline, persistently?
 //!
-//! For each metric (error rate; share of requests slower than the baseline's p95 times the
-//! tolerated ratio) and
-//! each of a few sizes of regression, a CUSUM of log-likelihood ratios runs over the steps
-//! since the deploy: "candidate rate = tolerated rate + regression" against "candidate rate
-//! = tolerated rate", where the tolerated rate is the baseline's 99 % upper bound plus the
-//! policy's tolerance. A CUSUM stays valid however often it is looked at and restarts by
+//! For each test (error rate; the latency tests of [`LatencyTest`]) and each of a few sizes
+//! of regression, a CUSUM of log-likelihood ratios runs over the steps since the deploy:
+//! "the candidate is worse by this much" against "it is worse only by the tolerance", the
+//! tolerance being measured from the baseline's bound (99 % for a fixed history) plus the
+//! policy's tolerated increase or ratio. A CUSUM stays valid however often it is looked at and restarts by
 //! itself after healthy stretches, so it also finds regressions that begin long after the
 //! deploy.
 //!
@@ -17,6 +16,8 @@
 //!   from after it;
 //! - the environment: when the baseline's rate moves from block to block more than chance
 //!   allows (dispersion), the evidence is scaled down by that factor (quasi-likelihood);
+//! - several error episodes: two thirds of the run's informative blocks must favour the
+//!   regression (see [`Run::mostly_worse`]);
 //! - low traffic: a run needs `MIN_EVENTS` events, and a thin baseline widens its bound.
 
 use std::collections::VecDeque;
