@@ -97,18 +97,24 @@ impl LatencyHistogram {
     /// The `q` quantile in milliseconds, inverting [`Self::count_at_or_below_log`]; `None`
     /// without requests or when the quantile lies in `+Inf`.
     pub fn quantile_log_ms(&self, q: f64) -> Option<f64> {
+        let (lower_bound, bound, fraction) = self.quantile_bucket(q)?;
+        Some(if lower_bound > 0.0 {
+            lower_bound * (bound / lower_bound).powf(fraction)
+        } else {
+            bound * fraction
+        })
+    }
+
+    /// The finite bucket holding the `q` quantile: its bounds and how far into it the
+    /// quantile's rank lies (0 to 1). `None` without requests or when it lies in `+Inf`.
+    fn quantile_bucket(&self, q: f64) -> Option<(f64, f64, f64)> {
         let rank = q * self.total() as f64;
-        let mut lower_bound = 0.0_f64;
+        let mut lower_bound = 0.0;
         let mut below = 0.0;
         for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
             let at_bound = self.cumulative[i] as f64;
             if at_bound >= rank && at_bound > below {
-                let fraction = (rank - below) / (at_bound - below);
-                return Some(if lower_bound > 0.0 {
-                    lower_bound * (bound / lower_bound).powf(fraction)
-                } else {
-                    bound * fraction
-                });
+                return Some((lower_bound, bound, (rank - below) / (at_bound - below)));
             }
             lower_bound = bound;
             below = at_bound;
@@ -133,24 +139,13 @@ impl LatencyHistogram {
     /// The `q` quantile in milliseconds, interpolated like Prometheus' `histogram_quantile`;
     /// `None` without requests. A quantile in `+Inf` reports the highest finite bound.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let total = self.total();
-        if total == 0 {
+        if self.total() == 0 {
             return None;
         }
-        let rank = q * total as f64;
-        let mut lower_bound = 0.0;
-        let mut below = 0.0;
-        for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
-            let at_bound = self.cumulative[i] as f64;
-            if at_bound >= rank && at_bound > below {
-                return Some(
-                    lower_bound + (bound - lower_bound) * (rank - below) / (at_bound - below),
-                );
-            }
-            lower_bound = bound;
-            below = at_bound;
-        }
-        Some(BUCKET_BOUNDS_MS[BUCKET_BOUNDS_MS.len() - 1])
+        Some(self.quantile_bucket(q).map_or(
+            BUCKET_BOUNDS_MS[BUCKET_BOUNDS_MS.len() - 1],
+            |(lower_bound, bound, fraction)| lower_bound + (bound - lower_bound) * fraction,
+        ))
     }
 }
 

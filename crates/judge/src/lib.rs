@@ -163,7 +163,6 @@ impl Judge {
         let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
         let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
         let error_chart = Chart::errors(self.reference_z(), block_dispersion(&error_blocks));
-        let mut fixed = None;
         let dispersion_above = |ms: Option<f64>| {
             ms.map_or(1.0, |ms| {
                 block_dispersion(
@@ -177,9 +176,7 @@ impl Judge {
         let dispersion = dispersion_above(threshold);
         // The tail test listens to the far tail, which the environment moves the most.
         let tail_dispersion = dispersion_above(history.latency.quantile_log_ms(0.99));
-        if self.setup.mode == Mode::BlueGreen {
-            fixed = threshold;
-        }
+        let fixed = threshold.filter(|_| self.setup.mode == Mode::BlueGreen);
         let z = self.reference_z();
         self.charts = Some([
             error_chart,
@@ -212,15 +209,16 @@ impl Judge {
     /// shared slowdowns average out of a wide window just as they do in blue-green history.
     fn latency_reference(&self, now: i64) -> Counts {
         let mut seconds = CONCURRENT_SECONDS;
-        loop {
-            let reference = self.reference(now - seconds + 1, now);
-            if reference.requests >= LATENCY_REFERENCE_REQUESTS
-                || seconds >= self.policy.lookback.0 as i64
-            {
-                return reference;
-            }
+        let mut reference = self.reference(now - seconds + 1, now);
+        // Blue-green's reference is the fixed history: there is no window to widen.
+        while self.setup.mode == Mode::Canary
+            && reference.requests < LATENCY_REFERENCE_REQUESTS
+            && seconds < self.policy.lookback.0 as i64
+        {
             seconds *= 2;
+            reference = self.reference(now - seconds + 1, now);
         }
+        reference
     }
 
     /// z of the baseline's upper bound: blue-green holds the candidate against one fixed

@@ -505,10 +505,10 @@ fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; A
     };
     let unchanged = scaled_bucket_shares(histogram, 1.0);
     let counts = candidate.latency.per_bucket();
+    let at = |ms: f64| histogram.count_at_or_below_log(ms) / histogram.total() as f64;
     TAIL_ALTERNATIVES.map(|(factor, size)| {
         let slowed = scaled_bucket_shares(histogram, factor);
         let slow_share = |ratio: f64| {
-            let at = |ms: f64| histogram.count_at_or_below_log(ms) / histogram.total() as f64;
             let (target, unslowed) = (at(p95 * ratio), at(p95 * ratio / factor));
             if target <= unslowed {
                 return 1.0;
