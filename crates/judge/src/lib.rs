@@ -81,7 +81,7 @@ impl std::error::Error for OutOfOrder {}
 
 /// Window for the gross-failure rule and the snapshot shown to people.
 const RECENT_SECONDS: i64 = 60;
-/// A canary's reference for one step: the baseline over at least this many seconds.
+/// A canary's reference for one step spans at most this many seconds.
 const CONCURRENT_SECONDS: i64 = 20;
 
 /// A canary's latency reference widens until it holds this many baseline requests.
@@ -142,7 +142,7 @@ impl Judge {
         if self.history.is_none() {
             self.freeze_history();
         }
-        let errors_reference = self.reference(now - CONCURRENT_SECONDS + 1, now);
+        let errors_reference = self.errors_reference(now);
         let latency_reference = self.latency_reference(now);
         let charts = self.charts.as_mut().expect("made with the history");
         for chart in charts.iter_mut() {
@@ -203,19 +203,50 @@ impl Judge {
         }
     }
 
-    /// The reference for latency: like [`Self::reference`], but a canary's window widens
-    /// (doubling, up to `lookback`) until it holds `LATENCY_REFERENCE_REQUESTS`: a
-    /// distribution's shape needs far more requests than a rate, and the environment's
-    /// shared slowdowns average out of a wide window just as they do in blue-green history.
+    /// The reference for the error rate: a canary's is the baseline over the longest recent
+    /// stretch, up to `CONCURRENT_SECONDS`, whose error rate held steady. Each doubling
+    /// (1, 2, 4 .. s) is kept only if its older half agrees with its newer half, so when a
+    /// shared outage starts (or ends) the candidate's seconds are held against the
+    /// baseline's same regime at once, instead of a window still mostly from before.
+    fn errors_reference(&self, now: i64) -> Counts {
+        if self.setup.mode == Mode::BlueGreen {
+            return self.reference(now, now);
+        }
+        let mut seconds = 1;
+        while seconds < CONCURRENT_SECONDS {
+            let longer = (2 * seconds).min(CONCURRENT_SECONDS);
+            let newer = self.reference(now - seconds + 1, now);
+            let older = self.reference(now - longer + 1, now - seconds);
+            if !stats::same_rate(&older, &newer) {
+                break;
+            }
+            seconds = longer;
+        }
+        self.reference(now - seconds + 1, now)
+    }
+
+    /// The reference for latency: a canary's window widens from `CONCURRENT_SECONDS` (up to
+    /// `lookback`) until it holds `LATENCY_REFERENCE_REQUESTS`: a distribution's shape needs
+    /// far more requests than a rate, and the environment's shared slowdowns average out of a
+    /// wide window just as they do in blue-green history.
     fn latency_reference(&self, now: i64) -> Counts {
-        let mut seconds = CONCURRENT_SECONDS;
+        let lookback = self.policy.lookback.0 as i64;
+        self.reference_holding(
+            now,
+            CONCURRENT_SECONDS,
+            lookback,
+            LATENCY_REFERENCE_REQUESTS,
+        )
+    }
+
+    /// [`Self::reference`] over the shortest window ending now, doubling from `seconds` up to
+    /// `at_most`, that holds `requests` baseline requests.
+    fn reference_holding(&self, now: i64, mut seconds: i64, at_most: i64, requests: u64) -> Counts {
         let mut reference = self.reference(now - seconds + 1, now);
-        // Blue-green's reference is the fixed history: there is no window to widen.
-        while self.setup.mode == Mode::Canary
-            && reference.requests < LATENCY_REFERENCE_REQUESTS
-            && seconds < self.policy.lookback.0 as i64
+        // Blue-green's reference is the fixed history: there is no window to choose.
+        while self.setup.mode == Mode::Canary && reference.requests < requests && seconds < at_most
         {
-            seconds *= 2;
+            seconds = (2 * seconds).min(at_most);
             reference = self.reference(now - seconds + 1, now);
         }
         reference

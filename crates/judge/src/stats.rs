@@ -2,6 +2,8 @@
 //! Written by hand: each is a few lines of closed-form arithmetic, and the judge must stay
 //! dependency-free and deterministic.
 
+use crate::counts::Counts;
+
 /// z for a one-sided 99 % bound.
 pub const Z_99: f64 = 2.326;
 /// z for a one-sided 95 % bound.
@@ -36,26 +38,54 @@ fn clamp_rate(p: f64) -> f64 {
     p.clamp(1e-9, 1.0 - 1e-9)
 }
 
-/// Pearson dispersion of per-block proportions around their pooled rate: about 1 when the
-/// blocks differ only by binomial noise, larger when something shared (the environment)
-/// moves the rate from block to block. Blocks with fewer than `min_trials` are skipped.
+/// z beyond which two error rates are taken to differ (rates compared on every step, so
+/// only a clear difference counts).
+const DIFFERENT_Z: f64 = 3.5;
+
+/// Whether two samples' error rates are the same as far as their counts can tell
+/// (two-proportion z-test with the pooled rate).
+pub fn same_rate(a: &Counts, b: &Counts) -> bool {
+    let (na, nb) = (a.requests as f64, b.requests as f64);
+    if na == 0.0 || nb == 0.0 {
+        return true;
+    }
+    let pooled = (a.errors + b.errors) as f64 / (na + nb);
+    let spread = (pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb)).sqrt();
+    if spread == 0.0 {
+        return true;
+    }
+    ((a.errors as f64 / na - b.errors as f64 / nb) / spread).abs() < DIFFERENT_Z
+}
+
+/// Median of chi-square with one degree of freedom: what the median block contributes
+/// when blocks differ only by binomial noise.
+const CHI2_1_MEDIAN: f64 = 0.455;
+
+/// How much more than binomial noise the per-block proportions vary (about 1 when the
+/// blocks differ by chance alone, larger when something shared, the environment, moves the
+/// rate from block to block). Robust: the median block's chi-square contribution around the
+/// median block rate, so a few blocks hit by a transient episode do not pass for a noisy
+/// environment (which would water down all later evidence). Blocks with fewer than
+/// `min_trials` are skipped.
 pub fn dispersion(blocks: &[(f64, f64)], min_trials: f64) -> f64 {
     let used: Vec<_> = blocks.iter().filter(|(_, n)| *n >= min_trials).collect();
     if used.len() < 3 {
         return 1.0;
     }
-    let (events, trials) = used
-        .iter()
-        .fold((0.0, 0.0), |(e, n), (be, bn)| (e + be, n + bn));
-    let p = events / trials;
+    let p = median(used.iter().map(|(e, n)| e / n).collect());
     if p <= 0.0 || p >= 1.0 {
         return 1.0;
     }
-    let chi2: f64 = used
+    let contributions = used
         .iter()
         .map(|(e, n)| (e - n * p).powi(2) / (n * p * (1.0 - p)))
-        .sum();
-    chi2 / (used.len() - 1) as f64
+        .collect();
+    median(contributions) / CHI2_1_MEDIAN
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 #[cfg(test)]
@@ -90,5 +120,20 @@ mod tests {
             .map(|i| (if i % 2 == 0 { 5.0 } else { 15.0 }, 1000.0))
             .collect();
         assert!(dispersion(&moving, 1.0) > 2.0);
+    }
+
+    #[test]
+    fn dispersion_ignores_a_few_episode_blocks() {
+        // Blocks around 1 % that differ by binomial noise (spread like normal quantiles) ...
+        let normal_quantiles = [-1.8, -1.3, -1.0, -0.7, -0.5, -0.3, -0.1, 0.1, 0.3, 0.5];
+        let mut blocks: Vec<_> = (0..30)
+            .map(|i| (10.0 + 10f64.sqrt() * normal_quantiles[i % 10], 1000.0))
+            .collect();
+        let quiet = dispersion(&blocks, 1.0);
+        // ... and three more hit by a transient episode at 20 %.
+        blocks.extend([(200.0, 1000.0); 3]);
+        let with_episodes = dispersion(&blocks, 1.0);
+        assert!((0.5..2.0).contains(&quiet), "{quiet}");
+        assert!(with_episodes < 1.5 * quiet, "{quiet} -> {with_episodes}");
     }
 }

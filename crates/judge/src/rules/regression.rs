@@ -15,10 +15,12 @@
 //! - warm-up: evidence may build during the warm-up, but a rollback also needs evidence
 //!   from after it;
 //! - the environment: when the baseline's rate moves from block to block more than chance
-//!   allows (dispersion), the evidence is scaled down by that factor (quasi-likelihood);
+//!   allows (dispersion, measured robustly so the history's own episodes do not count),
+//!   the evidence is scaled down by that factor (quasi-likelihood);
 //! - several error episodes: two thirds of the run's informative blocks must favour the
 //!   regression (see [`Run::mostly_worse`]);
-//! - low traffic: a run needs `MIN_EVENTS` events, and a thin baseline widens its bound.
+//! - low traffic: a run needs `MIN_EVENTS` events, a thin baseline widens its bound, and
+//!   the shape tests need `MIN_SHAPE_REQUESTS` of reference.
 
 use std::collections::VecDeque;
 
@@ -44,8 +46,12 @@ const TAIL_SHARE: f64 = 0.05;
 const TAIL_QUANTILE: f64 = 1.0 - TAIL_SHARE;
 /// Blocks for the "most of the run favours the regression" condition.
 const BLOCK_SECONDS: i64 = 10;
-/// A block with this many requests is informative even when few events are expected.
-const MIN_BLOCK_REQUESTS: f64 = 10.0;
+/// A block takes part in the vote when, were the regression real, it would on average
+/// add at least this much evidence (nats): enough to say something either way.
+const INFORMATIVE_BLOCK_NATS: f64 = 0.2;
+/// The shape tests need a reference of at least this many requests: fewer hold no more
+/// than two or three beyond the p95, and a tail guessed from them is no null hypothesis.
+const MIN_SHAPE_REQUESTS: u64 = 50;
 /// Most of the evidence a rollback needs that one transient-long window may add.
 const TRANSIENT_SHARE: f64 = 0.45;
 /// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
@@ -64,33 +70,32 @@ struct Run {
     after_warmup: f64,
     /// Positive increments of the last `transient` seconds, for the window budget.
     recent: VecDeque<(i64, f64)>,
-    /// The run's data per block of `BLOCK_SECONDS`: (block, evidence, requests, events
-    /// expected at the tolerated rate).
+    /// The run's data per block of `BLOCK_SECONDS`.
     blocks: VecDeque<Block>,
 }
 
 #[derive(Clone, Copy)]
 struct Block {
     id: i64,
+    /// The block's own evidence for the regression (negative: against it).
     evidence: f64,
-    requests: f64,
-    expected_events: f64,
+    /// The evidence the block would add on average if the regression were real.
+    expected_if_worse: f64,
 }
 
 impl Block {
-    /// Enough data for the block's own evidence to mean something: at least one event
-    /// expected, or enough requests that a clean block speaks against the regression.
+    /// Enough data for the block's own evidence to mean something. At a few requests a
+    /// second a clean block is what a small regression produces most of the time too.
     fn informative(&self) -> bool {
-        self.expected_events >= 1.0 || self.requests >= MIN_BLOCK_REQUESTS
+        self.expected_if_worse >= INFORMATIVE_BLOCK_NATS
     }
 }
 
 impl Run {
     /// Whether two thirds of the run's informative blocks, each on its own, favour the
-    /// regression over the tolerated rate. Episodes (transients, however many, and their
-    /// shoulders) fill few blocks; a regression fills most. Blocks where fewer than one event
-    /// is expected say little either way and are not counted; with fewer than three
-    /// informative blocks the CUSUM alone decides.
+    /// regression over the tolerated rate. Episodes (transients, however many) fill few
+    /// blocks; a regression fills most. Blocks too thin to tell (see [`Block::informative`])
+    /// are not counted; with fewer than three informative blocks the CUSUM alone decides.
     ///
     /// Asked of the error rate only: transient episodes are bursts of errors. A latency
     /// regression at a few requests a second (a slow path in a few percent of them) leaves
@@ -103,6 +108,36 @@ impl Run {
         }
         let worse = informative.iter().filter(|b| b.evidence > 0.0).count();
         3 * worse >= 2 * informative.len()
+    }
+}
+
+/// One alternative's log-likelihood ratio for a step, and what one request adds to it on
+/// average if the alternative is true (the Kullback-Leibler divergence).
+#[derive(Clone, Copy, Default)]
+struct Llr {
+    value: f64,
+    per_request_if_true: f64,
+}
+
+impl Llr {
+    fn binomial(events: f64, trials: f64, p1: f64, p0: f64) -> Self {
+        Self {
+            value: binomial_llr(events, trials, p1, p0),
+            per_request_if_true: binomial_llr(p1, 1.0, p1, p0),
+        }
+    }
+
+    /// Over latency buckets: `counts` observed, `alternative` and `null` shares.
+    fn multinomial(
+        counts: &[u64; BUCKETS],
+        alternative: &[f64; BUCKETS],
+        null: &[f64; BUCKETS],
+    ) -> Self {
+        let ratios: [f64; BUCKETS] = std::array::from_fn(|i| (alternative[i] / null[i]).ln());
+        Self {
+            value: counts.iter().zip(ratios).map(|(&c, r)| c as f64 * r).sum(),
+            per_request_if_true: alternative.iter().zip(ratios).map(|(a, r)| a * r).sum(),
+        }
     }
 }
 
@@ -199,7 +234,7 @@ impl Chart {
         policy: &Policy,
         candidate: &Counts,
         reference: &Counts,
-    ) -> Option<(f64, [f64; ALTERNATIVES.len()], Reference)> {
+    ) -> Option<(f64, [Llr; ALTERNATIVES.len()], Reference)> {
         if reference.requests == 0 {
             return None;
         }
@@ -208,11 +243,13 @@ impl Chart {
         // Binomial alternatives: the tolerated rate plus `unit` times each size.
         let binomial = |events: f64, tolerated: f64, unit: f64| {
             ALTERNATIVES.map(|size| {
-                let p1 = (tolerated + unit * size).min(0.999);
-                if p1 <= tolerated {
-                    0.0
+                // At or beyond 100 % an alternative cannot be told from the tolerated rate:
+                // when the baseline itself fails nearly everything there is nothing to test.
+                let p1 = tolerated + unit * size;
+                if p1 >= 1.0 || p1 <= tolerated {
+                    Llr::default()
                 } else {
-                    binomial_llr(events, trials, p1, tolerated)
+                    Llr::binomial(events, trials, p1, tolerated)
                 }
             })
         };
@@ -246,6 +283,9 @@ impl Chart {
                     // The share above the threshold is 5 % at the tolerated ratio and a few
                     // points more at the bad one: steps of 2 points.
                     LatencyTest::SlowShare => binomial(events, tolerated, 0.02),
+                    _ if reference.requests < MIN_SHAPE_REQUESTS => {
+                        [Llr::default(); ALTERNATIVES.len()]
+                    }
                     LatencyTest::Shift => shift_llrs(policy, candidate, reference),
                     LatencyTest::Tail => tail_llrs(policy, candidate, reference),
                 };
@@ -264,6 +304,7 @@ impl Chart {
         let transient = policy.transient.0 as i64;
         let after_warmup = step.t >= setup.deploy_at + policy.warmup.0 as i64;
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
+            let expected_if_worse = trials * llr.per_request_if_true / self.dispersion;
             while run
                 .recent
                 .front()
@@ -272,7 +313,7 @@ impl Chart {
                 run.recent.pop_front();
             }
             let spent: f64 = run.recent.iter().map(|(_, added)| added).sum();
-            let llr = llr / self.dispersion;
+            let llr = llr.value / self.dispersion;
             let increment = llr.min((budget - spent).max(0.0));
             if increment > 0.0 {
                 run.recent.push_back((step.t, increment));
@@ -287,18 +328,15 @@ impl Chart {
                 run.blocks.clear();
             } else {
                 let block = step.t.div_euclid(BLOCK_SECONDS);
-                let expected = trials * reference.tolerated;
                 match run.blocks.back_mut() {
                     Some(last) if last.id == block => {
                         last.evidence += llr;
-                        last.requests += trials;
-                        last.expected_events += expected;
+                        last.expected_if_worse += expected_if_worse;
                     }
                     _ => run.blocks.push_back(Block {
                         id: block,
                         evidence: llr,
-                        requests: trials,
-                        expected_events: expected,
+                        expected_if_worse,
                     }),
                 }
                 if after_warmup {
@@ -451,17 +489,12 @@ fn shift_llrs(
     policy: &Policy,
     candidate: &Counts,
     reference: &Counts,
-) -> [f64; ALTERNATIVES.len()] {
+) -> [Llr; ALTERNATIVES.len()] {
     let null = scaled_bucket_shares(&reference.latency, policy.p95_ratio_tolerated);
     let counts = candidate.latency.per_bucket();
     SHIFT_SIZES.map(|size| {
         let alternative = scaled_bucket_shares(&reference.latency, policy.p95_ratio * size);
-        counts
-            .iter()
-            .zip(alternative.iter().zip(&null))
-            .filter(|(count, _)| **count > 0)
-            .map(|(&count, (a, n))| count as f64 * (a / n).ln())
-            .sum()
+        Llr::multinomial(&counts, &alternative, &null)
     })
 }
 
@@ -498,10 +531,10 @@ const TAIL_ALTERNATIVES: [(f64, f64); ALTERNATIVES.len()] = [
 /// `factor` times slower, enough for the alternative's p95 ratio" against "the same slow
 /// path, only enough for the tolerated ratio". Both keep the baseline's shape for the
 /// rest, so only the tail speaks.
-fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; ALTERNATIVES.len()] {
+fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [Llr; ALTERNATIVES.len()] {
     let histogram = &reference.latency;
     let Some(p95) = histogram.quantile_log_ms(TAIL_QUANTILE) else {
-        return [0.0; ALTERNATIVES.len()];
+        return [Llr::default(); ALTERNATIVES.len()];
     };
     let unchanged = scaled_bucket_shares(histogram, 1.0);
     let counts = candidate.latency.per_bucket();
@@ -520,14 +553,11 @@ fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; A
             slow_share(policy.p95_ratio * size),
         );
         if alternative <= null {
-            return 0.0;
+            return Llr::default();
         }
-        let mix = |share: f64, i: usize| (1.0 - share) * unchanged[i] + share * slowed[i];
-        counts
-            .iter()
-            .enumerate()
-            .filter(|(_, count)| **count > 0)
-            .map(|(i, &count)| count as f64 * (mix(alternative, i) / mix(null, i)).ln())
-            .sum()
+        let mix = |share: f64| -> [f64; BUCKETS] {
+            std::array::from_fn(|i| (1.0 - share) * unchanged[i] + share * slowed[i])
+        };
+        Llr::multinomial(&counts, &mix(alternative), &mix(null))
     })
 }
