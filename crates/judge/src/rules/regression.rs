@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use crate::counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, LatencyHistogram};
 use crate::policy::Policy;
-use crate::series::Sums;
+use crate::series::{Sums, Totals};
 use crate::stats::{binomial_llr, wilson_bound};
 use crate::verdict::{Evidence, Finding, Metric, Rule, Tier};
 use crate::{Setup, Step};
@@ -377,7 +377,7 @@ impl Chart {
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
         let start = run.start.unwrap_or(now);
         let window = sums.between(start, now);
-        Some(self.describe(policy, run, start, now, &window.candidate))
+        Some(self.describe(policy, run, start, now, &window))
     }
 
     fn describe(
@@ -386,12 +386,21 @@ impl Chart {
         run: &Run,
         start: i64,
         now: i64,
-        candidate: &Counts,
+        window: &Totals,
     ) -> Finding {
         let reference = self.last_reference;
+        // A canary's baseline over the run's own seconds (its last step's reference may be a
+        // second long); blue-green's baseline is the history the run was held against.
+        let requests = window.baseline.requests as f64;
+        let baseline_rate = match (self.kind, reference.latency_threshold_ms) {
+            _ if requests == 0.0 => reference.baseline_rate,
+            (Kind::ErrorRate, _) => window.baseline.errors as f64 / requests,
+            (Kind::Latency(_), Some(ms)) => window.baseline.latency.count_above(ms) / requests,
+            (Kind::Latency(_), None) => reference.baseline_rate,
+        };
         let candidate_rate = run.events / run.trials.max(1.0);
-        let excess = candidate_rate - reference.baseline_rate;
-        let candidate_p95 = p95(candidate);
+        let excess = candidate_rate - baseline_rate;
+        let candidate_p95 = p95(&window.candidate);
         let baseline_p95 = reference
             .latency_threshold_ms
             .map(|t| t / policy.p95_ratio_tolerated);
@@ -405,7 +414,7 @@ impl Chart {
                 format!(
                     "error rate {} against the baseline's {} (+{:.2} points) over the last {}s",
                     show_rate(candidate_rate),
-                    show_rate(reference.baseline_rate),
+                    show_rate(baseline_rate),
                     100.0 * excess,
                     now - start + 1
                 ),
@@ -419,7 +428,7 @@ impl Chart {
                         "{} of requests slower than {:.0} ms against the baseline's {} (p95 {} against {}) over the last {}s",
                         show_rate(candidate_rate),
                         reference.latency_threshold_ms.unwrap_or_default(),
-                        show_rate(reference.baseline_rate),
+                        show_rate(baseline_rate),
                         show_ms(candidate_p95),
                         show_ms(baseline_p95),
                         now - start + 1
@@ -438,7 +447,7 @@ impl Chart {
                 candidate_requests: run.trials,
                 candidate_events: run.events,
                 candidate_rate,
-                baseline_rate: reference.baseline_rate,
+                baseline_rate,
                 tolerated_rate: reference.tolerated,
                 latency_threshold_ms: reference.latency_threshold_ms,
                 candidate_p95_ms: candidate_p95,

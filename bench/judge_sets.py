@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Score the judge on generated scenario sets, pooled, optionally beside a peer binary.
+
+  bench/judge_sets.py [--bin BIN] [--peer BIN] [--seeds 11-16] [--keep-seeds 21-24]
+                      [--stress-seeds 31-34]
+
+Each standard seed is one set from bench/gen_scenarios.py (25 scenarios per family); each
+keep seed is a set of 75 per good-release family (what a false rollback would come from);
+each stress seed is like a keep seed with a transient episode every 100 s on average.
+Scenarios are judged with `BIN backtest CSV --meta META --json` through the official
+scorer's functions (shared/scenarios/score.py), and the results are pooled: false
+rollbacks, premature rollbacks, detectable faults caught, and the median delay after onset.
+"""
+import argparse, os, statistics, subprocess, sys, tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCENARIOS = os.path.join(HERE, "..", "..", "shared", "scenarios")
+sys.path.insert(0, SCENARIOS)
+import score  # noqa: E402  (the official scorer, beside the public scenarios)
+
+KEEP_FAMILIES = ("same,bursty_same,improvement,low_traffic_noise,warmup_blip,shared_outage,"
+                 "noisy_baseline_small_fault,latency_shift")
+
+
+def seeds(text):
+    if not text:
+        return []
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def generate(out, seed, *extra):
+    subprocess.run([sys.executable, os.path.join(HERE, "gen_scenarios.py"), out,
+                    "--seed", str(seed), *extra], check=True)
+
+
+def judge(binary, directory):
+    labels = score.load_labels(directory)
+    template = f"{binary} backtest {{csv}} --meta {{meta}} --json"
+
+    def one(name):
+        csv, meta = (os.path.join(directory, name + ext) for ext in (".csv", ".json"))
+        return name, score.run_cmd(template, csv, meta, 60)[0]
+
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        return labels, dict(pool.map(one, sorted(labels)))
+
+
+def pooled(binary, directories):
+    keep = false = premature = detectable = caught = 0
+    delays, falses = [], []
+    for directory in directories:
+        labels, results = judge(binary, directory)
+        for name, truth in labels.items():
+            verdict, at = results[name]["verdict"], results[name].get("decided_at")
+            if truth["expect"] == "keep":
+                keep += 1
+                if verdict == "rollback":
+                    false += 1
+                    falses.append(f"{os.path.basename(directory)}/{name}")
+            elif truth["expect"] == "rollback":
+                premature += verdict == "rollback" and at < truth["onset"]
+                if truth["oracle_delay"] is None or truth["oracle_delay"] > score.DETECTABLE_S:
+                    continue
+                detectable += 1
+                if verdict == "rollback" and at >= truth["onset"]:
+                    caught += 1
+                    delays.append(at - truth["onset"] + 1)
+    median = statistics.median(delays) if delays else None
+    return (f"false rollbacks {false}/{keep}, premature {premature}, caught {caught}/{detectable}, "
+            f"median delay {median} s" + (f"; false: {', '.join(falses)}" if falses else ""))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/rearguard-target"))
+    ap.add_argument("--bin", default=os.path.join(target, "release", "rearguard"))
+    ap.add_argument("--peer", help="a second rearguard binary judged on the same sets")
+    ap.add_argument("--seeds", default="11-16")
+    ap.add_argument("--keep-seeds", default="21-24")
+    ap.add_argument("--stress-seeds", default="")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        groups = {"standard": [], "keep": [], "stress": []}
+        for seed in seeds(a.seeds):
+            groups["standard"].append(os.path.join(work, f"g{seed}"))
+            generate(groups["standard"][-1], seed, "--count", "25")
+        for seed in seeds(a.keep_seeds):
+            groups["keep"].append(os.path.join(work, f"k{seed}"))
+            generate(groups["keep"][-1], seed, "--count", "75", "--families", KEEP_FAMILIES)
+        for seed in seeds(a.stress_seeds):
+            groups["stress"].append(os.path.join(work, f"s{seed}"))
+            generate(groups["stress"][-1], seed, "--count", "60", "--families", KEEP_FAMILIES,
+                     "--episode-every", "100")
+        for group, directories in groups.items():
+            if not directories:
+                continue
+            for label, binary in (("judge", a.bin), ("peer", a.peer)):
+                if binary:
+                    print(f"{group} ({len(directories)} sets) {label}: {pooled(binary, directories)}",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
