@@ -81,7 +81,7 @@ impl std::error::Error for OutOfOrder {}
 
 /// Window for the gross-failure rule and the snapshot shown to people.
 const RECENT_SECONDS: i64 = 60;
-/// A canary's reference for one step spans at most this many seconds.
+/// A canary's error-rate reference spans at most this many seconds, its latency one at least.
 const CONCURRENT_SECONDS: i64 = 20;
 
 /// A canary's latency reference widens until it holds this many baseline requests.
@@ -209,11 +209,9 @@ impl Judge {
     /// shared outage starts (or ends) the candidate's seconds are held against the
     /// baseline's same regime at once, instead of a window still mostly from before.
     fn errors_reference(&self, now: i64) -> Counts {
-        if self.setup.mode == Mode::BlueGreen {
-            return self.reference(now, now);
-        }
         let mut seconds = 1;
-        while seconds < CONCURRENT_SECONDS {
+        // Blue-green's reference is the fixed history: there is no window to choose.
+        while self.setup.mode == Mode::Canary && seconds < CONCURRENT_SECONDS {
             let longer = (2 * seconds).min(CONCURRENT_SECONDS);
             let newer = self.reference(now - seconds + 1, now);
             let older = self.reference(now - longer + 1, now - seconds);
@@ -225,28 +223,19 @@ impl Judge {
         self.reference(now - seconds + 1, now)
     }
 
-    /// The reference for latency: a canary's window widens from `CONCURRENT_SECONDS` (up to
-    /// `lookback`) until it holds `LATENCY_REFERENCE_REQUESTS`: a distribution's shape needs
-    /// far more requests than a rate, and the environment's shared slowdowns average out of a
-    /// wide window just as they do in blue-green history.
+    /// The reference for latency: like [`Self::reference`], but a canary's window widens
+    /// (doubling, up to `lookback`) until it holds `LATENCY_REFERENCE_REQUESTS`: a
+    /// distribution's shape needs far more requests than a rate, and the environment's
+    /// shared slowdowns average out of a wide window just as they do in blue-green history.
     fn latency_reference(&self, now: i64) -> Counts {
-        let lookback = self.policy.lookback.0 as i64;
-        self.reference_holding(
-            now,
-            CONCURRENT_SECONDS,
-            lookback,
-            LATENCY_REFERENCE_REQUESTS,
-        )
-    }
-
-    /// [`Self::reference`] over the shortest window ending now, doubling from `seconds` up to
-    /// `at_most`, that holds `requests` baseline requests.
-    fn reference_holding(&self, now: i64, mut seconds: i64, at_most: i64, requests: u64) -> Counts {
+        let mut seconds = CONCURRENT_SECONDS;
         let mut reference = self.reference(now - seconds + 1, now);
-        // Blue-green's reference is the fixed history: there is no window to choose.
-        while self.setup.mode == Mode::Canary && reference.requests < requests && seconds < at_most
+        // Blue-green's reference is the fixed history: there is no window to widen.
+        while self.setup.mode == Mode::Canary
+            && reference.requests < LATENCY_REFERENCE_REQUESTS
+            && seconds < self.policy.lookback.0 as i64
         {
-            seconds = (2 * seconds).min(at_most);
+            seconds *= 2;
             reference = self.reference(now - seconds + 1, now);
         }
         reference

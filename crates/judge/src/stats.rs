@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn dispersion_ignores_a_few_episode_blocks() {
         // Blocks around 1 % that differ by binomial noise (spread like normal quantiles) ...
-        let normal_quantiles = [-1.8, -1.3, -1.0, -0.7, -0.5, -0.3, -0.1, 0.1, 0.3, 0.5];
+        let normal_quantiles = [-1.6, -1.0, -0.6, -0.3, -0.1, 0.1, 0.3, 0.6, 1.0, 1.6];
         let mut blocks: Vec<_> = (0..30)
             .map(|i| (10.0 + 10f64.sqrt() * normal_quantiles[i % 10], 1000.0))
             .collect();
