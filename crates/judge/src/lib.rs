@@ -209,18 +209,18 @@ impl Judge {
     /// shared outage starts (or ends) the candidate's seconds are held against the
     /// baseline's same regime at once, instead of a window still mostly from before.
     fn errors_reference(&self, now: i64) -> Counts {
-        let mut seconds = 1;
+        let (mut reference, mut seconds) = (self.reference(now, now), 1);
         // Blue-green's reference is the fixed history: there is no window to choose.
         while self.setup.mode == Mode::Canary && seconds < CONCURRENT_SECONDS {
             let longer = (2 * seconds).min(CONCURRENT_SECONDS);
-            let newer = self.reference(now - seconds + 1, now);
             let older = self.reference(now - longer + 1, now - seconds);
-            if !stats::same_rate(&older, &newer) {
+            if !stats::same_rate(&older, &reference) {
                 break;
             }
+            reference.add(&older);
             seconds = longer;
         }
-        self.reference(now - seconds + 1, now)
+        reference
     }
 
     /// The reference for latency: like [`Self::reference`], but a canary's window widens
