@@ -78,19 +78,15 @@ def histogram(rng, n, cdf):
     return cumulative
 
 
-def quantile(cdf_fn, q):
-    lo, hi = 0.01, 1e6
-    for _ in range(200):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if cdf_fn(mid) < q else (lo, mid)
-    return lo
-
-
 def p95_ratio(sigma, share, factor):
     """p95 of a lognormal(0, sigma) with a share `factor` times slower, over the plain p95."""
     def cdf(x):
         return (1 - share) * phi(math.log(x) / sigma) + share * phi(math.log(x / factor) / sigma)
-    return quantile(cdf, 0.95) / math.exp(1.645 * sigma)
+    lo, hi = 0.01, 1e6  # bisection in log space
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if cdf(mid) < 0.95 else (lo, mid)
+    return lo / math.exp(1.645 * sigma)
 
 
 def kl_buckets(p, q):
@@ -194,7 +190,6 @@ def scenario(rng, family, episode_every=None):
         period = rng.choice([120, 300])
         for s in range(0, DURATION, period):
             bursts.update(range(s, s + 10))
-    served_rates = []
     rows = []
     for t in range(DURATION):
         rate = rps * (1 + 0.3 * math.sin(2 * math.pi * t / 900)) * (4 if t in bursts else 1)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Score the judge on generated scenario sets, pooled, optionally beside a peer binary.
 
-  bench/judge_sets.py [--bin BIN] [--peer BIN] [--seeds 11-16] [--keep-seeds 21-24]
-                      [--stress-seeds 31-34]
+  bench/judge_sets.py [--bin BIN] [--peer BIN] [--seeds 11-16,41-46]
+                      [--keep-seeds 21-24] [--stress-seeds 31-38]
 
 Each standard seed is one set from bench/gen_scenarios.py (25 scenarios per family); each
 keep seed is a set of 75 per good-release family (what a false rollback would come from);
@@ -24,10 +24,12 @@ KEEP_FAMILIES = ("same,bursty_same,improvement,low_traffic_noise,warmup_blip,sha
 
 
 def seeds(text):
-    if not text:
-        return []
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
+    """'11-16,41-46' -> [11, ..., 16, 41, ..., 46]."""
+    out = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        out.extend(range(int(first), int(last or first) + 1))
+    return out
 
 
 def generate(out, seed, *extra):

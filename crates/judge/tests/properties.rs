@@ -81,6 +81,22 @@ struct Traffic {
     slow_path: Option<SlowPath>,
 }
 
+impl Traffic {
+    /// 20 req/s split evenly in a canary, no errors, latencies around 100 ms (log-sd 0.5):
+    /// tests set what they are about with `..Traffic::steady(mode)`.
+    fn steady(mode: Mode) -> Self {
+        Self {
+            mode,
+            rps: 20.0,
+            weight: 0.5,
+            error_rate: 0.0,
+            median_ms: 100.0,
+            spread: 0.5,
+            slow_path: None,
+        }
+    }
+}
+
 /// 300 s of history, then 600 s after the deploy at t=300; the candidate's error rate and
 /// latency from the deploy on are given.
 fn series(
@@ -196,13 +212,9 @@ fn a_total_outage_rolls_back_within_seconds() {
 #[test]
 fn a_material_error_regression_is_caught_and_a_tolerable_one_is_kept() {
     let traffic = Traffic {
-        mode: Mode::BlueGreen,
         rps: 60.0,
-        weight: 0.5,
         error_rate: 0.005,
-        median_ms: 100.0,
-        spread: 0.5,
-        slow_path: None,
+        ..Traffic::steady(Mode::BlueGreen)
     };
     let mut rng = Rng(7);
     let bad = series(&mut rng, &traffic, 0.005 + 0.03, traffic.median_ms);
@@ -222,13 +234,8 @@ fn a_material_error_regression_is_caught_and_a_tolerable_one_is_kept() {
 #[test]
 fn doubled_latency_is_caught() {
     let traffic = Traffic {
-        mode: Mode::Canary,
         rps: 40.0,
-        weight: 0.5,
-        error_rate: 0.0,
-        median_ms: 100.0,
-        spread: 0.5,
-        slow_path: None,
+        ..Traffic::steady(Mode::Canary)
     };
     let mut rng = Rng(11);
     let steps = series(&mut rng, &traffic, 0.0, 200.0);
@@ -244,16 +251,11 @@ fn a_slow_path_is_caught_and_a_tolerable_slowdown_is_kept() {
     // A canary's reference is thinner, concurrent and noisier: it takes longer.
     for (seed, mode, within) in [(3, Mode::BlueGreen, 120), (5, Mode::Canary, 180)] {
         let traffic = Traffic {
-            mode,
-            rps: 20.0,
-            weight: 0.5,
-            error_rate: 0.0,
-            median_ms: 100.0,
-            spread: 0.5,
             slow_path: Some(SlowPath {
                 share: 0.05,
                 factor: 5.0,
             }),
+            ..Traffic::steady(mode)
         };
         let mut rng = Rng(seed);
         let steps = series(&mut rng, &traffic, 0.0, 100.0);
@@ -261,13 +263,8 @@ fn a_slow_path_is_caught_and_a_tolerable_slowdown_is_kept() {
         assert!(at < 300 + within, "{mode:?}: {at}");
     }
     let traffic = Traffic {
-        mode: Mode::BlueGreen,
         rps: 60.0,
-        weight: 0.5,
-        error_rate: 0.0,
-        median_ms: 100.0,
-        spread: 0.5,
-        slow_path: None,
+        ..Traffic::steady(Mode::BlueGreen)
     };
     let mut rng = Rng(9);
     let steps = series(&mut rng, &traffic, 0.0, 103.0);
@@ -306,16 +303,12 @@ fn an_outage_both_releases_see_in_canary_is_not_held_against_the_candidate() {
     // seconds count against it; a baseline failing everything leaves nothing to test.
     // Without an outage the strongest evidence on this traffic is 0.25 of a rollback's; a
     // 20 s reference held the outage's start against the candidate with 0.5 to 0.9.
+    let traffic = Traffic {
+        rps: 200.0,
+        error_rate: 0.005,
+        ..Traffic::steady(Mode::Canary)
+    };
     for (seed, share) in [(21, 0.3), (22, 0.6), (23, 0.98), (24, 1.0)] {
-        let traffic = Traffic {
-            mode: Mode::Canary,
-            rps: 200.0,
-            weight: 0.5,
-            error_rate: 0.005,
-            median_ms: 100.0,
-            spread: 0.5,
-            slow_path: None,
-        };
         let mut rng = Rng(seed);
         let mut steps = series(&mut rng, &traffic, traffic.error_rate, traffic.median_ms);
         for step in steps.iter_mut().filter(|s| (500..800).contains(&s.t)) {
@@ -340,17 +333,14 @@ fn a_thin_history_is_no_reference_for_the_latency_shape() {
     // A request every 12 s before the deploy, heavy-tailed latencies: some 25 requests of
     // history, so next to nothing is known of the tail. The same release keeps serving; a
     // shape guessed from so few requests drove the evidence up to 0.84 of a rollback's.
+    let traffic = Traffic {
+        rps: 0.08,
+        median_ms: 15.0,
+        spread: 1.0,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
     let mut worst: f64 = 0.0;
     for seed in 1..=60u64 {
-        let traffic = Traffic {
-            mode: Mode::BlueGreen,
-            rps: 0.08,
-            weight: 0.5,
-            error_rate: 0.0,
-            median_ms: 15.0,
-            spread: 1.0,
-            slow_path: None,
-        };
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let steps = series(&mut rng, &traffic, 0.0, traffic.median_ms);
         let mut judge = Judge::new(Policy::default(), setup(Mode::BlueGreen));
@@ -397,13 +387,8 @@ proptest! {
 fn absolute_limits_fire_only_when_set_and_only_after_their_window() {
     // Both releases fail 10 %: no regression, but above a 5 % limit.
     let traffic = Traffic {
-        mode: Mode::BlueGreen,
-        rps: 20.0,
-        weight: 0.5,
         error_rate: 0.1,
-        median_ms: 100.0,
-        spread: 0.5,
-        slow_path: None,
+        ..Traffic::steady(Mode::BlueGreen)
     };
     let mut rng = Rng(5);
     let steps = series(&mut rng, &traffic, 0.1, traffic.median_ms);
@@ -428,17 +413,14 @@ fn a_regression_at_two_requests_a_second_is_caught() {
     // +4.5 points on a canary taking 2 requests a second. A 10 s block then holds some 20
     // requests, mostly without an error either way: such blocks must not vote the
     // regression down (counted as "not worse", they vetoed 6 of these 20 runs).
+    let traffic = Traffic {
+        rps: 10.0,
+        weight: 0.2,
+        error_rate: 0.005,
+        ..Traffic::steady(Mode::Canary)
+    };
     let caught = (1..=20u64)
         .filter(|&seed| {
-            let traffic = Traffic {
-                mode: Mode::Canary,
-                rps: 10.0,
-                weight: 0.2,
-                error_rate: 0.005,
-                median_ms: 100.0,
-                spread: 0.5,
-                slow_path: None,
-            };
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let steps = series(&mut rng, &traffic, 0.05, traffic.median_ms);
             first_rollback(Mode::Canary, &steps).is_some()
