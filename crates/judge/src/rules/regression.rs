@@ -112,7 +112,9 @@ impl Run {
 }
 
 /// One alternative's log-likelihood ratio for a step, and what one request adds to it on
-/// average if the alternative is true (the Kullback-Leibler divergence).
+/// average if the alternative is true (the Kullback-Leibler divergence). The latter is
+/// only wanted by the block vote, which is asked of the error rate alone, so only the
+/// binomial tests compute it.
 #[derive(Clone, Copy, Default)]
 struct Llr {
     value: f64,
@@ -133,10 +135,13 @@ impl Llr {
         alternative: &[f64; BUCKETS],
         null: &[f64; BUCKETS],
     ) -> Self {
-        let ratios: [f64; BUCKETS] = std::array::from_fn(|i| (alternative[i] / null[i]).ln());
+        let value = (0..BUCKETS)
+            .filter(|&i| counts[i] > 0)
+            .map(|i| counts[i] as f64 * (alternative[i] / null[i]).ln())
+            .sum();
         Self {
-            value: counts.iter().zip(ratios).map(|(&c, r)| c as f64 * r).sum(),
-            per_request_if_true: alternative.iter().zip(ratios).map(|(a, r)| a * r).sum(),
+            value,
+            per_request_if_true: 0.0,
         }
     }
 }
