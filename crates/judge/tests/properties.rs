@@ -105,8 +105,20 @@ fn series(
     candidate_error_rate: f64,
     candidate_median_ms: f64,
 ) -> Vec<Step> {
+    series_over_time(rng, traffic, |_| {
+        (candidate_error_rate, candidate_median_ms)
+    })
+}
+
+/// Like [`series`], with the candidate's error rate and median latency at each second.
+fn series_over_time(
+    rng: &mut Rng,
+    traffic: &Traffic,
+    candidate: impl Fn(i64) -> (f64, f64),
+) -> Vec<Step> {
     (0..900)
         .map(|t| {
+            let (candidate_error_rate, candidate_median_ms) = candidate(t);
             let (baseline_rps, candidate_rps) = match (t >= 300, traffic.mode) {
                 (false, _) => (traffic.rps, 0.0),
                 (true, Mode::BlueGreen) => (0.0, traffic.rps),
@@ -427,4 +439,47 @@ fn a_regression_at_two_requests_a_second_is_caught() {
         })
         .count();
     assert!(caught >= 17, "caught in {caught} of 20 runs");
+}
+
+#[test]
+fn a_latency_ramp_is_not_rolled_back_before_it_is_material() {
+    // p95 twice as slow after 10 minutes, linearly: x1.25 (material) at t=450. At 200
+    // req/s the test against x1.08 is sure of "worse than tolerated" well before then, at
+    // about x1.2, so the rollback also waits for the recent p95 to be materially worse.
+    let traffic = Traffic {
+        rps: 200.0,
+        median_ms: 15.0,
+        spread: 0.4,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    for seed in 1..=8u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let ratio = |t: i64| 1.0 + (t - 300).max(0) as f64 / 600.0;
+        let steps = series_over_time(&mut rng, &traffic, |t| (0.0, 15.0 * ratio(t)));
+        let at = first_rollback(Mode::BlueGreen, &steps).expect("a doubled p95 is caught");
+        assert!((450..600).contains(&at), "seed {seed}: at {at}");
+    }
+}
+
+#[test]
+fn seconds_against_a_regression_give_its_transient_budget_back() {
+    // +1 point every 30 s from the deploy at 100 req/s: while the excess is small, each
+    // second's evidence swings either way. The budget caps how far the evidence rises over
+    // any 15 s (a transient's worth); counting only the rises, not the falls between
+    // them, spent it on noise and held the rollback back (median 84 s, now 72 s).
+    let traffic = Traffic {
+        error_rate: 0.005,
+        rps: 100.0,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    let mut delays: Vec<i64> = (1..=10u64)
+        .map(|seed| {
+            let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let excess = |t: i64| (t - 300).max(0) as f64 / 3000.0;
+            let steps = series_over_time(&mut rng, &traffic, |t| (0.005 + excess(t), 100.0));
+            first_rollback(Mode::BlueGreen, &steps).expect("caught") - 300
+        })
+        .collect();
+    delays.sort();
+    assert!(delays[5] <= 75, "median delay after the deploy: {delays:?}");
 }

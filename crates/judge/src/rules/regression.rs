@@ -9,11 +9,14 @@
 //! deploy.
 //!
 //! Robustness, each by construction rather than tuned to data:
-//! - transients: the steps of any `policy.transient`-long window add at most
-//!   `TRANSIENT_SHARE` of what a rollback needs, so no single episode can trigger one, while
-//!   sparse evidence (one failed request among few) keeps its full weight;
+//! - transients: over any `policy.transient`-long window a CUSUM rises by at most
+//!   `TRANSIENT_SHARE` of what a rollback needs, so no single episode, nor two back to
+//!   back, can trigger one on its own, while sparse evidence (one failed request among
+//!   few) keeps its full weight;
 //! - warm-up: evidence may build during the warm-up, but a rollback also needs evidence
 //!   from after it;
+//! - materiality: a latency rollback also needs the recent p95 to be materially worse,
+//!   so a slowdown that grows is not rolled back while it is still tolerable;
 //! - the environment: when the baseline's rate moves from block to block more than chance
 //!   allows (dispersion, measured robustly so the history's own episodes do not count),
 //!   the evidence is scaled down by that factor (quasi-likelihood);
@@ -56,6 +59,9 @@ const MIN_SHAPE_REQUESTS: u64 = 50;
 const TRANSIENT_SHARE: f64 = 0.45;
 /// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
 const CONFIRM_SHARE: f64 = 0.3;
+/// A latency rollback also needs the candidate's p95 over this many seconds to be
+/// materially worse than the baseline's (see [`Chart::materially_slower`]).
+const MATERIAL_SECONDS: i64 = 30;
 
 #[derive(Clone, Default)]
 struct Run {
@@ -68,7 +74,7 @@ struct Run {
     /// Evidence of this run from steps after the warm-up (not limited by the transient
     /// budget: it only has to show the regression outlived the warm-up).
     after_warmup: f64,
-    /// Positive increments of the last `transient` seconds, for the window budget.
+    /// The statistic after each of the last `transient` seconds, for the window budget.
     recent: VecDeque<(i64, f64)>,
     /// The run's data per block of `BLOCK_SECONDS`.
     blocks: VecDeque<Block>,
@@ -152,6 +158,14 @@ struct Reference {
     tolerated: f64,
     baseline_rate: f64,
     latency_threshold_ms: Option<f64>,
+}
+
+impl Reference {
+    /// The baseline's p95 the latency threshold was set from.
+    fn baseline_p95_ms(&self, policy: &Policy) -> Option<f64> {
+        self.latency_threshold_ms
+            .map(|threshold| threshold / policy.p95_ratio_tolerated)
+    }
 }
 
 /// What a chart tests.
@@ -313,16 +327,20 @@ impl Chart {
             while run
                 .recent
                 .front()
-                .is_some_and(|&(t, _)| t <= step.t - transient)
+                .is_some_and(|&(t, _)| t < step.t - transient)
             {
                 run.recent.pop_front();
             }
-            let spent: f64 = run.recent.iter().map(|(_, added)| added).sum();
+            // Over any `transient`-long window the statistic rises by at most the budget:
+            // it may stand no higher than its lowest in the window plus the budget. Seconds
+            // against the regression lower that floor again, so noise does not use it up.
+            let floor = run
+                .recent
+                .iter()
+                .map(|&(_, statistic)| statistic)
+                .fold(run.statistic, f64::min);
             let llr = llr.value / self.dispersion;
-            let increment = llr.min((budget - spent).max(0.0));
-            if increment > 0.0 {
-                run.recent.push_back((step.t, increment));
-            }
+            let increment = llr.min(floor + budget - run.statistic);
             run.statistic += increment;
             if run.statistic <= 0.0 {
                 run.statistic = 0.0;
@@ -351,6 +369,7 @@ impl Chart {
                 run.events += events;
                 run.trials += trials;
             }
+            run.recent.push_back((step.t, run.statistic));
         }
     }
 
@@ -369,6 +388,9 @@ impl Chart {
     /// A finding when some CUSUM has crossed the threshold with evidence from after the
     /// warm-up and enough events behind it.
     pub fn finding(&self, policy: &Policy, sums: &Sums, now: i64) -> Option<Finding> {
+        if !self.materially_slower(policy, sums, now) {
+            return None;
+        }
         let confirm = CONFIRM_SHARE * policy.evidence_nats;
         let run = self
             .runs
@@ -383,6 +405,19 @@ impl Chart {
         let start = run.start.unwrap_or(now);
         let window = sums.between(start, now);
         Some(self.describe(policy, run, start, now, &window))
+    }
+
+    /// Whether a latency chart's regression is material now: the candidate's p95 over the
+    /// last `MATERIAL_SECONDS` is at least the policy's bad ratio times the baseline's. The
+    /// CUSUMs prove "slower than tolerated" (x1.08); at high traffic they are sure of it
+    /// while a slowdown that grows is still at x1.2, before it is a fault. Unknown p95s (too
+    /// few requests) leave the decision to the CUSUMs; the error rate is not asked.
+    fn materially_slower(&self, policy: &Policy, sums: &Sums, now: i64) -> bool {
+        let Some(baseline_p95) = self.last_reference.baseline_p95_ms(policy) else {
+            return true;
+        };
+        let recent = sums.between(now - MATERIAL_SECONDS + 1, now).candidate;
+        p95(&recent).is_none_or(|candidate_p95| candidate_p95 >= policy.p95_ratio * baseline_p95)
     }
 
     fn describe(
@@ -406,9 +441,7 @@ impl Chart {
         let candidate_rate = run.events / run.trials.max(1.0);
         let excess = candidate_rate - baseline_rate;
         let candidate_p95 = p95(&window.candidate);
-        let baseline_p95 = reference
-            .latency_threshold_ms
-            .map(|t| t / policy.p95_ratio_tolerated);
+        let baseline_p95 = reference.baseline_p95_ms(policy);
         let (tier, reason) = match self.metric() {
             Metric::ErrorRate => (
                 if excess >= 5.0 * policy.error_rate_increase.0 {
