@@ -422,9 +422,9 @@ fn absolute_limits_fire_only_when_set_and_only_after_their_window() {
 
 #[test]
 fn a_regression_at_two_requests_a_second_is_caught() {
-    // +4.5 points on a canary taking 2 requests a second. A 10 s block then holds some 20
-    // requests, mostly without an error either way: such blocks must not vote the
-    // regression down (counted as "not worse", they vetoed 6 of these 20 runs).
+    // +4.5 points on a canary taking 2 requests a second: most seconds, and most 10 s
+    // blocks, hold no error either way, and the evidence must still add up. (A vote of
+    // 10 s blocks that counted such blocks as "not worse" once vetoed 6 of these 20 runs.)
     let traffic = Traffic {
         rps: 10.0,
         weight: 0.2,

@@ -20,8 +20,6 @@
 //! - the environment: when the baseline's rate moves from block to block more than chance
 //!   allows (dispersion, measured robustly so the history's own episodes do not count),
 //!   the evidence is scaled down by that factor (quasi-likelihood);
-//! - several error episodes: two thirds of the run's informative blocks must favour the
-//!   regression (see [`Run::mostly_worse`]);
 //! - low traffic: a run needs `MIN_EVENTS` events, a thin baseline widens its bound, and
 //!   the shape tests need `MIN_SHAPE_REQUESTS` of reference.
 
@@ -47,11 +45,6 @@ pub const MIN_REQUESTS_TO_KEEP: u64 = 20;
 const TAIL_SHARE: f64 = 0.05;
 /// The quantile the policy's latency ratios are about.
 const TAIL_QUANTILE: f64 = 1.0 - TAIL_SHARE;
-/// Blocks for the "most of the run favours the regression" condition.
-const BLOCK_SECONDS: i64 = 10;
-/// A block takes part in the vote when, were the regression real, it would on average
-/// add at least this much evidence (nats): enough to say something either way.
-const INFORMATIVE_BLOCK_NATS: f64 = 0.2;
 /// The shape tests need a reference of at least this many requests: fewer hold no more
 /// than two or three beyond the p95, and a tail guessed from them is no null hypothesis.
 const MIN_SHAPE_REQUESTS: u64 = 50;
@@ -76,80 +69,19 @@ struct Run {
     after_warmup: f64,
     /// The statistic after each of the last `transient` seconds, for the window budget.
     recent: VecDeque<(i64, f64)>,
-    /// The run's data per block of `BLOCK_SECONDS`.
-    blocks: VecDeque<Block>,
 }
 
-#[derive(Clone, Copy)]
-struct Block {
-    id: i64,
-    /// The block's own evidence for the regression (negative: against it).
-    evidence: f64,
-    /// The evidence the block would add on average if the regression were real.
-    expected_if_worse: f64,
-}
-
-impl Block {
-    /// Enough data for the block's own evidence to mean something. At a few requests a
-    /// second a clean block is what a small regression produces most of the time too.
-    fn informative(&self) -> bool {
-        self.expected_if_worse >= INFORMATIVE_BLOCK_NATS
-    }
-}
-
-impl Run {
-    /// Whether two thirds of the run's informative blocks, each on its own, favour the
-    /// regression over the tolerated rate. Episodes (transients, however many) fill few
-    /// blocks; a regression fills most. Blocks too thin to tell (see [`Block::informative`])
-    /// are not counted; with fewer than three informative blocks the CUSUM alone decides.
-    ///
-    /// Asked of the error rate only: transient episodes are bursts of errors. A latency
-    /// regression at a few requests a second (a slow path in a few percent of them) leaves
-    /// many blocks without a slow request, which would veto it for good; the transient
-    /// budget and the warm-up confirmation still apply to latency.
-    fn mostly_worse(&self) -> bool {
-        let informative: Vec<_> = self.blocks.iter().filter(|b| b.informative()).collect();
-        if informative.len() < 3 {
-            return true;
-        }
-        let worse = informative.iter().filter(|b| b.evidence > 0.0).count();
-        3 * worse >= 2 * informative.len()
-    }
-}
-
-/// One alternative's log-likelihood ratio for a step, and what one request adds to it on
-/// average if the alternative is true (the Kullback-Leibler divergence). The latter is
-/// only wanted by the block vote, which is asked of the error rate alone, so only the
-/// binomial tests compute it.
-#[derive(Clone, Copy, Default)]
-struct Llr {
-    value: f64,
-    per_request_if_true: f64,
-}
-
-impl Llr {
-    fn binomial(events: f64, trials: f64, p1: f64, p0: f64) -> Self {
-        Self {
-            value: binomial_llr(events, trials, p1, p0),
-            per_request_if_true: binomial_llr(p1, 1.0, p1, p0),
-        }
-    }
-
-    /// Over latency buckets: `counts` observed, `alternative` and `null` shares.
-    fn multinomial(
-        counts: &[u64; BUCKETS],
-        alternative: &[f64; BUCKETS],
-        null: &[f64; BUCKETS],
-    ) -> Self {
-        let value = (0..BUCKETS)
-            .filter(|&i| counts[i] > 0)
-            .map(|i| counts[i] as f64 * (alternative[i] / null[i]).ln())
-            .sum();
-        Self {
-            value,
-            per_request_if_true: 0.0,
-        }
-    }
+/// Log-likelihood ratio over latency buckets: `counts` observed, `alternative` and `null`
+/// shares.
+fn multinomial_llr(
+    counts: &[u64; BUCKETS],
+    alternative: &[f64; BUCKETS],
+    null: &[f64; BUCKETS],
+) -> f64 {
+    (0..BUCKETS)
+        .filter(|&i| counts[i] > 0)
+        .map(|i| counts[i] as f64 * (alternative[i] / null[i]).ln())
+        .sum()
 }
 
 /// The reference a step was tested against.
@@ -253,7 +185,7 @@ impl Chart {
         policy: &Policy,
         candidate: &Counts,
         reference: &Counts,
-    ) -> Option<(f64, [Llr; ALTERNATIVES.len()], Reference)> {
+    ) -> Option<(f64, [f64; ALTERNATIVES.len()], Reference)> {
         if reference.requests == 0 {
             return None;
         }
@@ -266,9 +198,9 @@ impl Chart {
                 // when the baseline itself fails nearly everything there is nothing to test.
                 let p1 = tolerated + unit * size;
                 if p1 >= 1.0 || p1 <= tolerated {
-                    Llr::default()
+                    0.0
                 } else {
-                    Llr::binomial(events, trials, p1, tolerated)
+                    binomial_llr(events, trials, p1, tolerated)
                 }
             })
         };
@@ -302,9 +234,7 @@ impl Chart {
                     // The share above the threshold is 5 % at the tolerated ratio and a few
                     // points more at the bad one: steps of 2 points.
                     LatencyTest::SlowShare => binomial(events, tolerated, 0.02),
-                    _ if reference.requests < MIN_SHAPE_REQUESTS => {
-                        [Llr::default(); ALTERNATIVES.len()]
-                    }
+                    _ if reference.requests < MIN_SHAPE_REQUESTS => [0.0; ALTERNATIVES.len()],
                     LatencyTest::Shift => shift_llrs(policy, candidate, reference),
                     LatencyTest::Tail => tail_llrs(policy, candidate, reference),
                 };
@@ -323,7 +253,6 @@ impl Chart {
         let transient = policy.transient.0 as i64;
         let after_warmup = step.t >= setup.deploy_at + policy.warmup.0 as i64;
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
-            let expected_if_worse = trials * llr.per_request_if_true / self.dispersion;
             while run
                 .recent
                 .front()
@@ -339,7 +268,7 @@ impl Chart {
                 .iter()
                 .map(|&(_, statistic)| statistic)
                 .fold(run.statistic, f64::min);
-            let llr = llr.value / self.dispersion;
+            let llr = llr / self.dispersion;
             let increment = llr.min(floor + budget - run.statistic);
             run.statistic += increment;
             if run.statistic <= 0.0 {
@@ -348,20 +277,7 @@ impl Chart {
                 run.events = 0.0;
                 run.trials = 0.0;
                 run.after_warmup = 0.0;
-                run.blocks.clear();
             } else {
-                let block = step.t.div_euclid(BLOCK_SECONDS);
-                match run.blocks.back_mut() {
-                    Some(last) if last.id == block => {
-                        last.evidence += llr;
-                        last.expected_if_worse += expected_if_worse;
-                    }
-                    _ => run.blocks.push_back(Block {
-                        id: block,
-                        evidence: llr,
-                        expected_if_worse,
-                    }),
-                }
                 if after_warmup {
                     run.after_warmup += llr;
                 }
@@ -399,7 +315,6 @@ impl Chart {
                 r.statistic >= policy.evidence_nats
                     && r.after_warmup >= confirm
                     && r.events >= MIN_EVENTS
-                    && (self.kind != Kind::ErrorRate || r.mostly_worse())
             })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
         let start = run.start.unwrap_or(now);
@@ -536,12 +451,12 @@ fn shift_llrs(
     policy: &Policy,
     candidate: &Counts,
     reference: &Counts,
-) -> [Llr; ALTERNATIVES.len()] {
+) -> [f64; ALTERNATIVES.len()] {
     let null = scaled_bucket_shares(&reference.latency, policy.p95_ratio_tolerated);
     let counts = candidate.latency.per_bucket();
     SHIFT_SIZES.map(|size| {
         let alternative = scaled_bucket_shares(&reference.latency, policy.p95_ratio * size);
-        Llr::multinomial(&counts, &alternative, &null)
+        multinomial_llr(&counts, &alternative, &null)
     })
 }
 
@@ -578,10 +493,10 @@ const TAIL_ALTERNATIVES: [(f64, f64); ALTERNATIVES.len()] = [
 /// `factor` times slower, enough for the alternative's p95 ratio" against "the same slow
 /// path, only enough for the tolerated ratio". Both keep the baseline's shape for the
 /// rest, so only the tail speaks.
-fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [Llr; ALTERNATIVES.len()] {
+fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; ALTERNATIVES.len()] {
     let histogram = &reference.latency;
     let Some(p95) = histogram.quantile_log_ms(TAIL_QUANTILE) else {
-        return [Llr::default(); ALTERNATIVES.len()];
+        return [0.0; ALTERNATIVES.len()];
     };
     let unchanged = scaled_bucket_shares(histogram, 1.0);
     let counts = candidate.latency.per_bucket();
@@ -600,11 +515,11 @@ fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [Llr; A
             slow_share(policy.p95_ratio * size),
         );
         if alternative <= null {
-            return Llr::default();
+            return 0.0;
         }
         let mix = |share: f64| -> [f64; BUCKETS] {
             std::array::from_fn(|i| (1.0 - share) * unchanged[i] + share * slowed[i])
         };
-        Llr::multinomial(&counts, &mix(alternative), &mix(null))
+        multinomial_llr(&counts, &mix(alternative), &mix(null))
     })
 }
