@@ -81,8 +81,14 @@ impl std::error::Error for OutOfOrder {}
 
 /// Window for the gross-failure rule and the snapshot shown to people.
 const RECENT_SECONDS: i64 = 60;
-/// A canary's error-rate reference spans at most this many seconds, its latency one at least.
-const CONCURRENT_SECONDS: i64 = 20;
+/// A canary's error-rate reference spans at most this many seconds: long enough that its
+/// own bound does not sit a point above a clean baseline at a few requests a second (20 s
+/// missed 1 % of generated faults that 40 s catches), short enough that the first seconds
+/// of a shared outage are not held against a window mostly from before it (80 s added
+/// false rollbacks on generated canary outages).
+const STEADY_SECONDS: i64 = 40;
+/// A canary's latency reference spans at least this many seconds.
+const LATENCY_REFERENCE_SECONDS: i64 = 20;
 
 /// A canary's latency reference widens until it holds this many baseline requests.
 const LATENCY_REFERENCE_REQUESTS: u64 = 300;
@@ -204,15 +210,15 @@ impl Judge {
     }
 
     /// The reference for the error rate: a canary's is the baseline over the longest recent
-    /// stretch, up to `CONCURRENT_SECONDS`, whose error rate held steady. Each doubling
+    /// stretch, up to `STEADY_SECONDS`, whose error rate held steady. Each doubling
     /// (1, 2, 4 .. s) is kept only if its older half agrees with its newer half, so when a
     /// shared outage starts (or ends) the candidate's seconds are held against the
     /// baseline's same regime at once, instead of a window still mostly from before.
     fn errors_reference(&self, now: i64) -> Counts {
         let (mut reference, mut seconds) = (self.reference(now, now), 1);
         // Blue-green's reference is the fixed history: there is no window to choose.
-        while self.setup.mode == Mode::Canary && seconds < CONCURRENT_SECONDS {
-            let longer = (2 * seconds).min(CONCURRENT_SECONDS);
+        while self.setup.mode == Mode::Canary && seconds < STEADY_SECONDS {
+            let longer = (2 * seconds).min(STEADY_SECONDS);
             let older = self.reference(now - longer + 1, now - seconds);
             if !stats::same_rate(&older, &reference) {
                 break;
@@ -228,7 +234,7 @@ impl Judge {
     /// distribution's shape needs far more requests than a rate, and the environment's
     /// shared slowdowns average out of a wide window just as they do in blue-green history.
     fn latency_reference(&self, now: i64) -> Counts {
-        let mut seconds = CONCURRENT_SECONDS;
+        let mut seconds = LATENCY_REFERENCE_SECONDS;
         let mut reference = self.reference(now - seconds + 1, now);
         // Blue-green's reference is the fixed history: there is no window to widen.
         while self.setup.mode == Mode::Canary

@@ -483,3 +483,23 @@ fn seconds_against_a_regression_give_its_transient_budget_back() {
     delays.sort();
     assert!(delays[5] <= 75, "median delay after the deploy: {delays:?}");
 }
+
+#[test]
+fn a_small_regression_over_a_clean_canary_baseline_is_caught() {
+    // +2 points on a canary taking 5 requests a second, the baseline never failing. The
+    // baseline's error rate is only known within its bound: over 20 s (100 requests) that
+    // bound stays about a point above zero, which hid most of the regression (a 20 s
+    // reference caught 3 of these 20 runs; 40 s catches all of them).
+    let traffic = Traffic {
+        rps: 10.0,
+        ..Traffic::steady(Mode::Canary)
+    };
+    let caught = (1..=20u64)
+        .filter(|&seed| {
+            let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let steps = series(&mut rng, &traffic, 0.02, traffic.median_ms);
+            first_rollback(Mode::Canary, &steps).is_some()
+        })
+        .count();
+    assert!(caught >= 18, "caught in {caught} of 20 runs");
+}
