@@ -503,3 +503,21 @@ fn a_small_regression_over_a_clean_canary_baseline_is_caught() {
         .count();
     assert!(caught >= 18, "caught in {caught} of 20 runs");
 }
+
+#[test]
+fn two_transient_episodes_back_to_back_are_no_rollback() {
+    // Two 15 s episodes of +20 points, one right after the other, well after the warm-up:
+    // each window of 15 s may raise the evidence by 45 % of a rollback at most, so 30 s
+    // of episodes reach 90 % and the clean traffic after them takes it back down.
+    let traffic = Traffic {
+        rps: 60.0,
+        error_rate: 0.005,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    for seed in 1..=10u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let episode = |t: i64| if (400..430).contains(&t) { 0.2 } else { 0.0 };
+        let steps = series_over_time(&mut rng, &traffic, |t| (0.005 + episode(t), 100.0));
+        assert_eq!(first_rollback(Mode::BlueGreen, &steps), None, "seed {seed}");
+    }
+}
