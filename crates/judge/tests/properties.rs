@@ -156,6 +156,18 @@ fn setup(mode: Mode) -> Setup {
     }
 }
 
+/// In how many of 20 runs (seeds 1 to 20) a candidate failing at `candidate_error_rate`
+/// from the deploy on is rolled back.
+fn runs_caught(traffic: &Traffic, candidate_error_rate: f64) -> usize {
+    (1..=20u64)
+        .filter(|&seed| {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let steps = series(&mut rng, traffic, candidate_error_rate, traffic.median_ms);
+            first_rollback(traffic.mode, &steps).is_some()
+        })
+        .count()
+}
+
 /// The first rollback decision, if any.
 fn first_rollback(mode: Mode, steps: &[Step]) -> Option<i64> {
     let mut judge = Judge::new(Policy::default(), setup(mode));
@@ -431,13 +443,7 @@ fn a_regression_at_two_requests_a_second_is_caught() {
         error_rate: 0.005,
         ..Traffic::steady(Mode::Canary)
     };
-    let caught = (1..=20u64)
-        .filter(|&seed| {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let steps = series(&mut rng, &traffic, 0.05, traffic.median_ms);
-            first_rollback(Mode::Canary, &steps).is_some()
-        })
-        .count();
+    let caught = runs_caught(&traffic, 0.05);
     assert!(caught >= 17, "caught in {caught} of 20 runs");
 }
 
@@ -494,13 +500,7 @@ fn a_small_regression_over_a_clean_canary_baseline_is_caught() {
         rps: 10.0,
         ..Traffic::steady(Mode::Canary)
     };
-    let caught = (1..=20u64)
-        .filter(|&seed| {
-            let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let steps = series(&mut rng, &traffic, 0.02, traffic.median_ms);
-            first_rollback(Mode::Canary, &steps).is_some()
-        })
-        .count();
+    let caught = runs_caught(&traffic, 0.02);
     assert!(caught >= 18, "caught in {caught} of 20 runs");
 }
 
