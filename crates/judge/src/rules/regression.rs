@@ -302,7 +302,7 @@ impl Chart {
     }
 
     /// A finding when some CUSUM has crossed the threshold with evidence from after the
-    /// warm-up and enough events behind it.
+    /// warm-up and enough events behind it (and, for latency, a materially slower p95).
     pub fn finding(&self, policy: &Policy, sums: &Sums, now: i64) -> Option<Finding> {
         if !self.materially_slower(policy, sums, now) {
             return None;
