@@ -11,7 +11,7 @@ Scenarios are judged with `BIN backtest CSV --meta META --json` through the offi
 scorer's functions (shared/scenarios/score.py), and the results are pooled: false
 rollbacks, premature rollbacks, detectable faults caught, and the median delay after onset.
 """
-import argparse, os, statistics, subprocess, sys, tempfile
+import argparse, os, subprocess, sys, tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,28 +50,18 @@ def judge(binary, directory):
 
 
 def pooled(binary, directories):
-    keep = false = premature = detectable = caught = 0
-    delays, falses = [], []
+    """All sets scored as one by score.py's own scorer (names prefixed by their set)."""
+    labels, results = {}, {}
     for directory in directories:
-        labels, results = judge(binary, directory)
-        for name, truth in labels.items():
-            verdict, at = results[name]["verdict"], results[name].get("decided_at")
-            if truth["expect"] == "keep":
-                keep += 1
-                if verdict == "rollback":
-                    false += 1
-                    falses.append(f"{os.path.basename(directory)}/{name}")
-            elif truth["expect"] == "rollback":
-                premature += verdict == "rollback" and at < truth["onset"]
-                if truth["oracle_delay"] is None or truth["oracle_delay"] > score.DETECTABLE_S:
-                    continue
-                detectable += 1
-                if verdict == "rollback" and at >= truth["onset"]:
-                    caught += 1
-                    delays.append(at - truth["onset"] + 1)
-    median = statistics.median(delays) if delays else None
-    return (f"false rollbacks {false}/{keep}, premature {premature}, caught {caught}/{detectable}, "
-            f"median delay {median} s" + (f"; false: {', '.join(falses)}" if falses else ""))
+        set_labels, set_results = judge(binary, directory)
+        prefix = os.path.basename(directory) + "/"
+        labels.update({prefix + name: truth for name, truth in set_labels.items()})
+        results.update({prefix + name: result for name, result in set_results.items()})
+    s, rows = score.score(results, labels)
+    falses = [row.split()[2] for row in rows if row.startswith("FALSE ROLLBACK")]
+    return (f"false rollbacks {s['false_rollbacks']}/{s['keep']}, premature {s['premature']}, "
+            f"caught {s['detected']}/{s['detectable']}, median delay {s['median_delay_s']} s"
+            + (f"; false: {', '.join(falses)}" if falses else ""))
 
 
 def main():

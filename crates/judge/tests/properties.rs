@@ -161,11 +161,24 @@ fn setup(mode: Mode) -> Setup {
 fn runs_caught(traffic: &Traffic, candidate_error_rate: f64) -> usize {
     (1..=20u64)
         .filter(|&seed| {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let steps = series(&mut rng, traffic, candidate_error_rate, traffic.median_ms);
-            first_rollback(traffic.mode, &steps).is_some()
+            let rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            first_rollback_over_time(rng, traffic, |_| (candidate_error_rate, traffic.median_ms))
+                .is_some()
         })
         .count()
+}
+
+/// The first rollback, if any, on traffic drawn from `rng` with the candidate's error rate
+/// and median latency at each second.
+fn first_rollback_over_time(
+    mut rng: Rng,
+    traffic: &Traffic,
+    candidate: impl Fn(i64) -> (f64, f64),
+) -> Option<i64> {
+    first_rollback(
+        traffic.mode,
+        &series_over_time(&mut rng, traffic, candidate),
+    )
 }
 
 /// The first rollback decision, if any.
@@ -459,10 +472,10 @@ fn a_latency_ramp_is_not_rolled_back_before_it_is_material() {
         ..Traffic::steady(Mode::BlueGreen)
     };
     for seed in 1..=8u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let ratio = |t: i64| 1.0 + (t - 300).max(0) as f64 / 600.0;
-        let steps = series_over_time(&mut rng, &traffic, |t| (0.0, 15.0 * ratio(t)));
-        let at = first_rollback(Mode::BlueGreen, &steps).expect("a doubled p95 is caught");
+        let at = first_rollback_over_time(rng, &traffic, |t| (0.0, 15.0 * ratio(t)))
+            .expect("a doubled p95 is caught");
         assert!((450..600).contains(&at), "seed {seed}: at {at}");
     }
 }
@@ -480,10 +493,10 @@ fn seconds_against_a_regression_give_its_transient_budget_back() {
     };
     let mut delays: Vec<i64> = (1..=10u64)
         .map(|seed| {
-            let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
             let excess = |t: i64| (t - 300).max(0) as f64 / 3000.0;
-            let steps = series_over_time(&mut rng, &traffic, |t| (0.005 + excess(t), 100.0));
-            first_rollback(Mode::BlueGreen, &steps).expect("caught") - 300
+            first_rollback_over_time(rng, &traffic, |t| (0.005 + excess(t), 100.0)).expect("caught")
+                - 300
         })
         .collect();
     delays.sort();
@@ -515,9 +528,9 @@ fn two_transient_episodes_back_to_back_are_no_rollback() {
         ..Traffic::steady(Mode::BlueGreen)
     };
     for seed in 1..=10u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let episode = |t: i64| if (400..430).contains(&t) { 0.2 } else { 0.0 };
-        let steps = series_over_time(&mut rng, &traffic, |t| (0.005 + episode(t), 100.0));
-        assert_eq!(first_rollback(Mode::BlueGreen, &steps), None, "seed {seed}");
+        let at = first_rollback_over_time(rng, &traffic, |t| (0.005 + episode(t), 100.0));
+        assert_eq!(at, None, "seed {seed}");
     }
 }

@@ -304,9 +304,6 @@ impl Chart {
     /// A finding when some CUSUM has crossed the threshold with evidence from after the
     /// warm-up and enough events behind it (and, for latency, a materially slower p95).
     pub fn finding(&self, policy: &Policy, sums: &Sums, now: i64) -> Option<Finding> {
-        if !self.materially_slower(policy, sums, now) {
-            return None;
-        }
         let confirm = CONFIRM_SHARE * policy.evidence_nats;
         let run = self
             .runs
@@ -317,6 +314,9 @@ impl Chart {
                     && r.events >= MIN_EVENTS
             })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
+        if !self.materially_slower(policy, sums, now) {
+            return None;
+        }
         let start = run.start.unwrap_or(now);
         let window = sums.between(start, now);
         Some(self.describe(policy, run, start, now, &window))
