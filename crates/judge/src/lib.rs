@@ -181,7 +181,7 @@ impl Judge {
         let threshold = rules::regression::latency_threshold(&self.policy, &history);
         let dispersion = dispersion_above(threshold);
         // The tail test listens to the far tail, which the environment moves the most.
-        let tail_dispersion = dispersion_above(history.latency.quantile_log_ms(0.99));
+        let tail_dispersion = dispersion_above(history.latency.quantile_ms(0.99));
         let fixed = threshold.filter(|_| self.setup.mode == Mode::BlueGreen);
         let z = self.reference_z();
         self.charts = Some([

@@ -285,8 +285,10 @@ fn doubled_latency_is_caught() {
 #[test]
 fn a_slow_path_is_caught_and_a_tolerable_slowdown_is_kept() {
     // 5 % of requests 5 times slower: the median does not move, the p95 about doubles.
-    // A canary's reference is thinner, concurrent and noisier: it takes longer.
-    for (seed, mode, within) in [(3, Mode::BlueGreen, 120), (5, Mode::Canary, 180)] {
+    // A canary's reference is thinner, concurrent and noisier: it takes longer. With the
+    // slow share right at 5 %, the p95's lower bound (materiality) lies among the fast
+    // requests until enough slow ones have come: blue-green catches it at about 2 minutes.
+    for (seed, mode, within) in [(3, Mode::BlueGreen, 150), (5, Mode::Canary, 180)] {
         let traffic = Traffic {
             slow_path: Some(SlowPath {
                 share: 0.05,

@@ -55,6 +55,9 @@ const CONFIRM_SHARE: f64 = 0.3;
 /// A latency rollback also needs the candidate's p95 over this many seconds to be
 /// materially worse than the baseline's (see [`Chart::materially_slower`]).
 const MATERIAL_SECONDS: i64 = 30;
+/// z of the p95's lower bound in the materiality check: a point estimate of a p95 at
+/// ×1.2 reads ×1.25 often enough, over a ramp's many seconds, to roll back early.
+const MATERIAL_Z: f64 = crate::stats::Z_95;
 
 #[derive(Clone, Default)]
 struct Run {
@@ -323,16 +326,27 @@ impl Chart {
     }
 
     /// Whether a latency chart's regression is material now: the candidate's p95 over the
-    /// last `MATERIAL_SECONDS` is at least the policy's bad ratio times the baseline's. The
-    /// CUSUMs prove "slower than tolerated" (x1.08); at high traffic they are sure of it
-    /// while a slowdown that grows is still at x1.2, before it is a fault. Unknown p95s (too
-    /// few requests) leave the decision to the CUSUMs; the error rate is not asked.
+    /// last `MATERIAL_SECONDS`, at its lower bound, is at least the policy's bad ratio times
+    /// the baseline's. The CUSUMs prove "slower than tolerated" (x1.08); at high traffic
+    /// they are sure of it while a slowdown that grows is still at x1.2, before it is a
+    /// fault. Unknown p95s (too few requests) leave the decision to the CUSUMs; the error
+    /// rate is not asked.
     fn materially_slower(&self, policy: &Policy, sums: &Sums, now: i64) -> bool {
         let Some(baseline_p95) = self.last_reference.baseline_p95_ms(policy) else {
             return true;
         };
         let recent = sums.between(now - MATERIAL_SECONDS + 1, now).candidate;
-        p95(&recent).is_none_or(|candidate_p95| candidate_p95 >= policy.p95_ratio * baseline_p95)
+        if recent.requests < MIN_REQUESTS_FOR_P95 {
+            return true;
+        }
+        // The p95's lower bound: the quantile `MATERIAL_Z` standard errors below 95 %, the
+        // error widened by the chart's dispersion, for the environment moves a 30 s p95 too.
+        let variance = self.dispersion * TAIL_QUANTILE * TAIL_SHARE / recent.requests as f64;
+        let rank = TAIL_QUANTILE - MATERIAL_Z * variance.sqrt();
+        recent
+            .latency
+            .quantile_ms(rank)
+            .is_none_or(|lower| lower >= policy.p95_ratio * baseline_p95)
     }
 
     fn describe(
@@ -469,7 +483,7 @@ fn scaled_bucket_shares(histogram: &LatencyHistogram, ratio: f64) -> [f64; BUCKE
     let mut below = 0.0;
     for (i, share) in shares.iter_mut().enumerate() {
         let at_or_below = BUCKET_BOUNDS_MS.get(i).map_or(total, |&bound| {
-            histogram.count_at_or_below_log(bound / ratio)
+            histogram.share_at_or_below(bound / ratio) * total
         });
         *share = (at_or_below - below + 0.5) / (total + 0.5 * BUCKETS as f64);
         below = at_or_below;
@@ -495,12 +509,12 @@ const TAIL_ALTERNATIVES: [(f64, f64); ALTERNATIVES.len()] = [
 /// rest, so only the tail speaks.
 fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; ALTERNATIVES.len()] {
     let histogram = &reference.latency;
-    let Some(p95) = histogram.quantile_log_ms(TAIL_QUANTILE) else {
+    let Some(p95) = histogram.quantile_ms(TAIL_QUANTILE) else {
         return [0.0; ALTERNATIVES.len()];
     };
     let unchanged = scaled_bucket_shares(histogram, 1.0);
     let counts = candidate.latency.per_bucket();
-    let at = |ms: f64| histogram.count_at_or_below_log(ms) / histogram.total() as f64;
+    let at = |ms: f64| histogram.share_at_or_below(ms);
     TAIL_ALTERNATIVES.map(|(factor, size)| {
         let slowed = scaled_bucket_shares(histogram, factor);
         let slow_share = |ratio: f64| {
