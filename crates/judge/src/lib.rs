@@ -96,6 +96,8 @@ const LATENCY_REFERENCE_REQUESTS: u64 = 300;
 /// The replaced release as it was just before the deploy.
 struct History {
     baseline: Counts,
+    /// The baseline's requests per second before the deploy.
+    requests_per_second: f64,
 }
 
 /// The judge for one candidate. Feed it every step in time order with [`Judge::observe`].
@@ -150,13 +152,14 @@ impl Judge {
         }
         let errors_reference = self.errors_reference(now);
         let latency_reference = self.latency_reference(now);
+        let traffic_share = self.traffic_share(now);
         let charts = self.charts.as_mut().expect("made with the history");
         for chart in charts.iter_mut() {
             let reference = match chart.metric() {
                 Metric::ErrorRate => &errors_reference,
                 Metric::Latency => &latency_reference,
             };
-            chart.observe(&self.policy, &self.setup, &step, reference);
+            chart.observe(&self.policy, &self.setup, &step, reference, traffic_share);
         }
         self.sums
             .drop_before(now.min(deploy_at) - self.policy.lookback.0 as i64);
@@ -190,7 +193,11 @@ impl Judge {
             Chart::latency(LatencyTest::Shift, z, dispersion, fixed),
             Chart::latency(LatencyTest::Tail, z, tail_dispersion.max(dispersion), fixed),
         ]);
-        self.history = Some(History { baseline: history });
+        let seconds = error_blocks.len() as f64 * series::DISPERSION_BLOCK_SECONDS as f64;
+        self.history = Some(History {
+            baseline: history,
+            requests_per_second: history.requests as f64 / seconds.max(1.0),
+        });
     }
 
     /// The baseline data the candidate's data since `from` is held against: the replaced
@@ -245,6 +252,17 @@ impl Judge {
             reference = self.reference(now - seconds + 1, now);
         }
         reference
+    }
+
+    /// The candidate's requests per second since the deploy, as a share of the history's.
+    fn traffic_share(&self, now: i64) -> f64 {
+        let history_rate = self.history.as_ref().map_or(0.0, |h| h.requests_per_second);
+        if history_rate <= 0.0 {
+            return 1.0;
+        }
+        let candidate = self.sums.between(self.setup.deploy_at, now).candidate;
+        let seconds = (now - self.setup.deploy_at + 1) as f64;
+        candidate.requests as f64 / seconds / history_rate
     }
 
     /// z of the baseline's upper bound: blue-green holds the candidate against one fixed

@@ -7,7 +7,7 @@ use crate::counts::Counts;
 use crate::stats::dispersion;
 
 /// Length of the blocks used to measure how much the environment moves the rates.
-const DISPERSION_BLOCK_SECONDS: i64 = 10;
+pub const DISPERSION_BLOCK_SECONDS: i64 = 10;
 
 #[derive(Clone, Copy)]
 struct Entry {

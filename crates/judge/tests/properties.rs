@@ -79,6 +79,8 @@ struct Traffic {
     spread: f64,
     /// The candidate's slow path, if it has one.
     slow_path: Option<SlowPath>,
+    /// Log-sd of a factor on every version's latency, drawn anew every 10 s (0: none).
+    environment: f64,
 }
 
 impl Traffic {
@@ -93,6 +95,7 @@ impl Traffic {
             median_ms: 100.0,
             spread: 0.5,
             slow_path: None,
+            environment: 0.0,
         }
     }
 }
@@ -116,8 +119,12 @@ fn series_over_time(
     traffic: &Traffic,
     candidate: impl Fn(i64) -> (f64, f64),
 ) -> Vec<Step> {
+    let mut slowdown = 1.0;
     (0..900)
         .map(|t| {
+            if traffic.environment > 0.0 && t % 10 == 0 {
+                slowdown = (traffic.environment * rng.normal()).exp();
+            }
             let (candidate_error_rate, candidate_median_ms) = candidate(t);
             let (baseline_rps, candidate_rps) = match (t >= 300, traffic.mode) {
                 (false, _) => (traffic.rps, 0.0),
@@ -133,14 +140,14 @@ fn series_over_time(
                     rng,
                     baseline_rps,
                     traffic.error_rate,
-                    (traffic.median_ms, traffic.spread),
+                    (traffic.median_ms * slowdown, traffic.spread),
                     None,
                 ),
                 candidate: counts(
                     rng,
                     candidate_rps,
                     candidate_error_rate,
-                    (candidate_median_ms, traffic.spread),
+                    (candidate_median_ms * slowdown, traffic.spread),
                     traffic.slow_path,
                 ),
             }
@@ -209,6 +216,7 @@ fn traffic(rng: &mut Rng) -> Traffic {
         median_ms: pick(rng, &[20.0, 100.0, 400.0]),
         spread: 0.5,
         slow_path: None,
+        environment: pick(rng, &[0.0, 0.1]),
     }
 }
 
@@ -535,4 +543,44 @@ fn two_transient_episodes_back_to_back_are_no_rollback() {
         let at = first_rollback_over_time(rng, &traffic, |t| (0.005 + episode(t), 100.0));
         assert_eq!(at, None, "seed {seed}");
     }
+}
+
+#[test]
+fn a_slow_path_on_a_thin_canary_is_caught_though_the_environment_moves_latency() {
+    // 300 req/s, 5 % of it to the canary; every 10 s the environment makes both versions
+    // about 10 % slower or faster. Over the history's 3000 requests a block that moves the
+    // share of slow requests 20 times more than chance would, over the canary's 150 about
+    // twice: evidence scaled down by the history's factor hid a slow path doubling the p95.
+    let traffic = Traffic {
+        rps: 300.0,
+        weight: 0.05,
+        environment: 0.1,
+        ..Traffic::steady(Mode::Canary)
+    };
+    let slow = Traffic {
+        slow_path: Some(SlowPath {
+            share: 0.08,
+            factor: 4.0,
+        }),
+        ..traffic
+    };
+    let runs = |traffic: &Traffic| {
+        (1..=10u64)
+            .filter_map(|seed| {
+                let rng = Rng(seed.wrapping_mul(0xA076_1D64_78BD_642F));
+                first_rollback_over_time(rng, traffic, |_| (0.0, traffic.median_ms))
+            })
+            .collect::<Vec<_>>()
+    };
+    let caught = runs(&slow);
+    assert!(
+        caught.len() >= 9,
+        "caught in {} of 10 runs: {caught:?}",
+        caught.len()
+    );
+    assert_eq!(
+        runs(&traffic),
+        Vec::<i64>::new(),
+        "the same canary without the slow path"
+    );
 }

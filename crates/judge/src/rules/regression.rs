@@ -19,7 +19,8 @@
 //!   so a slowdown that grows is not rolled back while it is still tolerable;
 //! - the environment: when the baseline's rate moves from block to block more than chance
 //!   allows (dispersion, measured robustly so the history's own episodes do not count),
-//!   the evidence is scaled down by that factor (quasi-likelihood);
+//!   the evidence is scaled down by that factor (quasi-likelihood), taken at the
+//!   candidate's traffic: a shared factor's excess grows with a block's requests;
 //! - low traffic: a run needs `MIN_EVENTS` events, a thin baseline widens its bound, and
 //!   the shape tests need `MIN_SHAPE_REQUESTS` of reference.
 
@@ -128,7 +129,11 @@ pub enum LatencyTest {
 /// One test's bank of CUSUMs.
 pub struct Chart {
     kind: Kind,
+    /// How much more than chance the environment moved the history's count from one
+    /// 10 s block to the next (at the history's traffic).
     dispersion: f64,
+    /// The same at the candidate's traffic, as of the last step (see [`Chart::observe`]).
+    candidate_dispersion: f64,
     /// Latency in blue-green mode: the threshold fixed from the replaced release's history.
     fixed_latency_threshold: Option<f64>,
     /// z of the baseline's upper bound added to the tolerated rate.
@@ -174,6 +179,7 @@ impl Chart {
         Self {
             kind,
             dispersion,
+            candidate_dispersion: dispersion,
             fixed_latency_threshold,
             reference_z,
             runs: Default::default(),
@@ -246,11 +252,23 @@ impl Chart {
         }
     }
 
-    pub fn observe(&mut self, policy: &Policy, setup: &Setup, step: &Step, reference: &Counts) {
+    /// Takes one step. `traffic_share` is the candidate's traffic as a share of the
+    /// history's: a shared factor adds variance in proportion to the square of a block's
+    /// requests, binomial noise in proportion to them, so the dispersion beyond 1 scales
+    /// with traffic (a 5 % canary sees a twentieth of the history's excess).
+    pub fn observe(
+        &mut self,
+        policy: &Policy,
+        setup: &Setup,
+        step: &Step,
+        reference: &Counts,
+        traffic_share: f64,
+    ) {
         let Some((events, llrs, reference)) = self.test(policy, &step.candidate, reference) else {
             return;
         };
         self.last_reference = reference;
+        self.candidate_dispersion = 1.0 + traffic_share * (self.dispersion - 1.0);
         let trials = step.candidate.requests as f64;
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
         let transient = policy.transient.0 as i64;
@@ -271,7 +289,7 @@ impl Chart {
                 .iter()
                 .map(|&(_, statistic)| statistic)
                 .fold(run.statistic, f64::min);
-            let llr = llr / self.dispersion;
+            let llr = llr / self.candidate_dispersion;
             let increment = llr.min(floor + budget - run.statistic);
             run.statistic += increment;
             if run.statistic <= 0.0 {
@@ -340,8 +358,9 @@ impl Chart {
             return true;
         }
         // The p95's lower bound: the quantile `MATERIAL_Z` standard errors below 95 %, the
-        // error widened by the chart's dispersion, for the environment moves a 30 s p95 too.
-        let variance = self.dispersion * TAIL_QUANTILE * TAIL_SHARE / recent.requests as f64;
+        // error widened by the dispersion, for the environment moves a 30 s p95 too.
+        let variance =
+            self.candidate_dispersion * TAIL_QUANTILE * TAIL_SHARE / recent.requests as f64;
         let rank = TAIL_QUANTILE - MATERIAL_Z * variance.sqrt();
         recent
             .latency
