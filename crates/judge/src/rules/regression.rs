@@ -94,6 +94,8 @@ struct Reference {
     tolerated: f64,
     baseline_rate: f64,
     latency_threshold_ms: Option<f64>,
+    /// The baseline's requests behind it.
+    requests: f64,
 }
 
 impl Reference {
@@ -224,6 +226,7 @@ impl Chart {
                     tolerated,
                     baseline_rate: errors / total,
                     latency_threshold_ms: None,
+                    requests: total,
                 };
                 Some((events, binomial(events, tolerated, unit), reference))
             }
@@ -238,6 +241,7 @@ impl Chart {
                     tolerated,
                     baseline_rate: slow / total,
                     latency_threshold_ms: Some(threshold),
+                    requests: total,
                 };
                 let llrs = match test {
                     // The share above the threshold is 5 % at the tolerated ratio and a few
@@ -357,10 +361,11 @@ impl Chart {
         if recent.requests < MIN_REQUESTS_FOR_P95 {
             return true;
         }
-        // The p95's lower bound: the quantile `MATERIAL_Z` standard errors below 95 %, the
-        // error widened by the dispersion, for the environment moves a 30 s p95 too.
-        let variance =
-            self.candidate_dispersion * TAIL_QUANTILE * TAIL_SHARE / recent.requests as f64;
+        // The ratio's lower bound: the candidate's quantile `MATERIAL_Z` standard errors
+        // below 95 %, the error counting the baseline p95's own (a canary's reference is
+        // thin) and widened by the dispersion, for the environment moves a 30 s p95 too.
+        let sample = 1.0 / recent.requests as f64 + 1.0 / self.last_reference.requests;
+        let variance = self.candidate_dispersion * TAIL_QUANTILE * TAIL_SHARE * sample;
         let rank = TAIL_QUANTILE - MATERIAL_Z * variance.sqrt();
         recent
             .latency
