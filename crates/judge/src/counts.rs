@@ -59,38 +59,42 @@ impl LatencyHistogram {
 
     /// Requests at or below `latency_ms`, taking a bucket's requests as spread evenly in
     /// log-latency: linear in the counts, so a count from a few requests is unbiased (what a
-    /// test needs); [`Self::share_at_or_below`] follows a large sample's shape closer.
+    /// test needs); [`Self::shape`] follows a large sample's shape closer.
     pub fn count_at_or_below(&self, latency_ms: f64) -> f64 {
-        self.interpolate_count(latency_ms, false)
-    }
-
-    /// Share of requests at or below `latency_ms`, interpolated inside its bucket as for a
-    /// log-normal distribution (see [`within_bucket`]): for shapes read off many requests.
-    pub fn share_at_or_below(&self, latency_ms: f64) -> f64 {
-        self.interpolate_count(latency_ms, true) / (self.total() as f64).max(1.0)
-    }
-
-    fn interpolate_count(&self, latency_ms: f64, log_normal: bool) -> f64 {
-        let total = self.total() as f64;
-        let mut lower_bound = 0.0;
-        let mut below = 0.0;
+        let total = self.total().max(1) as f64;
+        let (mut lower_bound, mut below) = (0.0, 0.0);
         for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
-            let at_bound = self.cumulative[i] as f64;
+            let at_bound = self.cumulative[i] as f64 / total;
             if latency_ms <= bound {
                 if at_bound == below {
-                    return below;
+                    return below * total;
                 }
-                let (low, high) = ((lower_bound, below / total), (bound, at_bound / total));
-                return total
-                    * within_bucket(low, high, Interpolate::Share(latency_ms), log_normal);
+                let (low, high) = (
+                    Edge::plain(lower_bound, below),
+                    Edge::plain(bound, at_bound),
+                );
+                return total * within_bucket(low, high, Interpolate::Share(latency_ms), false);
             }
-            lower_bound = bound;
-            below = at_bound;
+            (lower_bound, below) = (bound, at_bound);
         }
-        below
+        below * total
     }
 
-    /// The `q` quantile in milliseconds, inverting [`Self::share_at_or_below`]; `None`
+    /// The distribution prepared for [`LatencyShape::share_at_or_below`], interpolated
+    /// inside a bucket as for a log-normal distribution (see [`within_bucket`]).
+    pub fn shape(&self) -> LatencyShape {
+        let total = self.total().max(1) as f64;
+        let mut edges = [Edge::plain(0.0, 0.0); BUCKETS];
+        for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
+            edges[i + 1] = Edge::new(bound, self.cumulative[i] as f64 / total);
+        }
+        LatencyShape {
+            edges,
+            requests: self.total(),
+        }
+    }
+
+    /// The `q` quantile in milliseconds, inverting [`LatencyShape::share_at_or_below`]; `None`
     /// without requests. A quantile in `+Inf` reports the highest finite bound, as
     /// Prometheus' `histogram_quantile` does.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
@@ -105,8 +109,8 @@ impl LatencyHistogram {
             let at_bound = self.cumulative[i] as f64;
             if at_bound >= rank && at_bound > below {
                 return Some(within_bucket(
-                    (lower_bound, below / total),
-                    (bound, at_bound / total),
+                    Edge::new(lower_bound, below / total),
+                    Edge::new(bound, at_bound / total),
                     Interpolate::Latency(q),
                     true,
                 ));
@@ -132,13 +136,71 @@ impl LatencyHistogram {
     }
 }
 
+/// A histogram's distribution prepared for many lookups inside its buckets: the share
+/// at each bound and its normal quantile, computed once (they cost most of the judge's
+/// time when every step asked for them afresh).
+pub struct LatencyShape {
+    /// The origin (0 ms, share 0), then one edge per finite bound.
+    edges: [Edge; BUCKETS],
+    requests: u64,
+}
+
+impl LatencyShape {
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Share of requests at or below `latency_ms`.
+    pub fn share_at_or_below(&self, latency_ms: f64) -> f64 {
+        let Some(i) = BUCKET_BOUNDS_MS
+            .iter()
+            .position(|&bound| latency_ms <= bound)
+        else {
+            return self.edges[BUCKETS - 1].share;
+        };
+        let (low, high) = (self.edges[i], self.edges[i + 1]);
+        if high.share == low.share {
+            return low.share;
+        }
+        within_bucket(low, high, Interpolate::Share(latency_ms), true)
+    }
+}
+
+/// One end of a bucket: its bound, the share of requests at or below it, and that share's
+/// normal quantile (NaN where it is infinite or not needed).
+#[derive(Clone, Copy)]
+struct Edge {
+    ms: f64,
+    share: f64,
+    normal: f64,
+}
+
+impl Edge {
+    fn new(ms: f64, share: f64) -> Self {
+        let normal = if share > 0.0 && share < 1.0 {
+            normal_quantile(share)
+        } else {
+            f64::NAN
+        };
+        Self { ms, share, normal }
+    }
+
+    fn plain(ms: f64, share: f64) -> Self {
+        Self {
+            ms,
+            share,
+            normal: f64::NAN,
+        }
+    }
+}
+
 /// What [`within_bucket`] finds: the share at or below a latency, or the latency at a share.
 enum Interpolate {
     Share(f64),
     Latency(f64),
 }
 
-/// Interpolation inside one bucket, from `(bound, share at or below it)` at both ends.
+/// Interpolation inside one bucket, between its two edges.
 ///
 /// The share's normal quantile is taken as linear in log-latency: exact for a log-normal
 /// distribution, which latencies roughly follow, where a straight line across a bucket as
@@ -146,39 +208,33 @@ enum Interpolate {
 /// -10 % to +14 % (linear in log-latency; 10th to 90th percentile over log-normals with
 /// median 15..400 ms and sigma 0.4..1). With nothing below the bucket or nothing above it
 /// the normal quantile is infinite, so those ends, and the first bucket (from 0), fall
-/// back to linear in log-latency and linear in latency.
-fn within_bucket(low: (f64, f64), high: (f64, f64), find: Interpolate, log_normal: bool) -> f64 {
-    let ((low_ms, low_share), (high_ms, high_share)) = (low, high);
-    if low_ms <= 0.0 {
+/// back to linear in log-latency and linear in latency; so does `log_normal: false`.
+fn within_bucket(low: Edge, high: Edge, find: Interpolate, log_normal: bool) -> f64 {
+    if low.ms <= 0.0 {
+        let spread = high.share - low.share;
         return match find {
-            Interpolate::Share(ms) => {
-                low_share + (high_share - low_share) * (ms / high_ms).clamp(0.0, 1.0)
-            }
-            Interpolate::Latency(q) => {
-                high_ms * ((q - low_share) / (high_share - low_share)).clamp(0.0, 1.0)
-            }
+            Interpolate::Share(ms) => low.share + spread * (ms / high.ms).clamp(0.0, 1.0),
+            Interpolate::Latency(q) => high.ms * ((q - low.share) / spread).clamp(0.0, 1.0),
         };
     }
-    let (low_log, high_log) = (low_ms.ln(), high_ms.ln());
+    let (low_log, high_log) = (low.ms.ln(), high.ms.ln());
     // The scale on which the share is linear in log-latency.
-    let normal = log_normal && low_share > 0.0 && high_share < 1.0;
-    let to_scale = |share: f64| {
-        if normal {
-            normal_quantile(share)
-        } else {
-            share
-        }
+    let normal = log_normal && low.normal.is_finite() && high.normal.is_finite();
+    let (low_value, high_value) = if normal {
+        (low.normal, high.normal)
+    } else {
+        (low.share, high.share)
     };
-    let from_scale = |value: f64| if normal { normal_cdf(value) } else { value };
-    let (low_value, high_value) = (to_scale(low_share), to_scale(high_share));
     match find {
         Interpolate::Share(ms) => {
             let fraction = ((ms.ln() - low_log) / (high_log - low_log)).clamp(0.0, 1.0);
-            from_scale(low_value + (high_value - low_value) * fraction)
+            let value = low_value + (high_value - low_value) * fraction;
+            if normal { normal_cdf(value) } else { value }
         }
         Interpolate::Latency(q) => {
-            let q = q.clamp(low_share, high_share);
-            let fraction = ((to_scale(q) - low_value) / (high_value - low_value)).clamp(0.0, 1.0);
+            let q = q.clamp(low.share, high.share);
+            let value = if normal { normal_quantile(q) } else { q };
+            let fraction = ((value - low_value) / (high_value - low_value)).clamp(0.0, 1.0);
             (low_log + (high_log - low_log) * fraction).exp()
         }
     }
@@ -281,7 +337,7 @@ mod tests {
         let histogram = histogram_of(&[3.0, 30.0, 70.0, 120.0, 400.0, 900.0, 2000.0]);
         for q in [0.1, 0.5, 0.8, 0.95] {
             let ms = histogram.quantile_ms(q).unwrap();
-            let share = histogram.share_at_or_below(ms);
+            let share = histogram.shape().share_at_or_below(ms);
             assert!((share - q).abs() < 1e-6, "{q}: {ms} ms holds {share}");
         }
     }
@@ -297,7 +353,7 @@ mod tests {
             3.0, 7.0, 20.0, 40.0, 80.0, 200.0, 400.0, 900.0, 2000.0, 20000.0,
         ]);
         let p90 = h.quantile_ms(0.9).unwrap();
-        assert!((h.share_at_or_below(p90) - 0.9).abs() < 1e-6);
+        assert!((h.shape().share_at_or_below(p90) - 0.9).abs() < 1e-6);
         assert!(h.count_above(p90) > 0.5 && h.count_above(p90) < 1.5);
         assert_eq!(
             h.count_above(1e9),

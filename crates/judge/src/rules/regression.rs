@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 
-use crate::counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, LatencyHistogram};
+use crate::counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, LatencyShape};
 use crate::policy::Policy;
 use crate::series::{Sums, Totals};
 use crate::stats::{binomial_llr, wilson_bound};
@@ -490,10 +490,11 @@ fn shift_llrs(
     candidate: &Counts,
     reference: &Counts,
 ) -> [f64; ALTERNATIVES.len()] {
-    let null = scaled_bucket_shares(&reference.latency, policy.p95_ratio_tolerated);
+    let shape = reference.latency.shape();
+    let null = scaled_bucket_shares(&shape, policy.p95_ratio_tolerated);
     let counts = candidate.latency.per_bucket();
     SHIFT_SIZES.map(|size| {
-        let alternative = scaled_bucket_shares(&reference.latency, policy.p95_ratio * size);
+        let alternative = scaled_bucket_shares(&shape, policy.p95_ratio * size);
         multinomial_llr(&counts, &alternative, &null)
     })
 }
@@ -501,13 +502,13 @@ fn shift_llrs(
 /// Shares of requests per bucket if every latency of `histogram` were `ratio` times
 /// longer, smoothed with half a request per bucket so an empty bucket is unlikely, not
 /// impossible.
-fn scaled_bucket_shares(histogram: &LatencyHistogram, ratio: f64) -> [f64; BUCKETS] {
-    let total = histogram.total() as f64;
+fn scaled_bucket_shares(shape: &LatencyShape, ratio: f64) -> [f64; BUCKETS] {
+    let total = shape.requests() as f64;
     let mut shares = [0.0; BUCKETS];
     let mut below = 0.0;
     for (i, share) in shares.iter_mut().enumerate() {
         let at_or_below = BUCKET_BOUNDS_MS.get(i).map_or(total, |&bound| {
-            histogram.share_at_or_below(bound / ratio) * total
+            shape.share_at_or_below(bound / ratio) * total
         });
         *share = (at_or_below - below + 0.5) / (total + 0.5 * BUCKETS as f64);
         below = at_or_below;
@@ -536,11 +537,12 @@ fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; A
     let Some(p95) = histogram.quantile_ms(TAIL_QUANTILE) else {
         return [0.0; ALTERNATIVES.len()];
     };
-    let unchanged = scaled_bucket_shares(histogram, 1.0);
+    let shape = histogram.shape();
+    let unchanged = scaled_bucket_shares(&shape, 1.0);
     let counts = candidate.latency.per_bucket();
-    let at = |ms: f64| histogram.share_at_or_below(ms);
+    let at = |ms: f64| shape.share_at_or_below(ms);
     TAIL_ALTERNATIVES.map(|(factor, size)| {
-        let slowed = scaled_bucket_shares(histogram, factor);
+        let slowed = scaled_bucket_shares(&shape, factor);
         let slow_share = |ratio: f64| {
             let (target, unslowed) = (at(p95 * ratio), at(p95 * ratio / factor));
             if target <= unslowed {
