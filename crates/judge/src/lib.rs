@@ -304,7 +304,7 @@ impl Judge {
             };
         }
         for chart in self.charts.as_ref().expect("made with the history") {
-            if let Some(finding) = chart.finding(policy, &self.sums, now) {
+            if let Some(finding) = chart.finding(policy, &self.setup, &self.sums, now) {
                 return Verdict::Rollback(finding);
             }
         }

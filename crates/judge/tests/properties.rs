@@ -584,3 +584,26 @@ fn a_slow_path_on_a_thin_canary_is_caught_though_the_environment_moves_latency()
         "the same canary without the slow path"
     );
 }
+
+#[test]
+fn a_latency_warm_up_that_fades_by_its_end_is_no_rollback() {
+    // Three times slower at the deploy, back to normal linearly by the end of the 40 s
+    // warm-up, at 300 req/s in blue-green with the environment moving latency every 10 s.
+    // Evidence from the warm-up may stand, but whether a slowdown is material is judged
+    // on what came after it: a 30 s p95 reaching back into the warm-up passed for one.
+    let traffic = Traffic {
+        rps: 300.0,
+        median_ms: 40.0,
+        spread: 0.7,
+        environment: 0.1,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    let warming = |t: i64| 1.0 + 2.0 * (1.0 - (t - 300) as f64 / 40.0).clamp(0.0, 1.0);
+    let rolled_back: Vec<_> = (1..=20u64)
+        .filter_map(|seed| {
+            let rng = Rng(seed.wrapping_mul(0xE703_7ED1_A0B4_28DB));
+            first_rollback_over_time(rng, &traffic, |t| (0.0, 40.0 * warming(t)))
+        })
+        .collect();
+    assert_eq!(rolled_back, Vec::<i64>::new());
+}

@@ -328,7 +328,13 @@ impl Chart {
 
     /// A finding when some CUSUM has crossed the threshold with evidence from after the
     /// warm-up and enough events behind it (and, for latency, a materially slower p95).
-    pub fn finding(&self, policy: &Policy, sums: &Sums, now: i64) -> Option<Finding> {
+    pub fn finding(
+        &self,
+        policy: &Policy,
+        setup: &Setup,
+        sums: &Sums,
+        now: i64,
+    ) -> Option<Finding> {
         let confirm = CONFIRM_SHARE * policy.evidence_nats;
         let run = self
             .runs
@@ -339,7 +345,7 @@ impl Chart {
                     && r.events >= MIN_EVENTS
             })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
-        if !self.materially_slower(policy, sums, now) {
+        if !self.materially_slower(policy, setup, sums, now) {
             return None;
         }
         let start = run.start.unwrap_or(now);
@@ -348,16 +354,18 @@ impl Chart {
     }
 
     /// Whether a latency chart's regression is material now: the candidate's p95 over the
-    /// last `MATERIAL_SECONDS`, at its lower bound, is at least the policy's bad ratio times
-    /// the baseline's. The CUSUMs prove "slower than tolerated" (x1.08); at high traffic
+    /// last `MATERIAL_SECONDS` after the warm-up, at its lower bound, is at least the
+    /// policy's bad ratio times the baseline's. The CUSUMs prove "slower than tolerated" (x1.08); at high traffic
     /// they are sure of it while a slowdown that grows is still at x1.2, before it is a
     /// fault. Unknown p95s (too few requests) leave the decision to the CUSUMs; the error
     /// rate is not asked.
-    fn materially_slower(&self, policy: &Policy, sums: &Sums, now: i64) -> bool {
+    fn materially_slower(&self, policy: &Policy, setup: &Setup, sums: &Sums, now: i64) -> bool {
         let Some(baseline_p95) = self.last_reference.baseline_p95_ms(policy) else {
             return true;
         };
-        let recent = sums.between(now - MATERIAL_SECONDS + 1, now).candidate;
+        // Not reaching back into the warm-up, whose slowness is no fault.
+        let from = (now - MATERIAL_SECONDS + 1).max(setup.deploy_at + policy.warmup.0 as i64);
+        let recent = sums.between(from, now).candidate;
         if recent.requests < MIN_REQUESTS_FOR_P95 {
             return true;
         }
