@@ -190,6 +190,25 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// Services a guard started live on when it is killed (by design: a restarted guard
+    /// adopts them), and a test may end mid-deploy: every process still working in this
+    /// directory is killed with it, so no test run leaves one behind.
+    fn drop(&mut self) {
+        let dir = self.dir.path();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cwd = std::fs::read_link(entry.path().join("cwd"));
+            if cwd.is_ok_and(|cwd| cwd.starts_with(dir)) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 /// A `rearguard guard` process, killed (SIGKILL) and reaped when dropped.
 pub struct Guard(pub Child);
 
