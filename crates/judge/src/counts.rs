@@ -61,32 +61,20 @@ impl LatencyHistogram {
     /// log-latency: linear in the counts, so a count from a few requests is unbiased (what a
     /// test needs); [`Self::shape`] follows a large sample's shape closer.
     pub fn count_at_or_below(&self, latency_ms: f64) -> f64 {
-        let total = self.total().max(1) as f64;
-        let (mut lower_bound, mut below) = (0.0, 0.0);
-        for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
-            let at_bound = self.cumulative[i] as f64 / total;
-            if latency_ms <= bound {
-                if at_bound == below {
-                    return below * total;
-                }
-                let (low, high) = (
-                    Edge::plain(lower_bound, below),
-                    Edge::plain(bound, at_bound),
-                );
-                return total * within_bucket(low, high, Interpolate::Share(latency_ms), false);
-            }
-            (lower_bound, below) = (bound, at_bound);
-        }
-        below * total
+        self.edges(Edge::plain).share_at_or_below(latency_ms) * self.total() as f64
     }
 
     /// The distribution prepared for [`LatencyShape::share_at_or_below`], interpolated
     /// inside a bucket as for a log-normal distribution (see [`within_bucket`]).
     pub fn shape(&self) -> LatencyShape {
+        self.edges(Edge::new)
+    }
+
+    fn edges(&self, edge: fn(f64, f64) -> Edge) -> LatencyShape {
         let total = self.total().max(1) as f64;
         let mut edges = [Edge::plain(0.0, 0.0); BUCKETS];
         for (i, &bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
-            edges[i + 1] = Edge::new(bound, self.cumulative[i] as f64 / total);
+            edges[i + 1] = edge(bound, self.cumulative[i] as f64 / total);
         }
         LatencyShape {
             edges,
@@ -112,7 +100,6 @@ impl LatencyHistogram {
                     Edge::new(lower_bound, below / total),
                     Edge::new(bound, at_bound / total),
                     Interpolate::Latency(q),
-                    true,
                 ));
             }
             lower_bound = bound;
@@ -137,8 +124,8 @@ impl LatencyHistogram {
 }
 
 /// A histogram's distribution prepared for many lookups inside its buckets: the share
-/// at each bound and its normal quantile, computed once (they cost most of the judge's
-/// time when every step asked for them afresh).
+/// at each bound and (from [`LatencyHistogram::shape`]) its normal quantile, computed once
+/// (they cost most of the judge's time when every step asked for them afresh).
 pub struct LatencyShape {
     /// The origin (0 ms, share 0), then one edge per finite bound.
     edges: [Edge; BUCKETS],
@@ -162,7 +149,7 @@ impl LatencyShape {
         if high.share == low.share {
             return low.share;
         }
-        within_bucket(low, high, Interpolate::Share(latency_ms), true)
+        within_bucket(low, high, Interpolate::Share(latency_ms))
     }
 }
 
@@ -208,8 +195,9 @@ enum Interpolate {
 /// -10 % to +14 % (linear in log-latency; 10th to 90th percentile over log-normals with
 /// median 15..400 ms and sigma 0.4..1). With nothing below the bucket or nothing above it
 /// the normal quantile is infinite, so those ends, and the first bucket (from 0), fall
-/// back to linear in log-latency and linear in latency; so does `log_normal: false`.
-fn within_bucket(low: Edge, high: Edge, find: Interpolate, log_normal: bool) -> f64 {
+/// back to linear in log-latency and linear in latency; so do edges without a normal
+/// quantile ([`Edge::plain`]).
+fn within_bucket(low: Edge, high: Edge, find: Interpolate) -> f64 {
     if low.ms <= 0.0 {
         let spread = high.share - low.share;
         return match find {
@@ -219,7 +207,7 @@ fn within_bucket(low: Edge, high: Edge, find: Interpolate, log_normal: bool) -> 
     }
     let (low_log, high_log) = (low.ms.ln(), high.ms.ln());
     // The scale on which the share is linear in log-latency.
-    let normal = log_normal && low.normal.is_finite() && high.normal.is_finite();
+    let normal = low.normal.is_finite() && high.normal.is_finite();
     let (low_value, high_value) = if normal {
         (low.normal, high.normal)
     } else {

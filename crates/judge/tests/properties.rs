@@ -166,13 +166,23 @@ fn setup(mode: Mode) -> Setup {
 /// In how many of 20 runs (seeds 1 to 20) a candidate failing at `candidate_error_rate`
 /// from the deploy on is rolled back.
 fn runs_caught(traffic: &Traffic, candidate_error_rate: f64) -> usize {
-    (1..=20u64)
-        .filter(|&seed| {
-            let rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            first_rollback_over_time(rng, traffic, |_| (candidate_error_rate, traffic.median_ms))
-                .is_some()
+    let candidate = |_| (candidate_error_rate, traffic.median_ms);
+    rollbacks_over_seeds(traffic, 20, 0x9E37_79B9_7F4A_7C15, candidate).len()
+}
+
+/// The first rollback of each run that has one, over `runs` runs (seeds 1 to `runs`, each
+/// times `salt`), with the candidate's error rate and median latency at each second.
+fn rollbacks_over_seeds(
+    traffic: &Traffic,
+    runs: u64,
+    salt: u64,
+    candidate: impl Fn(i64) -> (f64, f64),
+) -> Vec<i64> {
+    (1..=runs)
+        .filter_map(|seed| {
+            first_rollback_over_time(Rng(seed.wrapping_mul(salt)), traffic, &candidate)
         })
-        .count()
+        .collect()
 }
 
 /// The first rollback, if any, on traffic drawn from `rng` with the candidate's error rate
@@ -565,12 +575,9 @@ fn a_slow_path_on_a_thin_canary_is_caught_though_the_environment_moves_latency()
         ..traffic
     };
     let runs = |traffic: &Traffic| {
-        (1..=10u64)
-            .filter_map(|seed| {
-                let rng = Rng(seed.wrapping_mul(0xA076_1D64_78BD_642F));
-                first_rollback_over_time(rng, traffic, |_| (0.0, traffic.median_ms))
-            })
-            .collect::<Vec<_>>()
+        rollbacks_over_seeds(traffic, 10, 0xA076_1D64_78BD_642F, |_| {
+            (0.0, traffic.median_ms)
+        })
     };
     let caught = runs(&slow);
     assert!(
@@ -599,11 +606,8 @@ fn a_latency_warm_up_that_fades_by_its_end_is_no_rollback() {
         ..Traffic::steady(Mode::BlueGreen)
     };
     let warming = |t: i64| 1.0 + 2.0 * (1.0 - (t - 300) as f64 / 40.0).clamp(0.0, 1.0);
-    let rolled_back: Vec<_> = (1..=20u64)
-        .filter_map(|seed| {
-            let rng = Rng(seed.wrapping_mul(0xE703_7ED1_A0B4_28DB));
-            first_rollback_over_time(rng, &traffic, |t| (0.0, 40.0 * warming(t)))
-        })
-        .collect();
+    let rolled_back = rollbacks_over_seeds(&traffic, 20, 0xE703_7ED1_A0B4_28DB, |t| {
+        (0.0, 40.0 * warming(t))
+    });
     assert_eq!(rolled_back, Vec::<i64>::new());
 }
