@@ -556,6 +556,48 @@ fn two_transient_episodes_back_to_back_are_no_rollback() {
 }
 
 #[test]
+fn no_transient_long_window_raises_the_evidence_by_half_a_rollback() {
+    // +20 points from the deploy on, at 100 req/s in blue-green, with the candidate's steps
+    // every 1, 5 or 10 s (seconds without traffic have no step). Over any 15 s the evidence
+    // may rise by less than half of a rollback, measured from what stood 15 s before:
+    // the window's start was lost at the deploy (x3 the budget by its 16th second) and
+    // between sparse steps (x2).
+    let traffic = Traffic {
+        rps: 100.0,
+        error_rate: 0.005,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    let transient = Policy::default().transient.0 as i64;
+    for every in [1, 5, 10] {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let steps = series(&mut rng, &traffic, 0.2, traffic.median_ms);
+        let mut judge = Judge::new(Policy::default(), setup(Mode::BlueGreen));
+        let mut seen: Vec<(i64, f64)> = Vec::new();
+        for step in steps
+            .iter()
+            .filter(|s| s.t < 300 || (s.t - 300) % every == 0)
+        {
+            let judgement = judge.observe(*step).unwrap();
+            let standing = seen
+                .iter()
+                .rev()
+                .find(|&&(t, _)| t <= step.t - transient)
+                .map_or(0.0, |&(_, evidence)| evidence);
+            let evidence = judgement.snapshot.error_evidence;
+            assert!(
+                evidence - standing < 0.5,
+                "every {every} s, t={}: {standing:.2} -> {evidence:.2}",
+                step.t
+            );
+            if judgement.verdict.is_rollback() {
+                break;
+            }
+            seen.push((step.t, evidence));
+        }
+    }
+}
+
+#[test]
 fn a_slow_path_on_a_thin_canary_is_caught_though_the_environment_moves_latency() {
     // 300 req/s, 5 % of it to the canary; every 10 s the environment makes both versions
     // about 10 % slower or faster. Over the history's 3000 requests a block that moves the

@@ -71,7 +71,8 @@ struct Run {
     /// Evidence of this run from steps after the warm-up (not limited by the transient
     /// budget: it only has to show the regression outlived the warm-up).
     after_warmup: f64,
-    /// The statistic after each of the last `transient` seconds, for the window budget.
+    /// The statistic after each step of the last `transient` seconds and the one standing
+    /// before them, for the window budget.
     recent: VecDeque<(i64, f64)>,
 }
 
@@ -278,10 +279,16 @@ impl Chart {
         let transient = policy.transient.0 as i64;
         let after_warmup = step.t >= setup.deploy_at + policy.warmup.0 as i64;
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
+            // The window starts from the statistic standing `transient` seconds ago: the
+            // latest entry at or before then (seconds without traffic may have no step), or
+            // the value before the first step.
+            if run.recent.is_empty() {
+                run.recent.push_back((step.t - 1, run.statistic));
+            }
             while run
                 .recent
-                .front()
-                .is_some_and(|&(t, _)| t < step.t - transient)
+                .get(1)
+                .is_some_and(|&(t, _)| t <= step.t - transient)
             {
                 run.recent.pop_front();
             }
