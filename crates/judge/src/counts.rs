@@ -187,17 +187,12 @@ impl Edge {
             normal: f64::NAN,
         }
     }
+}
 
-    /// Maps a share between this edge and `high` to the modelled scale, or back: the same
-    /// position between the two edges' shares on either scale, so edges stay exact.
-    fn rescale(self, high: Edge, value: f64, to_modelled: bool) -> f64 {
-        let (from, to) = if to_modelled {
-            ((self.share, high.share), (self.modelled, high.modelled))
-        } else {
-            ((self.modelled, high.modelled), (self.share, high.share))
-        };
-        to.0 + (to.1 - to.0) * (value - from.0) / (from.1 - from.0)
-    }
+/// `value`'s position between the ends of `from`, carried to the same position between
+/// the ends of `to`: shares to and from the modelled scale, so edges stay exact.
+fn carry(value: f64, from: (f64, f64), to: (f64, f64)) -> f64 {
+    to.0 + (to.1 - to.0) * (value - from.0) / (from.1 - from.0)
 }
 
 /// What [`within_bucket`] finds: the share at or below a latency, or the latency at a share.
@@ -224,7 +219,9 @@ fn within_bucket(low: Edge, high: Edge, find: Interpolate) -> f64 {
     }
     let (low_log, high_log) = (low.ms.ln(), high.ms.ln());
     // The scale on which the share is linear in log-latency.
-    let normal = low.normal.is_finite() && high.normal.is_finite() && high.share > low.share;
+    // One request leaves both ends modelled at 1/2: nothing to model between them.
+    let normal = low.normal.is_finite() && high.normal.is_finite() && high.modelled > low.modelled;
+    let (shares, modelled) = ((low.share, high.share), (low.modelled, high.modelled));
     let (low_value, high_value) = if normal {
         (low.normal, high.normal)
     } else {
@@ -235,7 +232,7 @@ fn within_bucket(low: Edge, high: Edge, find: Interpolate) -> f64 {
             let fraction = ((ms.ln() - low_log) / (high_log - low_log)).clamp(0.0, 1.0);
             let value = low_value + (high_value - low_value) * fraction;
             if normal {
-                low.rescale(high, normal_cdf(value), false)
+                carry(normal_cdf(value), modelled, shares)
             } else {
                 value
             }
@@ -243,7 +240,7 @@ fn within_bucket(low: Edge, high: Edge, find: Interpolate) -> f64 {
         Interpolate::Latency(q) => {
             let q = q.clamp(low.share, high.share);
             let value = if normal {
-                normal_quantile(low.rescale(high, q, true))
+                normal_quantile(carry(q, shares, modelled))
             } else {
                 q
             };
@@ -360,6 +357,15 @@ mod tests {
         );
         let share = histogram.shape().share_at_or_below(50.0);
         assert!((share - 1.0).abs() < 1e-9, "edges stay exact: {share}");
+    }
+
+    #[test]
+    fn one_request_is_read_inside_its_bucket() {
+        let histogram = histogram_of(&[70.0]);
+        let p95 = histogram.quantile_ms(0.95).unwrap();
+        assert!((50.0..=100.0).contains(&p95), "{p95}");
+        let share = histogram.shape().share_at_or_below(70.0);
+        assert!((0.0..=1.0).contains(&share), "{share}");
     }
 
     #[test]
