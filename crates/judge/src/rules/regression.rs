@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 
-use crate::counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, LatencyShape};
+use crate::counts::{BUCKET_BOUNDS_MS, BUCKETS, Counts, LatencyHistogram, LatencyShape};
 use crate::policy::Policy;
 use crate::series::{Sums, Totals};
 use crate::stats::{binomial_llr, wilson_bound};
@@ -143,6 +143,10 @@ pub struct Chart {
     reference_z: f64,
     runs: [Run; ALTERNATIVES.len()],
     last_reference: Reference,
+    /// A shape test's model and the reference histogram it was built from: kept while the
+    /// reference stays the same (a blue-green history never changes), for building it is
+    /// most of the judge's work.
+    shape_model: Option<(LatencyHistogram, ShapeModel)>,
 }
 
 impl Chart {
@@ -187,13 +191,14 @@ impl Chart {
             reference_z,
             runs: Default::default(),
             last_reference: Reference::default(),
+            shape_model: None,
         }
     }
 
     /// The candidate's events in this step, the log-likelihood ratio of each alternative
     /// against the null, and the reference they were computed from.
     fn test(
-        &self,
+        &mut self,
         policy: &Policy,
         candidate: &Counts,
         reference: &Counts,
@@ -249,10 +254,38 @@ impl Chart {
                     // points more at the bad one: steps of 2 points.
                     LatencyTest::SlowShare => binomial(events, tolerated, 0.02),
                     _ if reference.requests < MIN_SHAPE_REQUESTS => [0.0; ALTERNATIVES.len()],
-                    LatencyTest::Shift => shift_llrs(policy, candidate, reference),
-                    LatencyTest::Tail => tail_llrs(policy, candidate, reference),
+                    _ => {
+                        let counts = candidate.latency.per_bucket();
+                        self.shape_model(policy, test, &reference.latency)
+                            .map(|shares| {
+                                shares.map_or(0.0, |(alternative, null)| {
+                                    multinomial_llr(&counts, &alternative, &null)
+                                })
+                            })
+                    }
                 };
                 Some((events, llrs, summary))
+            }
+        }
+    }
+
+    /// The shape test's model of `reference`, built afresh only when it changed.
+    fn shape_model(
+        &mut self,
+        policy: &Policy,
+        test: LatencyTest,
+        reference: &LatencyHistogram,
+    ) -> ShapeModel {
+        match self.shape_model {
+            Some((built_from, model)) if built_from == *reference => model,
+            _ => {
+                let model = match test {
+                    LatencyTest::Shift => shift_model(policy, reference),
+                    LatencyTest::Tail => tail_model(policy, reference),
+                    LatencyTest::SlowShare => [None; ALTERNATIVES.len()],
+                };
+                self.shape_model = Some((*reference, model));
+                model
             }
         }
     }
@@ -498,20 +531,17 @@ pub fn show_rate(rate: f64) -> String {
 /// Ratios of the alternatives in the shift test, as multiples of the policy's bad ratio.
 const SHIFT_SIZES: [f64; ALTERNATIVES.len()] = [1.0, 1.2, 1.6, 2.4, 4.0, 8.0, 16.0];
 
-/// Log-likelihood ratios of the candidate's latency buckets under "the baseline's
-/// distribution scaled by each alternative ratio" against "scaled by the tolerated ratio".
-fn shift_llrs(
-    policy: &Policy,
-    candidate: &Counts,
-    reference: &Counts,
-) -> [f64; ALTERNATIVES.len()] {
-    let shape = reference.latency.shape();
+/// What a shape test holds the candidate's latency buckets against: for each alternative,
+/// the bucket shares under it and under the null, or nothing where it says nothing (its
+/// log-likelihood ratio is 0).
+type ShapeModel = [Option<([f64; BUCKETS], [f64; BUCKETS])>; ALTERNATIVES.len()];
+
+/// The shift test: "the baseline's distribution scaled by each alternative ratio" against
+/// "scaled by the tolerated ratio".
+fn shift_model(policy: &Policy, reference: &LatencyHistogram) -> ShapeModel {
+    let shape = reference.shape();
     let null = scaled_bucket_shares(&shape, policy.p95_ratio_tolerated);
-    let counts = candidate.latency.per_bucket();
-    SHIFT_SIZES.map(|size| {
-        let alternative = scaled_bucket_shares(&shape, policy.p95_ratio * size);
-        multinomial_llr(&counts, &alternative, &null)
-    })
+    SHIFT_SIZES.map(|size| Some((scaled_bucket_shares(&shape, policy.p95_ratio * size), null)))
 }
 
 /// Shares of requests per bucket if every latency of `histogram` were `ratio` times
@@ -543,18 +573,15 @@ const TAIL_ALTERNATIVES: [(f64, f64); ALTERNATIVES.len()] = [
     (16.0, 4.0),
 ];
 
-/// Log-likelihood ratios of the candidate's latency buckets under "a share of requests
-/// `factor` times slower, enough for the alternative's p95 ratio" against "the same slow
-/// path, only enough for the tolerated ratio". Both keep the baseline's shape for the
-/// rest, so only the tail speaks.
-fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; ALTERNATIVES.len()] {
-    let histogram = &reference.latency;
-    let Some(p95) = histogram.quantile_ms(TAIL_QUANTILE) else {
-        return [0.0; ALTERNATIVES.len()];
+/// The tail test: "a share of requests `factor` times slower, enough for the
+/// alternative's p95 ratio" against "the same slow path, only enough for the tolerated
+/// ratio". Both keep the baseline's shape for the rest, so only the tail speaks.
+fn tail_model(policy: &Policy, reference: &LatencyHistogram) -> ShapeModel {
+    let Some(p95) = reference.quantile_ms(TAIL_QUANTILE) else {
+        return [None; ALTERNATIVES.len()];
     };
-    let shape = histogram.shape();
+    let shape = reference.shape();
     let unchanged = scaled_bucket_shares(&shape, 1.0);
-    let counts = candidate.latency.per_bucket();
     let at = |ms: f64| shape.share_at_or_below(ms);
     TAIL_ALTERNATIVES.map(|(factor, size)| {
         let slowed = scaled_bucket_shares(&shape, factor);
@@ -570,11 +597,11 @@ fn tail_llrs(policy: &Policy, candidate: &Counts, reference: &Counts) -> [f64; A
             slow_share(policy.p95_ratio * size),
         );
         if alternative <= null {
-            return 0.0;
+            return None;
         }
         let mix = |share: f64| -> [f64; BUCKETS] {
             std::array::from_fn(|i| (1.0 - share) * unchanged[i] + share * slowed[i])
         };
-        multinomial_llr(&counts, &mix(alternative), &mix(null))
+        Some((mix(alternative), mix(null)))
     })
 }
