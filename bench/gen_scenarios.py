@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate release scenarios in the format of shared/scenarios (see its README), with
+"""Generate release scenarios in the format of scenarios/ (see its README), with
 labels, to judge the judge on far more cases than the public set holds.
 
   gen_scenarios.py OUT_DIR [--count N] [--seed S] [--families a,b] [--episode-every SECONDS]

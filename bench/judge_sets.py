@@ -8,7 +8,7 @@ Each standard seed is one set from bench/gen_scenarios.py (25 scenarios per fami
 keep seed is a set of 75 per good-release family (what a false rollback would come from);
 each stress seed is like a keep seed with a transient episode every 100 s on average.
 Scenarios are judged with `BIN backtest CSV --meta META --json` through the official
-scorer's functions (shared/scenarios/score.py), and the results are pooled: false
+scorer's functions (scenarios/score.py), and the results are pooled: false
 rollbacks, premature rollbacks, detectable faults caught, and the median delay after onset.
 With --draws N, it also shows how the median delay of a set with only N detectable faults
 (the public set has 23) varies from draw to draw of the standard sets' faults.
@@ -17,7 +17,7 @@ import argparse, os, random, statistics, subprocess, sys, tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCENARIOS = os.path.join(HERE, "..", "..", "shared", "scenarios")
+SCENARIOS = os.path.join(HERE, "..", "scenarios")
 sys.path.insert(0, SCENARIOS)
 import score  # noqa: E402  (the official scorer, beside the public scenarios)
 

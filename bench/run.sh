@@ -66,7 +66,7 @@ done
 python3 -c "import sys; r=float(open('$work/rps-18202').read()); h=float(open('$work/rps-18203').read()); print(f'router / haproxy throughput: {r/h:.2f} (goal >= 1)')"
 
 echo "== (c) judge CPU on the public scenarios (median of 5; JUDGE_PEER=BIN judges beside a peer)"
-public="../shared/scenarios/public"
+public="scenarios/public"
 TIMEFORMAT="%U %S"
 judge_cpu() {  # user + system seconds to judge every public scenario with binary $1
     { time (for csv in "$public"/*.csv; do "$1" backtest "$csv" --meta "${csv%.csv}.json" --json > /dev/null; done); } 2> "$work/cpu.txt"

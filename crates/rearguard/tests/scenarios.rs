@@ -1,5 +1,6 @@
 //! The judge scored on recorded-style scenarios with the official scorer: the public set in
-//! shared/scenarios, and a set generated here (bench/gen_scenarios.py, fixed seed).
+//! `scenarios/public` (committed with the repository), and a set generated here
+//! (bench/gen_scenarios.py, fixed seed).
 
 mod support;
 
@@ -11,7 +12,7 @@ fn repository() -> PathBuf {
 }
 
 fn scenarios() -> PathBuf {
-    repository().join("../shared/scenarios")
+    repository().join("scenarios")
 }
 
 /// Runs score.py over `dir` with `rearguard backtest` and returns its JSON summary.
