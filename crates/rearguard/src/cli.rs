@@ -66,6 +66,9 @@ pub enum Command {
     Versions(AppJsonArgs),
     /// Current release, state and live signals, of one app or all.
     Status(StatusArgs),
+    /// What happened to an app, oldest first: releases recorded and watched, promotions,
+    /// rollbacks, restarts of instances that died, watches resumed after a guard restart.
+    Events(EventsArgs),
     /// Guard every configured app continuously: host their router and processes, watch
     /// each release, roll back bad ones. Runs until stopped (Ctrl-C or SIGTERM).
     Guard(GuardArgs),
@@ -155,6 +158,18 @@ pub struct AppJsonArgs {
 pub struct StatusArgs {
     /// App name (default: every app in the config).
     pub app: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// App name from the config.
+    pub app: String,
+    /// Only events within this long ("1d", "12h", "30m").
+    #[arg(long, default_value = "7d")]
+    pub since: String,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -233,12 +233,7 @@ fn a_release_failing_its_health_check_is_rolled_back() {
 
 #[test]
 fn a_canary_takes_its_share_then_all_traffic_once_baked() {
-    let env = Env::new();
-    let text = std::fs::read_to_string(env.config()).unwrap().replace(
-        "    bake: 6s\n",
-        "    bake: 6s\n    mode: canary\n    canary_weight: 50%\n",
-    );
-    std::fs::write(env.config(), text).unwrap();
+    let env = Env::builder().canary("50%").build();
     let _guard = env.guard();
     assert_eq!(deploy_watch(&env, "v1"), 0);
     let out = env.run(&["deploy", "shop", "v2"]);
@@ -274,4 +269,69 @@ fn deploy_watch_without_a_guard_works_from_the_config_directory() {
         env.request().is_none(),
         "nothing keeps serving once --watch returns"
     );
+}
+
+#[test]
+fn a_serving_instance_that_dies_is_restarted_and_recorded() {
+    let env = Env::new();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    let pid_file = env.path().join(".rearguard/instances/shop--web--v1.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("v1 serves again", Duration::from_secs(20), || {
+        env.request() == Some((200, "v1".into()))
+    });
+    let restarts: Vec<_> = env
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "instance_restarted")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert!(
+        restarts[0]["detail"]["exited"][0]
+            .as_str()
+            .unwrap()
+            .contains("signal: 9"),
+        "{restarts:?}"
+    );
+    let incidents = env.run(&["incidents", "--json"]);
+    assert_eq!(
+        support::stdout(&incidents).trim(),
+        "[]",
+        "a restart that helps opens no incident"
+    );
+}
+
+#[test]
+fn a_release_whose_process_keeps_dying_is_rolled_back_once_restarts_do_not_help() {
+    // No check and no traffic: only the restart limit can tell (and a release whose
+    // process died recently is not promoted).
+    let env = Env::builder().without_checks().build();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert_eq!(deploy_watch(&env, "crashy-v2"), 3);
+    let rollback = &env.versions_json()["rollbacks"][0];
+    let reason = rollback["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("restarts in 5 minutes did not keep crashy-v2 running"),
+        "{reason}"
+    );
+    let restarts = env
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "instance_restarted")
+        .count();
+    assert_eq!(restarts, 3, "three restarts, then the rollback");
+    assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
 }

@@ -64,8 +64,9 @@ fn bodies(received: &Received, path: &str) -> Vec<serde_json::Value> {
 fn a_rollback_is_announced_on_every_channel_and_its_resolution_too() {
     let (port, received) = receiver();
     let base = format!("http://127.0.0.1:{port}");
-    let env = Env::with_top_level(&format!(
-        "notifications:
+    let env = Env::builder()
+        .top_level(&format!(
+            "notifications:
   channels:
     slack: {{kind: slack, url: \"{base}/slack\"}}
     telegram: {{kind: telegram, token: \"${{TG_TOKEN}}\", chat_ids: [42], base_url: \"{base}\"}}
@@ -77,7 +78,8 @@ fn a_rollback_is_announced_on_every_channel_and_its_resolution_too() {
   escalation:
     - {{after: 0m, channels: [slack, telegram, pagerduty, teams, discord, webhook, dead]}}
 "
-    ));
+        ))
+        .build();
     let secrets = [("TG_TOKEN", "777:tg-s3cret"), ("PD_KEY", "pd-s3cret-key")];
     let _guard = env.guard_with_env(&secrets);
     let out = env.run(&["deploy", "shop", "v1", "--watch"]);

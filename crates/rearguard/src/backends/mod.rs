@@ -53,8 +53,10 @@ pub trait Backend: Send + Sync {
     fn start(&self, version: &str) -> impl Future<Output = Result<Instances, BackendError>> + Send;
     /// Stops `version` (gracefully, then forcibly); stopping what is not running is fine.
     fn stop(&self, version: &str) -> impl Future<Output = ()> + Send;
-    /// The instances of `version`, if it is running.
+    /// The instances of `version`, if every component of it is running.
     fn running(&self, version: &str) -> Option<Instances>;
+    /// How the components of `version` that died ended (`start` brings them back).
+    fn exited(&self, version: &str) -> Vec<String>;
     /// A snapshot of the platform's state for the incident record.
     fn capture_state(&self) -> serde_json::Value;
     /// Stops everything this backend started (on shutdown).
@@ -118,6 +120,10 @@ impl AnyBackend {
 
     pub fn running(&self, version: &str) -> Option<Instances> {
         self.inner().running(version)
+    }
+
+    pub fn exited(&self, version: &str) -> Vec<String> {
+        self.inner().exited(version)
     }
 
     pub fn capture_state(&self) -> serde_json::Value {

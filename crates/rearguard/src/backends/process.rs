@@ -283,6 +283,26 @@ impl ProcessBackend {
             .join(format!("{}--{component}--{version}.log", self.app))
     }
 
+    /// Takes the live instances of `version` out of the running set; the dead ones are
+    /// forgotten (their pid files removed).
+    fn take_alive(&self, version: &str) -> Vec<Instance> {
+        let instances = self
+            .running
+            .lock()
+            .expect("lock")
+            .remove(version)
+            .unwrap_or_default();
+        let mut alive = Vec::new();
+        for mut instance in instances {
+            if matches!(instance.child.try_wait(), Ok(None)) {
+                alive.push(instance);
+            } else {
+                let _ = std::fs::remove_file(&instance.pid_file);
+            }
+        }
+        alive
+    }
+
     async fn stop_instances(&self, instances: Vec<Instance>) {
         let grace = Duration::from_secs(self.config.stop_grace.0);
         let stops = instances.into_iter().map(|mut instance| async move {
@@ -332,8 +352,17 @@ impl Backend for ProcessBackend {
         if let Some(instances) = self.running(version) {
             return Ok(instances);
         }
+        // Keep the instances still alive; start the components that have none (all of them
+        // for a version not running, the dead ones of a version whose process died).
+        let mut alive = self.take_alive(version);
+        let missing: Vec<String> = self
+            .components
+            .keys()
+            .filter(|name| !alive.iter().any(|i| &i.component == *name))
+            .cloned()
+            .collect();
         let mut started: Vec<Instance> = Vec::new();
-        for name in self.components.keys() {
+        for name in &missing {
             let result = match self.start_component(version, name).await {
                 Ok(mut instance) => {
                     let ready = self.wait_ready(version, &mut instance).await;
@@ -344,26 +373,23 @@ impl Backend for ProcessBackend {
             };
             if let Err(e) = result {
                 self.stop_instances(started).await;
+                self.running
+                    .lock()
+                    .expect("lock")
+                    .insert(version.to_string(), alive);
                 return Err(e);
             }
         }
-        let endpoints = started
-            .iter()
-            .map(|i| {
-                (
-                    i.component.clone(),
-                    SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
-                )
-            })
-            .collect();
+        alive.extend(started);
+        let instances = Instances {
+            version: version.to_string(),
+            endpoints: endpoints(&alive),
+        };
         self.running
             .lock()
             .expect("lock")
-            .insert(version.to_string(), started);
-        Ok(Instances {
-            version: version.to_string(),
-            endpoints,
-        })
+            .insert(version.to_string(), alive);
+        Ok(instances)
     }
 
     async fn stop(&self, version: &str) {
@@ -375,19 +401,34 @@ impl Backend for ProcessBackend {
     }
 
     fn running(&self, version: &str) -> Option<Instances> {
-        let running = self.running.lock().expect("lock");
-        running.get(version).map(|instances| Instances {
+        let mut running = self.running.lock().expect("lock");
+        let instances = running.get_mut(version)?;
+        let all_alive = instances.len() == self.components.len()
+            && instances
+                .iter_mut()
+                .all(|i| matches!(i.child.try_wait(), Ok(None)));
+        all_alive.then(|| Instances {
             version: version.to_string(),
-            endpoints: instances
-                .iter()
-                .map(|i| {
-                    (
-                        i.component.clone(),
-                        SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
-                    )
-                })
-                .collect(),
+            endpoints: endpoints(instances),
         })
+    }
+
+    fn exited(&self, version: &str) -> Vec<String> {
+        let mut running = self.running.lock().expect("lock");
+        let Some(instances) = running.get_mut(version) else {
+            return Vec::new();
+        };
+        instances
+            .iter_mut()
+            .filter_map(|i| match i.child.try_wait() {
+                Ok(Some(status)) => Some(format!(
+                    "{} exited ({status}); see {}",
+                    i.component,
+                    self.log_path(version, &i.component).display()
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     fn capture_state(&self) -> serde_json::Value {
@@ -412,6 +453,18 @@ impl Backend for ProcessBackend {
             .collect();
         self.stop_instances(all).await;
     }
+}
+
+fn endpoints(instances: &[Instance]) -> BTreeMap<String, SocketAddr> {
+    instances
+        .iter()
+        .map(|i| {
+            (
+                i.component.clone(),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
+            )
+        })
+        .collect()
 }
 
 fn free_port() -> std::io::Result<u16> {

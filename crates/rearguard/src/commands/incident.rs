@@ -12,7 +12,7 @@ use crate::incidents::{POSTMORTEM_TEMPLATE, Record, Report, render_postmortem};
 use crate::ledger::{Incident, IncidentStatus, Severity};
 use crate::{Outcome, UsageError, identity};
 
-fn since_ms(workspace: &Workspace, since: &str) -> Result<i64, UsageError> {
+pub fn since_ms(workspace: &Workspace, since: &str) -> Result<i64, UsageError> {
     let span = Seconds::parse(since).map_err(|e| UsageError(format!("--since: {e}")))?;
     Ok(workspace.ledger.now() - span.0 as i64 * 1000)
 }

@@ -3,6 +3,7 @@
 pub mod backtest;
 pub mod demo;
 pub mod deploy;
+pub mod events;
 pub mod guard;
 pub mod incident;
 pub mod rollback;
@@ -28,6 +29,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Rollback(args) => rollback::run(config_path, args).await,
         Command::Versions(args) => versions::run(config_path, args).await,
         Command::Status(args) => status::run(config_path, args).await,
+        Command::Events(args) => events::run(config_path, args).await,
         Command::Guard(args) => guard::run(config_path, args).await,
         Command::Incidents(args) => incident::list(config_path, args).await,
         Command::Incident(args) => incident::act(config_path, args.action).await,

@@ -5,24 +5,29 @@
 //! resumes where it stopped and never rolls back twice ("already done" is success).
 
 mod progress;
+mod restarts;
+mod watch;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rearguard_judge::{Judge, Judgement, Mode, Setup, Step, Verdict, WaitReason};
+use rearguard_judge::{Counts, Mode, Verdict, WaitReason};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use progress::Progress;
+use watch::{HISTORY_SECONDS, Watch};
 
 use crate::backends::{AnyBackend, Instances, process::InstanceDirs};
 use crate::checks::Health;
 use crate::clock::SharedClock;
 use crate::config::{AppConfig, Config};
-use crate::ledger::{Ledger, Release, ReleaseState, Rollback, RollbackStatus, Trigger};
+use crate::ledger::{
+    Ledger, Release, ReleaseState, Rollback, RollbackStatus, Trigger, VersionStep,
+};
 use crate::rollback_log::RollbackLog;
 use crate::router::{Router, Routes};
 use crate::signals::SignalSource;
@@ -40,8 +45,8 @@ const CHECK_EVERY_MS: i64 = 5_000;
 const PROMOTE_BELOW_EVIDENCE: f64 = 0.5;
 /// Incidents this recent are followed up (escalated, announced resolved).
 const INCIDENT_FOLLOW_UP_MS: i64 = 7 * 24 * 3600 * 1000;
-/// Seconds of the serving release's traffic kept as the baseline for the next deploy.
-const HISTORY_SECONDS: usize = 600;
+/// Steps no watch needs any more are forgotten this often.
+const FORGET_STEPS_EVERY_S: i64 = 60;
 
 /// What every guardian shares.
 #[derive(Clone)]
@@ -96,18 +101,6 @@ pub async fn run(
     first_error.map_or(Ok(()), Err)
 }
 
-/// The judge watching the current release.
-struct Watch {
-    release: Release,
-    /// The version the candidate is compared with in canary mode (it keeps serving).
-    baseline_version: Option<String>,
-    judge: Judge,
-    last_t: i64,
-    last: Option<Judgement>,
-    /// Set when a rollback is impossible (no known-good release): do not retry each tick.
-    halted: bool,
-}
-
 pub struct Guardian {
     app: String,
     config: AppConfig,
@@ -115,10 +108,14 @@ pub struct Guardian {
     backend: AnyBackend,
     router: Arc<Router>,
     watch: Option<Watch>,
-    /// Recent per-second counts of the version taking the main traffic.
-    history: VecDeque<Step>,
+    /// Counts taken in a second already recorded, added to the next one.
+    carry: BTreeMap<String, Counts>,
+    /// The last second whose counts were recorded.
+    last_step_t: i64,
     check_failures: BTreeMap<String, u32>,
     next_check_at: i64,
+    /// Restarts of serving versions whose process died, by version.
+    restarts: BTreeMap<String, restarts::Restarts>,
     /// Versions kept warm after a switch, to stop at the given time.
     retiring: Vec<(String, i64)>,
     leased: bool,
@@ -145,10 +142,12 @@ impl Guardian {
             backend,
             router,
             watch: None,
-            history: VecDeque::new(),
+            carry: BTreeMap::new(),
+            last_step_t: 0,
             check_failures: BTreeMap::new(),
             next_check_at: 0,
             retiring: Vec::new(),
+            restarts: BTreeMap::new(),
             leased: false,
         })
     }
@@ -262,17 +261,29 @@ impl Guardian {
         Ok(())
     }
 
-    /// After a restart nothing serves: start the current release and route to it.
+    /// After a restart nothing serves: start the current release (and a canary's baseline)
+    /// and route to it, resuming its watch from the ledger. The seconds nobody watched do
+    /// not count towards its bake.
     async fn ensure_serving(&mut self) -> anyhow::Result<()> {
         let Some(current) = self.ledger().current(&self.app).await? else {
             return Ok(());
         };
-        if self
+        let watching_current = self
             .watch
             .as_ref()
-            .is_some_and(|w| w.release.id == current.id)
-            && self.backend.running(&current.version).is_some()
-        {
+            .is_some_and(|w| w.release.id == current.id);
+        let canary_baseline = current
+            .watch
+            .as_ref()
+            .filter(|w| w.mode == Mode::Canary && current.state == ReleaseState::Watching)
+            .and_then(|w| w.baseline_version.clone());
+        let running = std::iter::once(&current.version)
+            .chain(&canary_baseline)
+            .all(|version| self.backend.running(version).is_some());
+        if watching_current && running {
+            return Ok(());
+        }
+        if watching_current && !self.restart_allowed(&current).await? {
             return Ok(());
         }
         let instances = self
@@ -280,47 +291,113 @@ impl Guardian {
             .start(&current.version)
             .await
             .with_context(|| format!("cannot start {}", current.version))?;
-        self.router.set_routes(&Routes {
-            primary: instances,
-            canary: None,
-        });
+        let routes = match &canary_baseline {
+            Some(baseline) => Routes {
+                primary: self
+                    .backend
+                    .start(baseline)
+                    .await
+                    .with_context(|| format!("cannot start {baseline}"))?,
+                canary: Some((instances, self.config.canary_weight.0)),
+            },
+            None => Routes {
+                primary: instances,
+                canary: None,
+            },
+        };
+        self.router.set_routes(&routes);
         tracing::info!(app = %self.app, version = %current.version, "serving the current release");
-        self.watch = Some(self.new_watch(current, None, Mode::BlueGreen, false));
+        if !watching_current {
+            let current = self.resume(current).await?;
+            self.watch = Some(self.load_watch(current).await?);
+        }
         Ok(())
     }
 
-    fn new_watch(
-        &self,
-        release: Release,
-        baseline_version: Option<String>,
-        mode: Mode,
-        with_history: bool,
-    ) -> Watch {
-        let now = self.now_ms() / 1000;
-        let mut judge = Judge::new(
-            self.config.policy.clone(),
-            Setup {
-                mode,
-                deploy_at: now,
-                step_seconds: 1,
-            },
-        );
-        let mut last_t = now - 1;
-        if with_history {
-            for step in self.history.iter().filter(|s| s.t < now) {
-                if judge.observe(*step).is_ok() {
-                    last_t = step.t;
+    /// A serving version's process died: restart it (recorded) unless its backoff runs;
+    /// when restarts do not help, a watched release is rolled back and a known-good one
+    /// gets an incident.
+    async fn restart_allowed(&mut self, current: &Release) -> anyhow::Result<bool> {
+        let dead: Vec<String> = self
+            .watch
+            .iter()
+            .flat_map(Watch::serving_versions)
+            .flat_map(|version| self.backend.exited(&version))
+            .collect();
+        let now = self.now_ms();
+        let decision = self
+            .restarts
+            .entry(current.version.clone())
+            .or_default()
+            .decide(now);
+        match decision {
+            restarts::Decision::Wait => Ok(false),
+            restarts::Decision::Restart(attempt) => {
+                tracing::warn!(app = %self.app, version = %current.version, attempt, dead = %dead.join("; "), "restarting a dead instance");
+                self.ledger()
+                    .event(
+                        &self.app,
+                        Some(current.id),
+                        "instance_restarted",
+                        serde_json::json!({"version": current.version, "attempt": attempt, "exited": dead}),
+                    )
+                    .await?;
+                Ok(true)
+            }
+            restarts::Decision::GiveUp => {
+                let reason = format!(
+                    "{} restarts in {} minutes did not keep {} running: {}",
+                    restarts::LIMIT,
+                    restarts::WINDOW_MS / 60_000,
+                    current.version,
+                    dead.join("; ")
+                );
+                let has_known_good = self
+                    .ledger()
+                    .known_good(&self.app, Some(current.id))
+                    .await?
+                    .is_some();
+                if current.state == ReleaseState::Watching && has_known_good {
+                    self.auto_rollback(&reason, None).await?;
+                } else {
+                    tracing::error!(app = %self.app, version = %current.version, reason, "restarts do not help");
+                    let incident =
+                        incidents::open_without_rollback(self.ledger(), current, &reason, None)
+                            .await?;
+                    self.alert(&incident, notify::Event::RollbackFailed).await?;
                 }
+                Ok(false)
             }
         }
-        Watch {
-            release,
-            baseline_version,
-            judge,
-            last_t: last_t.min(now - 1),
-            last: None,
-            halted: false,
-        }
+    }
+
+    /// A release whose watch was interrupted: the time since its last recorded second is
+    /// added to its unwatched time.
+    async fn resume(&self, release: Release) -> anyhow::Result<Release> {
+        let Some(judged_from) = release
+            .watch
+            .as_ref()
+            .filter(|_| release.state == ReleaseState::Watching)
+            .map(|w| w.judged_from)
+        else {
+            return Ok(release);
+        };
+        let last_seen_ms = self
+            .ledger()
+            .last_step(&self.app, &release.version, judged_from.div_euclid(1000))
+            .await?
+            .map_or(judged_from, |t| t * 1000);
+        self.ledger()
+            .add_unwatched(&release, self.now_ms() - last_seen_ms)
+            .await?;
+        self.ledger()
+            .release(release.id)
+            .await?
+            .context("release vanished")
+    }
+
+    async fn load_watch(&self, release: Release) -> anyhow::Result<Watch> {
+        Ok(Watch::load(self.ledger(), release, &self.config.policy, self.now_ms()).await?)
     }
 
     async fn deploy(&mut self, release: Release) -> anyhow::Result<()> {
@@ -347,28 +424,29 @@ impl Guardian {
             .as_ref()
             .and_then(|p| self.backend.running(&p.version));
         let canary = self.config.mode == Mode::Canary && previous_instances.is_some();
-        // Written before traffic moves: a restarted guard finds the new release current.
-        self.ledger().start_watching(&release).await?;
-        let (routes, mode, baseline_version) = match (canary, previous_instances) {
-            (true, Some(primary)) => {
-                let baseline = primary.version.clone();
-                (
-                    Routes {
-                        primary,
-                        canary: Some((instances, self.config.canary_weight.0)),
-                    },
-                    Mode::Canary,
-                    Some(baseline),
-                )
-            }
-            _ => (
-                Routes {
-                    primary: instances,
-                    canary: None,
-                },
-                Mode::BlueGreen,
-                None,
-            ),
+        let mode = if canary {
+            Mode::Canary
+        } else {
+            Mode::BlueGreen
+        };
+        // Written before traffic moves: a restarted guard finds the new release current and
+        // judges it against the same record.
+        self.ledger()
+            .start_watching(
+                &release,
+                mode,
+                previous.as_ref().map(|p| p.version.as_str()),
+            )
+            .await?;
+        let routes = match previous_instances.filter(|_| canary) {
+            Some(primary) => Routes {
+                primary,
+                canary: Some((instances, self.config.canary_weight.0)),
+            },
+            None => Routes {
+                primary: instances,
+                canary: None,
+            },
         };
         self.router.set_routes(&routes);
         if let (Mode::BlueGreen, Some(previous)) = (mode, &previous)
@@ -377,7 +455,7 @@ impl Guardian {
             self.retire_later(&previous.version);
         }
         let watched = self.ledger().release(release.id).await?.unwrap_or(release);
-        self.watch = Some(self.new_watch(watched.clone(), baseline_version, mode, true));
+        self.watch = Some(self.load_watch(watched.clone()).await?);
         self.next_check_at = self.now_ms();
         self.check_failures.clear();
         self.context.tell(Progress::Watching {
@@ -449,8 +527,7 @@ impl Guardian {
         let serving: Vec<String> = self
             .watch
             .iter()
-            .flat_map(|w| [Some(w.release.version.clone()), w.baseline_version.clone()])
-            .flatten()
+            .flat_map(Watch::serving_versions)
             .collect();
         let (due, later): (Vec<_>, Vec<_>) =
             self.retiring.drain(..).partition(|(_, at)| *at <= now);
@@ -462,43 +539,40 @@ impl Guardian {
         }
     }
 
-    /// Feeds the judge the last second's counts and acts on its verdict.
+    /// Records the last second's counts, feeds them to the judge and acts on its verdict.
     async fn observe(&mut self) -> anyhow::Result<()> {
-        let counts = SignalSource::take_counts(&*self.router);
-        let now = self.now_ms() / 1000;
-        if let Some(primary) = self.router.primary_version() {
-            self.history.push_back(Step {
+        let mut counts = SignalSource::take_counts(&*self.router);
+        for (version, carried) in std::mem::take(&mut self.carry) {
+            counts.entry(version).or_default().add(&carried);
+        }
+        let now = self.now_ms().div_euclid(1000);
+        if now <= self.last_step_t {
+            self.carry = counts;
+            return Ok(());
+        }
+        // Written before the judge sees them: a restarted guard replays exactly these.
+        let routed = self.router.routed_versions();
+        let steps: Vec<VersionStep> = counts
+            .iter()
+            .filter(|(version, c)| c.requests > 0 || routed.contains(version))
+            .map(|(version, c)| VersionStep {
+                version: version.clone(),
                 t: now,
-                baseline: counts.get(&primary).copied().unwrap_or_default(),
-                candidate: Default::default(),
-            });
-            while self.history.len() > HISTORY_SECONDS {
-                self.history.pop_front();
-            }
+                counts: *c,
+            })
+            .collect();
+        self.ledger().record_steps(&self.app, &steps).await?;
+        self.last_step_t = now;
+        if now % FORGET_STEPS_EVERY_S == 0 {
+            self.forget_old_steps(now).await?;
         }
         let Some(watch) = self.watch.as_mut() else {
             return Ok(());
         };
-        if now <= watch.last_t || watch.halted {
+        let Some(judgement) = watch.observe(now, &counts)? else {
             return Ok(());
-        }
-        let candidate = counts
-            .get(&watch.release.version)
-            .copied()
-            .unwrap_or_default();
-        let baseline = watch
-            .baseline_version
-            .as_ref()
-            .and_then(|v| counts.get(v))
-            .copied()
-            .unwrap_or_default();
-        let judgement = watch.judge.observe(Step {
-            t: now,
-            baseline,
-            candidate,
-        })?;
-        watch.last_t = now;
-        watch.last = Some(judgement.clone());
+        };
+        let version = watch.release.version.clone();
         self.context.tell(Progress::Tick {
             app: self.app.clone(),
             version: watch.release.version.clone(),
@@ -510,8 +584,9 @@ impl Guardian {
                 let evidence = serde_json::to_value(&finding)?;
                 self.auto_rollback(&reason, Some(evidence)).await?;
             }
-            // Promoted only past the warm-up, and with nothing held against it (low traffic
-            // is not held against a release: a quiet service must get known-good releases).
+            // Promoted only past the warm-up, and with nothing held against it: no evidence
+            // building up, no failing check, no instance that died recently (low traffic is
+            // not held against a release: a quiet service must get known-good releases).
             Verdict::Keep
             | Verdict::Wait {
                 why: WaitReason::LowTraffic | WaitReason::NoTraffic,
@@ -522,12 +597,30 @@ impl Guardian {
                     .max(judgement.snapshot.latency_evidence)
                     < PROMOTE_BELOW_EVIDENCE
                     && self.check_failures.values().all(|&failures| failures == 0)
+                    && self
+                        .restarts
+                        .get(&version)
+                        .is_none_or(|r| r.quiet(self.now_ms()))
                 {
                     self.promote_if_baked().await?;
                 }
             }
             Verdict::Wait { .. } => {}
         }
+        Ok(())
+    }
+
+    /// Forgets recorded steps no watch will need: older than the judge's lookback and the
+    /// history a deploy takes, except the history the current watch is judged against.
+    async fn forget_old_steps(&self, now: i64) -> anyhow::Result<()> {
+        let keep_seconds = (self.config.policy.lookback.0 as i64).max(HISTORY_SECONDS);
+        self.ledger()
+            .forget_steps(
+                &self.app,
+                now - keep_seconds,
+                self.watch.as_ref().and_then(Watch::history),
+            )
+            .await?;
         Ok(())
     }
 
@@ -539,8 +632,7 @@ impl Guardian {
         if release.state != ReleaseState::Watching {
             return Ok(());
         }
-        let started = release.watch_started_at.unwrap_or(release.created_at);
-        if self.now_ms() - started < self.config.bake.0 as i64 * 1000 {
+        if release.watched_ms(self.now_ms()) < self.config.bake.0 as i64 * 1000 {
             return Ok(());
         }
         self.ledger().mark_stable(release).await?;
@@ -549,9 +641,12 @@ impl Guardian {
             .release(release.id)
             .await?
             .context("release vanished")?;
-        if let Some(baseline) = watch.baseline_version.clone() {
+        if let Some(baseline) = watch.canary_baseline().map(str::to_string) {
             // Canary passed: all traffic to it; keep guarding it against the old version's
-            // record.
+            // record (written first, so a restarted guard does the same).
+            self.ledger()
+                .judge_afresh(&promoted, Some(&baseline))
+                .await?;
             let instances = self
                 .backend
                 .running(&promoted.version)
@@ -561,9 +656,12 @@ impl Guardian {
                 canary: None,
             });
             self.retire_later(&baseline);
-            let mut watch = self.new_watch(promoted.clone(), None, Mode::BlueGreen, true);
-            watch.last_t = self.now_ms() / 1000;
-            self.watch = Some(watch);
+            let promoted = self
+                .ledger()
+                .release(promoted.id)
+                .await?
+                .context("release vanished")?;
+            self.watch = Some(self.load_watch(promoted.clone()).await?);
         } else if let Some(watch) = self.watch.as_mut() {
             watch.release = promoted.clone();
         }
@@ -708,7 +806,11 @@ impl Guardian {
         if rollback.from_version != to.version {
             self.backend.stop(&rollback.from_version).await;
         }
-        self.watch = Some(self.new_watch(to.clone(), None, Mode::BlueGreen, false));
+        // The restored release is judged afresh, with nothing to compare it with but limits
+        // and gross failures.
+        self.ledger().judge_afresh(&to, None).await?;
+        let to = self.ledger().release(to.id).await?.unwrap_or(to);
+        self.watch = Some(self.load_watch(to.clone()).await?);
         self.write_rollback_log().await?;
         let finished = self
             .ledger()
@@ -797,8 +899,8 @@ impl Guardian {
             "guard": self.context.holder,
             "serving": self.router.primary_version(),
             "release": watch.map(|w| &w.release),
-            "mode": watch.map(|w| if w.baseline_version.is_some() { "canary" } else { "bluegreen" }),
-            "baseline_version": watch.and_then(|w| w.baseline_version.clone()),
+            "mode": watch.map(Watch::mode),
+            "baseline_version": watch.and_then(|w| w.canary_baseline()),
             "judgement": watch.and_then(|w| w.last.clone()),
             "bake_seconds": self.config.bake.0,
         });

@@ -398,11 +398,17 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("l.db").display());
         let ledger = Ledger::open(&url, clock.clone()).await.unwrap();
         let v1 = ledger.record_release("shop", "v1", "ann@ci").await.unwrap();
-        ledger.start_watching(&v1).await.unwrap();
+        ledger
+            .start_watching(&v1, rearguard_judge::Mode::BlueGreen, None)
+            .await
+            .unwrap();
         ledger.mark_stable(&v1).await.unwrap();
         clock.advance(Duration::from_secs(3600));
         let v2 = ledger.record_release("shop", "v2", "bob@ci").await.unwrap();
-        ledger.start_watching(&v2).await.unwrap();
+        ledger
+            .start_watching(&v2, rearguard_judge::Mode::BlueGreen, Some("v1"))
+            .await
+            .unwrap();
         let v2 = ledger.release(v2.id).await.unwrap().unwrap();
         clock.advance(Duration::from_secs(45));
         let onset = ledger.now() / 1000 - 30;

@@ -8,6 +8,7 @@
 
 mod incidents;
 mod lease;
+mod steps;
 
 use std::str::FromStr;
 
@@ -15,9 +16,12 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+use rearguard_judge::Mode;
+
 use crate::clock::SharedClock;
 pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry};
 pub use lease::{LeaseDecision, decide_lease};
+pub use steps::VersionStep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -119,6 +123,33 @@ pub struct Release {
     pub watch_started_at: Option<i64>,
     pub stable_at: Option<i64>,
     pub note: Option<String>,
+    /// How it is judged, set when it takes traffic (see [`Watch`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Watch>,
+    /// Time its watch was interrupted (no guard ran): it does not count towards the bake.
+    pub unwatched_ms: i64,
+}
+
+/// How a release is judged: in which mode, against which version's record, from when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Watch {
+    pub mode: Mode,
+    /// The version whose traffic is the baseline: its history before `judged_from`
+    /// (blue-green), or its traffic beside the candidate's (canary). None: nothing to
+    /// compare with (the app's first release, or one restored by a rollback).
+    pub baseline_version: Option<String>,
+    /// The judge's deploy time, in epoch milliseconds: when the release took traffic, or
+    /// when a canary took all of it.
+    pub judged_from: i64,
+}
+
+impl Release {
+    /// How long it has been watched by a guard at `now` (the bake counts this).
+    pub fn watched_ms(&self, now: i64) -> i64 {
+        self.watch_started_at
+            .map_or(0, |started| now - started - self.unwatched_ms)
+            .max(0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,7 +225,8 @@ pub struct Ledger {
 // time unless audited; these are constants).
 macro_rules! release_columns {
     () => {
-        "id, app, version, state, created_at, created_by, updated_at, watch_started_at, stable_at, note"
+        "id, app, version, state, created_at, created_by, updated_at, watch_started_at, stable_at, note, \
+         watch_mode, baseline_version, judged_from, unwatched_ms"
     };
 }
 
@@ -430,23 +462,71 @@ impl Ledger {
         .await
     }
 
-    /// The release took traffic: it is now the app's current release, watched from now.
-    pub async fn start_watching(&self, release: &Release) -> Result<()> {
+    /// The release took traffic: it is now the app's current release, watched from now in
+    /// `mode` against `baseline_version`.
+    pub async fn start_watching(
+        &self,
+        release: &Release,
+        mode: Mode,
+        baseline_version: Option<&str>,
+    ) -> Result<()> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE releases SET state = 'watching', watch_started_at = $1, updated_at = $2 WHERE id = $3")
-            .bind(now)
-            .bind(now)
-            .bind(release.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE releases SET state = 'watching', watch_started_at = $1, updated_at = $2, \
+             watch_mode = $3, baseline_version = $4, judged_from = $5 WHERE id = $6",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(mode_text(mode))
+        .bind(baseline_version)
+        .bind(now)
+        .bind(release.id)
+        .execute(&mut *tx)
+        .await?;
         set_current(&mut tx, &release.app, release.id, now).await?;
         tx.commit().await?;
         self.event(
             &release.app,
             Some(release.id),
             "watching",
-            serde_json::json!({"version": release.version}),
+            serde_json::json!({"version": release.version, "mode": mode, "baseline": baseline_version}),
+        )
+        .await
+    }
+
+    /// From now on `release` is judged afresh, in blue-green mode against
+    /// `baseline_version`'s record (a canary that took all traffic; a release restored by a
+    /// rollback, with nothing to compare with).
+    pub async fn judge_afresh(
+        &self,
+        release: &Release,
+        baseline_version: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE releases SET watch_mode = $1, baseline_version = $2, judged_from = $3 WHERE id = $4",
+        )
+        .bind(mode_text(Mode::BlueGreen))
+        .bind(baseline_version)
+        .bind(self.now())
+        .bind(release.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds time during which nobody watched `release` (a guard was down).
+    pub async fn add_unwatched(&self, release: &Release, ms: i64) -> Result<()> {
+        sqlx::query("UPDATE releases SET unwatched_ms = unwatched_ms + $1 WHERE id = $2")
+            .bind(ms.max(0))
+            .bind(release.id)
+            .execute(&self.pool)
+            .await?;
+        self.event(
+            &release.app,
+            Some(release.id),
+            "watch_resumed",
+            serde_json::json!({"version": release.version, "unwatched_seconds": ms as f64 / 1000.0}),
         )
         .await
     }
@@ -638,12 +718,13 @@ impl Ledger {
         Ok(())
     }
 
-    /// The audit trail of `app`, oldest first.
-    pub async fn events(&self, app: &str) -> Result<Vec<Event>> {
+    /// The audit trail of `app` since `since`, oldest first.
+    pub async fn events(&self, app: &str, since: i64) -> Result<Vec<Event>> {
         let rows = sqlx::query(
-            "SELECT at, kind, release_id, detail FROM events WHERE app = $1 ORDER BY id",
+            "SELECT at, kind, release_id, detail FROM events WHERE app = $1 AND at >= $2 ORDER BY id",
         )
         .bind(app)
+        .bind(since)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -784,8 +865,34 @@ async fn set_current(
     Ok(())
 }
 
+fn mode_text(mode: Mode) -> &'static str {
+    match mode {
+        Mode::BlueGreen => "bluegreen",
+        Mode::Canary => "canary",
+    }
+}
+
 fn release_from(row: &AnyRow) -> Result<Release> {
     let state: String = row.try_get("state")?;
+    let mode: Option<String> = row.try_get("watch_mode")?;
+    let judged_from: Option<i64> = row.try_get("judged_from")?;
+    let watch = match (mode, judged_from) {
+        (Some(mode), Some(judged_from)) => Some(Watch {
+            mode: match mode.as_str() {
+                "bluegreen" => Mode::BlueGreen,
+                "canary" => Mode::Canary,
+                _ => {
+                    return Err(LedgerError::Corrupt {
+                        what: "watch mode",
+                        value: mode,
+                    });
+                }
+            },
+            baseline_version: row.try_get("baseline_version")?,
+            judged_from,
+        }),
+        _ => None,
+    };
     Ok(Release {
         id: row.try_get("id")?,
         app: row.try_get("app")?,
@@ -797,6 +904,8 @@ fn release_from(row: &AnyRow) -> Result<Release> {
         watch_started_at: row.try_get("watch_started_at")?,
         stable_at: row.try_get("stable_at")?,
         note: row.try_get("note")?,
+        watch,
+        unwatched_ms: row.try_get("unwatched_ms")?,
     })
 }
 
@@ -933,7 +1042,10 @@ mod tests {
     async fn releases_move_through_their_states_and_known_good_follows() {
         let (ledger, _dir, clock) = ledger().await;
         let v1 = ledger.record_release("shop", "v1", "ann").await.unwrap();
-        ledger.start_watching(&v1).await.unwrap();
+        ledger
+            .start_watching(&v1, Mode::BlueGreen, None)
+            .await
+            .unwrap();
         clock.advance(std::time::Duration::from_secs(1));
         ledger.mark_stable(&v1).await.unwrap();
         let v2 = ledger.record_release("shop", "v2", "ann").await.unwrap();
@@ -941,7 +1053,10 @@ mod tests {
             ledger.pending_release("shop").await.unwrap().unwrap().id,
             v2.id
         );
-        ledger.start_watching(&v2).await.unwrap();
+        ledger
+            .start_watching(&v2, Mode::BlueGreen, Some("v1"))
+            .await
+            .unwrap();
         assert_eq!(ledger.current("shop").await.unwrap().unwrap().version, "v2");
         let good = ledger
             .known_good("shop", Some(v2.id))

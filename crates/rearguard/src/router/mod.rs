@@ -212,6 +212,22 @@ impl Router {
             .collect()
     }
 
+    /// The versions traffic is routed to now (the primary and any canary).
+    pub fn routed_versions(&self) -> Vec<String> {
+        let mut versions = Vec::new();
+        for route in self.components.values() {
+            if let Some(table) = route.table.read().expect("lock").as_ref() {
+                let canary = table.canary.as_ref().map(|(target, _)| target);
+                for target in std::iter::once(&table.primary).chain(canary) {
+                    if !versions.contains(&target.version) {
+                        versions.push(target.version.clone());
+                    }
+                }
+            }
+        }
+        versions
+    }
+
     /// The version now taking the main share of traffic, if any.
     pub fn primary_version(&self) -> Option<String> {
         self.components.values().find_map(|route| {

@@ -25,27 +25,54 @@ pub fn free_port() -> u16 {
 
 /// A directory with a config for app `shop`: the demo service, failing 30 % of requests
 /// when its version starts with `bad`, failing its health check when it starts with `sick`,
-/// and refusing to start when it starts with `broken`.
+/// exiting 3 s after each start when it starts with `crashy`, and refusing to start when it
+/// starts with `broken`.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub port: u16,
 }
 
-impl Env {
-    pub fn new() -> Self {
-        Self::with_policy("")
+/// Builds an [`Env`]: the defaults suit fast tests (bake 6s, warm-up and transient 2s).
+pub struct EnvBuilder {
+    bake: String,
+    mode: Option<(String, String)>,
+    policy: Vec<(String, String)>,
+    top_level: String,
+    checks: bool,
+}
+
+impl EnvBuilder {
+    pub fn bake(mut self, bake: &str) -> Self {
+        self.bake = bake.into();
+        self
     }
 
-    /// With more top-level config appended (e.g. `notifications:`).
-    pub fn with_top_level(extra: &str) -> Self {
-        let env = Self::new();
-        let mut config = std::fs::read_to_string(env.config()).unwrap();
-        config.push_str(extra);
-        std::fs::write(env.config(), config).unwrap();
-        env
+    /// Canary mode with this share of traffic for the new release.
+    pub fn canary(mut self, weight: &str) -> Self {
+        self.mode = Some(("canary".into(), weight.into()));
+        self
     }
 
-    pub fn with_policy(extra_policy: &str) -> Self {
+    /// Sets a policy key (replacing the default of warmup and transient).
+    pub fn policy(mut self, key: &str, value: &str) -> Self {
+        self.policy.retain(|(k, _)| k != key);
+        self.policy.push((key.into(), value.into()));
+        self
+    }
+
+    /// No health check (only the judge and restarts can roll back).
+    pub fn without_checks(mut self) -> Self {
+        self.checks = false;
+        self
+    }
+
+    /// More top-level config (e.g. `notifications:`).
+    pub fn top_level(mut self, text: &str) -> Self {
+        self.top_level.push_str(text);
+        self
+    }
+
+    pub fn build(self) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let script = dir.path().join("run-shop.sh");
@@ -53,18 +80,32 @@ impl Env {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\ncase \"$1\" in\n  broken*) echo 'cannot start' >&2; exit 1;;\n  bad*) exec {exe} demo-app --version \"$1\" --port \"$2\" --error-rate 0.3;;\n  sick*) exec {exe} demo-app --version \"$1\" --port \"$2\" --health-status 503;;\n  *) exec {exe} demo-app --version \"$1\" --port \"$2\";;\nesac\n",
+                "#!/bin/sh\ncase \"$1\" in\n  broken*) echo 'cannot start' >&2; exit 1;;\n  bad*) exec {exe} demo-app --version \"$1\" --port \"$2\" --error-rate 0.3;;\n  crashy*) exec timeout 3 {exe} demo-app --version \"$1\" --port \"$2\";;\n  sick*) exec {exe} demo-app --version \"$1\" --port \"$2\" --health-status 503;;\n  *) exec {exe} demo-app --version \"$1\" --port \"$2\";;\nesac\n",
                 exe = binary().display()
             ),
         )
         .unwrap();
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
+        let mode = self
+            .mode
+            .map(|(mode, weight)| format!("    mode: {mode}\n    canary_weight: {weight}\n"))
+            .unwrap_or_default();
+        let checks = if self.checks {
+            "    checks:\n      - kind: http\n        name: health\n        path: /health\n"
+        } else {
+            ""
+        };
+        let policy: String = self
+            .policy
+            .iter()
+            .map(|(key, value)| format!("      {key}: {value}\n"))
+            .collect();
         let config = format!(
             "apps:
   shop:
-    bake: 6s
-    components:
+    bake: {bake}
+{mode}    components:
       web:
         public_port: {port}
         command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
@@ -73,17 +114,32 @@ impl Env {
       kind: process
       ready_timeout: 5s
       stop_grace: 2s
-    checks:
-      - kind: http
-        name: health
-        path: /health
-    policy:
-      warmup: 2s
-      transient: 2s
-{extra_policy}"
+{checks}    policy:
+{policy}{top_level}",
+            bake = self.bake,
+            top_level = self.top_level,
         );
         std::fs::write(dir.path().join("rearguard.yaml"), config).unwrap();
-        Self { dir, port }
+        Env { dir, port }
+    }
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    pub fn builder() -> EnvBuilder {
+        EnvBuilder {
+            bake: "6s".into(),
+            mode: None,
+            policy: vec![
+                ("warmup".into(), "2s".into()),
+                ("transient".into(), "2s".into()),
+            ],
+            top_level: String::new(),
+            checks: true,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -142,6 +198,25 @@ impl Env {
         get(self.port, "/")
     }
 
+    /// Requests through the router in the background (about 80 a second) until dropped.
+    pub fn steady_traffic(&self) -> Traffic {
+        let port = self.port;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // Bounded even if the handle is leaked: at most 10 minutes.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let _ = get(port, "/");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Traffic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
     /// Sends `count` requests; returns how many each version answered and how many failed.
     pub fn traffic(&self, count: usize) -> (std::collections::BTreeMap<String, usize>, usize) {
         let mut by_version = std::collections::BTreeMap::new();
@@ -181,6 +256,13 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// The app's event trail (`rearguard events shop --json`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["events", "shop", "--json"]);
+        assert!(out.status.success(), "events failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn rollback_log_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path().join(".rearguard/rollback-metrics.jsonl"))
             .unwrap_or_default()
@@ -205,6 +287,21 @@ impl Drop for Env {
                 let pid = nix::unistd::Pid::from_raw(pid);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
+        }
+    }
+}
+
+/// Background traffic; stops when dropped.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

@@ -1,0 +1,121 @@
+//! A guard killed (SIGKILL) while it watches a release, then restarted, reaches the outcome
+//! an uninterrupted guard would have: a bad release is rolled back, never promoted; a good
+//! one is promoted, never rolled back, and only once it was watched for its whole bake time.
+//! Kill points: just after the release took traffic, inside the warm-up, after it.
+
+// Tests bound their waits in real time; the clock rule is for the product code.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Env, Guard, stderr, wait_until};
+
+const WARMUP_S: u64 = 6;
+
+/// A config where the judge cannot decide before 6 s of warm-up plus three 4 s transient
+/// windows, and promotion waits 20 s: room for a kill at every stage.
+fn env() -> Env {
+    Env::builder()
+        .bake("20s")
+        .policy("warmup", &format!("{WARMUP_S}s"))
+        .policy("transient", "4s")
+        .build()
+}
+
+/// v1 stable with traffic flowing, then `version` deployed; the guard is killed
+/// `kill_after` into the watch of `version` and started again. Returns the final state and
+/// how long no guard ran.
+fn deploy_and_kill(version: &str, kill_after: Duration) -> (Env, Guard, String, Duration) {
+    let env = env();
+    let mut guard = env.guard();
+    let traffic = env.steady_traffic();
+    let out = env.run(&["deploy", "shop", "v1", "--watch"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["deploy", "shop", version]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the release is watched", Duration::from_secs(20), || {
+        env.state_of(version) == "watching"
+    });
+    std::thread::sleep(kill_after);
+    assert_eq!(
+        env.state_of(version),
+        "watching",
+        "the kill must land while the release is watched"
+    );
+    guard.kill_hard();
+    let killed = std::time::Instant::now();
+    let restarted = env.guard();
+    let down = killed.elapsed();
+    wait_until("the release settles", Duration::from_secs(90), || {
+        let state = env.state_of(version);
+        state == "stable" || state == "rolled_back"
+    });
+    drop(traffic);
+    let state = env.state_of(version);
+    (env, restarted, state, down)
+}
+
+fn bad_release_is_rolled_back_after_a_kill_at(kill_after: Duration) {
+    let (env, _guard, state, _) = deploy_and_kill("bad-v2", kill_after);
+    assert_eq!(state, "rolled_back", "killed after {kill_after:?}");
+    let versions = env.versions_json();
+    assert_eq!(versions["rollbacks"][0]["trigger"], "auto", "{versions}");
+    assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
+}
+
+#[test]
+fn a_bad_release_killed_as_it_takes_traffic_is_rolled_back() {
+    bad_release_is_rolled_back_after_a_kill_at(Duration::from_millis(500));
+}
+
+#[test]
+fn a_bad_release_killed_in_its_warmup_is_rolled_back() {
+    bad_release_is_rolled_back_after_a_kill_at(Duration::from_secs(WARMUP_S / 2));
+}
+
+#[test]
+fn a_bad_release_killed_after_its_warmup_is_rolled_back() {
+    bad_release_is_rolled_back_after_a_kill_at(Duration::from_secs(WARMUP_S + 2));
+}
+
+#[test]
+fn a_good_release_killed_in_its_watch_is_promoted_after_a_full_bake() {
+    let (env, _guard, state, down) = deploy_and_kill("v2", Duration::from_secs(WARMUP_S + 2));
+    assert_eq!(state, "stable");
+    let versions = env.versions_json();
+    let v2 = versions["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "v2")
+        .unwrap()
+        .clone();
+    assert!(
+        versions["rollbacks"].as_array().unwrap().is_empty(),
+        "{versions}"
+    );
+    // The seconds nobody watched do not count towards the bake (a second of slack: the
+    // test measures the downtime from outside).
+    let baked = seconds_between(&v2["watch_started_at"], &v2["stable_at"]);
+    assert!(
+        baked >= 20.0 + down.as_secs_f64() - 1.0,
+        "promoted {baked}s after taking traffic, {down:?} of it unwatched: {v2}"
+    );
+}
+
+/// Seconds between two timestamps of the JSON output.
+fn seconds_between(from: &serde_json::Value, to: &serde_json::Value) -> f64 {
+    let at = |value: &serde_json::Value| -> f64 {
+        match value {
+            serde_json::Value::Number(ms) => ms.as_f64().unwrap() / 1000.0,
+            serde_json::Value::String(text) => {
+                let t: jiff::Timestamp = text.parse().unwrap();
+                t.as_millisecond() as f64 / 1000.0
+            }
+            other => panic!("not a timestamp: {other}"),
+        }
+    };
+    at(to) - at(from)
+}
