@@ -22,7 +22,7 @@ mod verdict;
 pub use counts::{
     BUCKET_BOUNDS_MS, BUCKETS, Counts, HistogramError, LatencyHistogram, bucket_name,
 };
-pub use policy::{Fraction, Millis, Policy, Seconds};
+pub use policy::{Fraction, Policy, Span};
 pub use verdict::{
     Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason,
 };
@@ -139,7 +139,8 @@ impl Judge {
         let now = step.t;
         let deploy_at = self.setup.deploy_at;
         if now < deploy_at {
-            self.sums.drop_before(now - self.policy.lookback.0 as i64);
+            self.sums
+                .drop_before(now - self.policy.lookback.whole_seconds());
             return Ok(self.judgement(
                 now,
                 Verdict::Wait {
@@ -162,7 +163,7 @@ impl Judge {
             chart.observe(&self.policy, &self.setup, &step, reference, traffic_share);
         }
         self.sums
-            .drop_before(now.min(deploy_at) - self.policy.lookback.0 as i64);
+            .drop_before(now.min(deploy_at) - self.policy.lookback.whole_seconds());
         let verdict = self.decide(now);
         Ok(self.judgement(now, verdict))
     }
@@ -246,7 +247,7 @@ impl Judge {
         // Blue-green's reference is the fixed history: there is no window to widen.
         while self.setup.mode == Mode::Canary
             && reference.requests < LATENCY_REFERENCE_REQUESTS
-            && seconds < self.policy.lookback.0 as i64
+            && seconds < self.policy.lookback.whole_seconds()
         {
             seconds *= 2;
             reference = self.reference(now - seconds + 1, now);
@@ -298,7 +299,7 @@ impl Judge {
         if let Some(finding) = rules::limits::check(policy, &self.sums, self.setup.deploy_at, now) {
             return Verdict::Rollback(finding);
         }
-        if now < self.setup.deploy_at + policy.warmup.0 as i64 {
+        if now < self.setup.deploy_at + policy.warmup.whole_seconds() {
             return Verdict::Wait {
                 why: WaitReason::WarmingUp,
             };

@@ -17,10 +17,10 @@ pub struct Policy {
     pub p95_ratio_tolerated: f64,
     /// After a deploy, extra errors and latency this long are warm-up, not a fault
     /// (only a gross failure is acted on sooner).
-    pub warmup: Seconds,
+    pub warmup: Span,
     /// Episodes of extra errors or latency up to this long that end by themselves are
     /// transients: no single one of them can trigger a rollback.
-    pub transient: Seconds,
+    pub transient: Span,
     /// Strength of evidence needed to roll back, in nats (natural log of the likelihood
     /// ratio); 10 means the data are e^10 (about 22 000) times likelier under "bad".
     pub evidence_nats: f64,
@@ -31,17 +31,18 @@ pub struct Policy {
     /// At least this many failed requests before a gross failure is declared.
     pub gross_min_errors: u64,
     /// How far back the judge looks, at most.
-    pub lookback: Seconds,
+    pub lookback: Span,
     /// Absolute limits, off unless set: error rate over `limits_for` above this rolls back.
     /// They ignore the baseline, so they also fire on outages that hit every release.
     pub max_error_rate: Option<Fraction>,
-    /// Absolute limit on the p95 latency over `limits_for` ("2s", "800ms").
-    pub max_p95: Option<Millis>,
+    /// Absolute limit on the p95 latency over `limits_for` ("2s", "800ms"; a bare number is
+    /// seconds).
+    pub max_p95: Option<Span>,
     /// Absolute floor on availability (1 - error rate) over `limits_for`.
     pub min_availability: Option<Fraction>,
     /// How long an absolute limit must be exceeded (`for:` is accepted too).
     #[serde(alias = "for")]
-    pub limits_for: Seconds,
+    pub limits_for: Span,
     /// Absolute limits need at least this many requests in `limits_for`.
     pub min_requests: u64,
 }
@@ -53,59 +54,71 @@ impl Default for Policy {
             error_rate_increase_tolerated: Fraction(0.003),
             p95_ratio: 1.25,
             p95_ratio_tolerated: 1.08,
-            warmup: Seconds(40),
-            transient: Seconds(15),
+            warmup: Span::from_secs(40),
+            transient: Span::from_secs(15),
             evidence_nats: 10.0,
             gross_error_rate_increase: Fraction(0.4),
             gross_min_errors: 5,
-            lookback: Seconds(3600),
+            lookback: Span::from_secs(3600),
             max_error_rate: None,
             max_p95: None,
             min_availability: None,
-            limits_for: Seconds(60),
+            limits_for: Span::from_secs(60),
             min_requests: 100,
         }
     }
 }
 
 impl Policy {
-    /// Every problem with the policy, so a config reports them all at once.
-    pub fn problems(&self) -> Vec<String> {
+    /// Every problem with the policy, each with the keys it is about (the first is the
+    /// likelier culprit), so a config reports them all at once, where they are.
+    pub fn problems(&self) -> Vec<(&'static [&'static str], String)> {
         let mut problems = Vec::new();
-        let mut check = |ok: bool, message: &str| {
+        let mut check = |ok: bool, keys: &'static [&'static str], message: &str| {
             if !ok {
-                problems.push(message.to_string());
+                problems.push((keys, message.to_string()));
             }
         };
         check(
             self.error_rate_increase_tolerated.0 < self.error_rate_increase.0,
+            &["error_rate_increase_tolerated", "error_rate_increase"],
             "error_rate_increase_tolerated must be below error_rate_increase",
         );
         check(
             self.error_rate_increase.0 > 0.0,
+            &["error_rate_increase"],
             "error_rate_increase must be above 0%",
         );
         check(
             1.0 <= self.p95_ratio_tolerated && self.p95_ratio_tolerated < self.p95_ratio,
+            &["p95_ratio_tolerated", "p95_ratio"],
             "p95_ratio_tolerated must be at least 1 and below p95_ratio",
         );
         check(
             self.evidence_nats >= 1.0,
+            &["evidence_nats"],
             "evidence_nats must be at least 1",
         );
         check(
             self.gross_error_rate_increase.0 > self.error_rate_increase.0,
+            &["gross_error_rate_increase", "error_rate_increase"],
             "gross_error_rate_increase must be above error_rate_increase",
         );
         check(
             self.gross_min_errors >= 1,
+            &["gross_min_errors"],
             "gross_min_errors must be at least 1",
         );
         check(
-            self.lookback.0 > self.transient.0,
+            self.lookback.whole_seconds() > self.transient.whole_seconds(),
+            &["lookback", "transient"],
             "lookback must be longer than transient",
         );
-        check(self.limits_for.0 >= 1, "limits_for must be at least 1s");
+        check(
+            self.limits_for.as_millis() >= 1000,
+            &["limits_for"],
+            "limits_for must be at least 1s",
+        );
         problems
     }
 }
@@ -146,97 +159,128 @@ impl<'de> Deserialize<'de> for Fraction {
     }
 }
 
-/// A duration in whole seconds, written as a number of seconds or `"90s"`, `"5m"`, `"1h30m"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Seconds(pub u64);
+/// A length of time, kept in milliseconds: a bare number is seconds (`90`, `0.5`); text
+/// gives the unit (`"300ms"`, `"90s"`, `"5m"`, `"1h30m"`, `"1.5s"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    millis: u64,
+}
 
-impl Seconds {
-    /// Parses `"500ms"`, `"90s"`, `"5m"`, `"1h30m"` or a bare number of seconds;
-    /// sub-second parts round up.
+impl Span {
+    pub const fn from_secs(seconds: u64) -> Self {
+        Self {
+            millis: seconds * 1000,
+        }
+    }
+
+    pub const fn from_millis(millis: u64) -> Self {
+        Self { millis }
+    }
+
+    pub fn as_millis(self) -> u64 {
+        self.millis
+    }
+
+    pub fn as_secs_f64(self) -> f64 {
+        self.millis as f64 / 1000.0
+    }
+
+    /// Whole seconds, rounded up: `t - deploy_at < span` holds for whole-second times
+    /// exactly when `t - deploy_at < span.whole_seconds()`, so the judge's comparisons lose
+    /// nothing by it.
+    pub fn whole_seconds(self) -> i64 {
+        self.millis.div_ceil(1000) as i64
+    }
+
+    pub fn std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.millis)
+    }
+
+    /// Parses `"300ms"`, `"90s"`, `"1.5s"`, `"5m"`, `"1h30m"`, `"2d"` or a bare number of
+    /// seconds (`"90"`, `"0.5"`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().parse::<u64>() {
-            Ok(seconds) => Ok(Self(seconds)),
-            Err(_) => parse_millis(text).map(|ms| Self(ms.div_ceil(1000))),
+        let text = text.trim();
+        match text.parse::<f64>() {
+            Ok(seconds) => Self::from_seconds_f64(seconds),
+            Err(_) => parse_millis(text).map(Self::from_millis),
+        }
+    }
+
+    fn from_seconds_f64(seconds: f64) -> Result<Self, String> {
+        if (0.0..1e12).contains(&seconds) {
+            Ok(Self::from_millis((seconds * 1000.0).round() as u64))
+        } else {
+            Err(format!(
+                "expected a duration of at least 0 seconds, got {seconds}"
+            ))
         }
     }
 }
 
-/// A duration in milliseconds, written as a number of milliseconds or `"800ms"`, `"2s"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Millis(pub u64);
-
-impl Millis {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().parse::<u64>() {
-            Ok(ms) => Ok(Self(ms)),
-            Err(_) => parse_millis(text).map(Self),
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.millis.is_multiple_of(1000) {
+            write!(f, "{}s", self.millis / 1000)
+        } else {
+            write!(f, "{}ms", self.millis)
         }
     }
 }
 
-impl<'de> Deserialize<'de> for Millis {
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        whole_or_text(deserializer, "milliseconds", Self, Self::parse)
+        match NumberOrText::deserialize(deserializer)? {
+            NumberOrText::Number(seconds) => Self::from_seconds_f64(seconds),
+            NumberOrText::Text(text) => Self::parse(&text),
+        }
+        .map_err(serde::de::Error::custom)
     }
 }
 
-/// Milliseconds in `"500ms"`, `"90s"`, `"5m"`, `"1h30m"`. Written by hand to keep the judge
-/// free of dependencies beyond serde.
+/// Milliseconds in `"500ms"`, `"1.5s"`, `"5m"`, `"1h30m"`. Written by hand to keep the
+/// judge free of dependencies beyond serde.
 fn parse_millis(text: &str) -> Result<u64, String> {
-    let text = text.trim();
     let invalid = || {
-        format!("expected a duration like \"800ms\", \"90s\", \"5m\" or \"1h30m\", got {text:?}")
+        format!(
+            "expected a duration like \"300ms\", \"90s\", \"5m\" or \"1h30m\" (a bare number is seconds), got {text:?}"
+        )
     };
     if text.is_empty() {
         return Err(invalid());
     }
-    let mut millis: u64 = 0;
+    let mut millis: f64 = 0.0;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&n| n > 0)
             .ok_or_else(invalid)?;
-        let value: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        let value: f64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
         let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
+            .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
         let unit_millis = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
+            "ms" => 1.0,
+            "s" => 1_000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            "d" => 86_400_000.0,
             _ => return Err(invalid()),
         };
-        millis = value
-            .checked_mul(unit_millis)
-            .and_then(|m| millis.checked_add(m))
-            .ok_or_else(invalid)?;
+        millis += value * unit_millis;
         rest = &rest[unit_len..];
     }
-    Ok(millis)
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        whole_or_text(deserializer, "seconds", Self, Self::parse)
+    if millis >= 1e15 {
+        return Err(invalid());
     }
-}
-
-/// A whole number of `unit`s, or text for `parse` ("90s").
-fn whole_or_text<'de, D: Deserializer<'de>, T>(
-    deserializer: D,
-    unit: &str,
-    from_whole: fn(u64) -> T,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<T, D::Error> {
-    match NumberOrText::deserialize(deserializer)? {
-        NumberOrText::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(from_whole(n as u64)),
-        NumberOrText::Number(n) => Err(format!("expected whole {unit}, got {n}")),
-        NumberOrText::Text(t) => parse(&t),
-    }
-    .map_err(serde::de::Error::custom)
+    Ok(millis.round() as u64)
 }
 
 #[derive(Deserialize)]
@@ -260,16 +304,28 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_in_human_units() {
-        assert_eq!(Seconds::parse("90").unwrap(), Seconds(90));
-        assert_eq!(Seconds::parse("90s").unwrap(), Seconds(90));
-        assert_eq!(Seconds::parse("1h30m").unwrap(), Seconds(5400));
-        assert_eq!(Seconds::parse("1500ms").unwrap(), Seconds(2));
-        assert_eq!(Millis::parse("1s500ms").unwrap(), Millis(1500));
-        assert_eq!(Millis::parse("250").unwrap(), Millis(250));
-        for bad in ["", "5 minutes", "m5", "1.5m", "-3s"] {
-            assert!(Seconds::parse(bad).is_err(), "{bad:?} should not parse");
+    fn durations_read_in_human_units_and_a_bare_number_is_seconds() {
+        let ms = |text: &str| Span::parse(text).unwrap().as_millis();
+        assert_eq!(ms("90"), 90_000);
+        assert_eq!(ms("0.5"), 500);
+        assert_eq!(ms("90s"), 90_000);
+        assert_eq!(ms("1h30m"), 5_400_000);
+        assert_eq!(ms("300ms"), 300, "not rounded up to a second");
+        assert_eq!(ms("1s500ms"), 1500);
+        assert_eq!(ms("1.5s"), 1500);
+        assert_eq!(ms("1.5m"), 90_000);
+        for bad in ["", "5 minutes", "m5", "-3s", "3x", "-1", "1e30"] {
+            assert!(Span::parse(bad).is_err(), "{bad:?} should not parse");
         }
+        let from_yaml = |n: f64| -> Span { serde_json::from_value(serde_json::json!(n)).unwrap() };
+        assert_eq!(
+            from_yaml(2.0).as_millis(),
+            2000,
+            "max_p95: 2 is two seconds"
+        );
+        assert_eq!(Span::from_millis(300).whole_seconds(), 1);
+        assert_eq!(Span::from_millis(300).to_string(), "300ms");
+        assert_eq!(Span::from_secs(90).to_string(), "90s");
     }
 
     #[test]

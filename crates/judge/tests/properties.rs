@@ -567,7 +567,7 @@ fn no_transient_long_window_raises_the_evidence_by_half_a_rollback() {
         error_rate: 0.005,
         ..Traffic::steady(Mode::BlueGreen)
     };
-    let transient = Policy::default().transient.0 as i64;
+    let transient = Policy::default().transient.whole_seconds();
     for every in [1, 5, 10] {
         let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         let steps = series(&mut rng, &traffic, 0.2, traffic.median_ms);

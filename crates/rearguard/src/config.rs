@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rearguard_judge::{Fraction, Mode, Policy, Seconds};
+use rearguard_judge::{Fraction, Mode, Policy, Span};
 use serde::{Deserialize, Serialize};
 
 use crate::UsageError;
@@ -53,7 +53,7 @@ pub struct AppConfig {
     pub canary_weight: Fraction,
     /// How long a release must stay healthy to become the known-good one ("10m").
     #[serde(default = "default_bake")]
-    pub bake: Seconds,
+    pub bake: Span,
     /// The app's parts, by name; each runs at the same version.
     pub components: BTreeMap<String, ComponentConfig>,
     /// How versions are deployed and rolled back.
@@ -74,8 +74,8 @@ fn default_canary_weight() -> Fraction {
     Fraction(0.1)
 }
 
-fn default_bake() -> Seconds {
-    Seconds(600)
+fn default_bake() -> Span {
+    Span::from_secs(600)
 }
 
 /// One component of an app.
@@ -99,15 +99,27 @@ pub struct ComponentConfig {
     pub ready_path: Option<String>,
 }
 
+/// What a command needs of the `${NAME}` values the config refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Every value: commands that run the app or tell people (guard, `deploy --watch`,
+    /// demo, validate). A variable that is not set is an error.
+    Everything,
+    /// Only where the records live (`data_dir`, `database`, `rollback_log`): commands that
+    /// read or record (`versions`, `status`, `incidents`, ...) need not hold the app's
+    /// secrets. Elsewhere, a variable that is not set leaves `${NAME}` as written.
+    Records,
+}
+
 /// Reads, interpolates and validates the config at `path`.
-pub fn load(path: &Path) -> anyhow::Result<Config> {
+pub fn load(path: &Path, needs: Needs) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         UsageError(format!(
             "cannot read config {}: {e} (write one, see README.md, or pass --config)",
             path.display()
         ))
     })?;
-    parse(path, &text, &|name| std::env::var(name).ok()).map_err(|problems| {
+    parse(path, &text, &|name| std::env::var(name).ok(), needs).map_err(|problems| {
         let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         UsageError(shown.join("\n")).into()
     })
@@ -132,14 +144,38 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A problem a part of the config finds in itself: the keys below the part that lead to
+/// it, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flaw {
+    pub at: Vec<String>,
+    pub message: String,
+}
+
+impl Flaw {
+    pub fn at(keys: &[&str], message: impl Into<String>) -> Self {
+        Self {
+            at: keys.iter().map(|k| k.to_string()).collect(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Parses config text; `env` answers `${NAME}` look-ups. Returns every problem found.
+///
+/// Three passes: the text against the config's types (syntax, unknown keys and bad values,
+/// located by serde-saphyr); `${NAME}` in every string of the document (located by key);
+/// the typed config from the interpolated document. serde-saphyr's own interpolation is not
+/// used: it skips quoted strings (or, in its Compose mode, turns an unset variable into an
+/// empty string), and it cannot leave the variables a command does not need unresolved.
 pub fn parse(
     path: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    needs: Needs,
 ) -> Result<Config, Vec<Problem>> {
     let file = path.display().to_string();
-    let mut config: Config = serde_saphyr::from_str(text).map_err(|error| {
+    let located = |error: serde_saphyr::Error| {
         let error = error.without_snippet();
         let location = error.location();
         vec![Problem {
@@ -148,14 +184,38 @@ pub fn parse(
             column: location.as_ref().map_or(1, |l| l.column()),
             message: first_line(&error.to_string()),
         }]
-    })?;
+    };
+    serde_saphyr::from_str::<Config>(text).map_err(located)?;
+    let mut document: serde_json::Value = serde_saphyr::from_str(text).map_err(located)?;
     let locate = Locator { file: &file, text };
     let mut problems = Vec::new();
-    interpolate(&mut config, env, &locate, &mut problems);
+    interpolate(
+        &mut document,
+        &mut Vec::new(),
+        env,
+        needs,
+        &locate,
+        &mut problems,
+    );
+    // Re-read as YAML, not from the JSON tree, so scalars convert as in the first pass.
+    let config: Config = serde_saphyr::to_string(&document)
+        .map_err(|e| e.to_string())
+        .and_then(|yaml| serde_saphyr::from_str(&yaml).map_err(|e| first_line(&e.to_string())))
+        .map_err(|message| {
+            let mut problems = problems.clone();
+            problems.push(Problem {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+                message: format!("after replacing ${{NAME}} with its value: {message}"),
+            });
+            problems
+        })?;
     validate(&config, &locate, &mut problems);
     if problems.is_empty() {
         Ok(config)
     } else {
+        problems.sort_by_key(|p| (p.line, p.column));
         Err(problems)
     }
 }
@@ -169,44 +229,56 @@ fn first_line(message: &str) -> String {
         .to_string()
 }
 
-/// Replaces `${NAME}` in the fields that may carry secrets or host-specific values.
-/// Notification secrets are left for the guard (`resolve_notification_secrets`): other
-/// commands need not hold them.
+/// The top-level keys that say where the records live: every command needs their values.
+const RECORD_KEYS: [&str; 3] = ["data_dir", "database", "rollback_log"];
+
+/// Replaces `${NAME}` in every string of the document (mapping keys excepted).
 fn interpolate(
-    config: &mut Config,
+    value: &mut serde_json::Value,
+    path: &mut Vec<String>,
     env: &dyn Fn(&str) -> Option<String>,
+    needs: Needs,
     locate: &Locator,
     problems: &mut Vec<Problem>,
 ) {
-    let mut expand = |value: &mut String, path: &[&str]| match expand_env(value, env) {
-        Ok(expanded) => *value = expanded,
-        Err(name) => {
-            problems.push(locate.problem(path, format!("environment variable {name} is not set")))
-        }
-    };
-    if let Some(database) = config.database.as_mut() {
-        expand(database, &["database"]);
-    }
-
-    for (app_name, app) in config.apps.iter_mut() {
-        for (component_name, component) in app.components.iter_mut() {
-            for arg in component.command.iter_mut() {
-                expand(
-                    arg,
-                    &["apps", app_name, "components", component_name, "command"],
-                );
+    match value {
+        serde_json::Value::String(text) => match expand_env(text, env) {
+            Ok(expanded) => *text = expanded,
+            Err(name) => {
+                let needed = needs == Needs::Everything
+                    || path
+                        .first()
+                        .is_some_and(|k| RECORD_KEYS.contains(&k.as_str()));
+                if needed {
+                    let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+                    problems.push(locate.problem(
+                        &keys,
+                        format!("environment variable {name} is not set (or give a default: ${{{name}:-value}})"),
+                    ));
+                }
             }
-            for (key, value) in component.env.iter_mut() {
-                expand(
-                    value,
-                    &["apps", app_name, "components", component_name, "env", key],
-                );
+        },
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                interpolate(item, path, env, needs, locate, problems);
+                path.pop();
             }
         }
+        serde_json::Value::Object(entries) => {
+            for (key, item) in entries.iter_mut() {
+                path.push(key.clone());
+                interpolate(item, path, env, needs, locate, problems);
+                path.pop();
+            }
+        }
+        _ => {}
     }
 }
 
-/// Expands `${NAME}` occurrences; `$${` stays a literal `${`. Returns the missing name.
+/// Expands `${NAME}`, `${NAME:-default}` (the default when unset or empty) and
+/// `${NAME-default}` (the default when unset); `$${` stays a literal `${`. Returns the name
+/// of a variable that is not set and has no default.
 pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -222,8 +294,21 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
             out.push_str(&rest[start..]);
             return Ok(out);
         };
-        let name = &rest[start + 2..start + 2 + len];
-        out.push_str(&env(name).ok_or_else(|| name.to_string())?);
+        let reference = &rest[start + 2..start + 2 + len];
+        let (name, default) = match reference.split_once(":-") {
+            Some((name, default)) => (name, Some((default, true))),
+            None => match reference.split_once('-') {
+                Some((name, default)) => (name, Some((default, false))),
+                None => (reference, None),
+            },
+        };
+        let value = match (env(name), default) {
+            (Some(value), Some((default, true))) if value.is_empty() => default.to_string(),
+            (Some(value), _) => value,
+            (None, Some((default, _))) => default.to_string(),
+            (None, None) => return Err(name.to_string()),
+        };
+        out.push_str(&value);
         rest = &rest[start + 3 + len..];
     }
     out.push_str(rest);
@@ -232,6 +317,15 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
 
 fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
     let mut add = |path: &[&str], message: String| problems.push(locate.problem(path, message));
+    if let Some(database) = &config.database
+        && !database.starts_with("sqlite:")
+    {
+        add(
+            &["database"],
+            "only SQLite databases are supported so far (sqlite://PATH); PostgreSQL is not yet"
+                .into(),
+        );
+    }
     if config.apps.is_empty() {
         add(
             &["apps"],
@@ -241,46 +335,68 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
     let mut public_ports: BTreeMap<u16, String> = BTreeMap::new();
     for (app_name, app) in &config.apps {
         let app_path = ["apps", app_name.as_str()];
-        let under = |key: &'static str| [app_path[0], app_path[1], key];
+        let mut add_under = |prefix: &[&str], flaw: Flaw| {
+            let keys: Vec<&str> = app_path
+                .iter()
+                .copied()
+                .chain(prefix.iter().copied())
+                .chain(flaw.at.iter().map(String::as_str))
+                .collect();
+            add(&keys, flaw.message);
+        };
         if let Err(e) = names::check_name(app_name) {
-            add(&app_path, format!("app name {e}"));
+            add_under(&[], Flaw::at(&[], format!("app name {e}")));
         }
         if app.components.is_empty() {
-            add(
-                &under("components"),
-                "an app needs at least one component".into(),
+            add_under(
+                &[],
+                Flaw::at(&["components"], "an app needs at least one component"),
             );
         }
         if app.mode == Mode::Canary && !(app.canary_weight.0 > 0.0 && app.canary_weight.0 < 1.0) {
-            add(
-                &under("canary_weight"),
-                "canary_weight must be between 0% and 100%, exclusive".into(),
+            add_under(
+                &[],
+                Flaw::at(
+                    &["canary_weight"],
+                    "canary_weight must be between 0% and 100%, exclusive",
+                ),
             );
         }
-        for problem in app.policy.problems() {
-            add(&under("policy"), problem);
+        for (keys, message) in app.policy.problems() {
+            // At the key that is written, when only one of those concerned is.
+            let key = keys
+                .iter()
+                .find(|key| {
+                    locate
+                        .find_exactly(&["apps", app_name, "policy", key])
+                        .is_some()
+                })
+                .unwrap_or(&keys[0]);
+            add_under(&["policy"], Flaw::at(&[key], message));
         }
         for (component_name, component) in &app.components {
-            let component_path = ["apps", app_name, "components", component_name];
-            let field = |key: &'static str| {
-                [
-                    component_path[0],
-                    component_path[1],
-                    component_path[2],
-                    component_path[3],
-                    key,
-                ]
+            let at = |key: &str, message: String| {
+                Flaw::at(&["components", component_name, key], message)
             };
             if let Err(e) = names::check_name(component_name) {
-                add(&component_path, format!("component name {e}"));
+                add_under(
+                    &[],
+                    Flaw::at(
+                        &["components", component_name],
+                        format!("component name {e}"),
+                    ),
+                );
             }
             if let Some(port) = component.public_port
                 && let Some(other) =
                     public_ports.insert(port, format!("{app_name}/{component_name}"))
             {
-                add(
-                    &field("public_port"),
-                    format!("public_port {port} is already used by {other}"),
+                add_under(
+                    &[],
+                    at(
+                        "public_port",
+                        format!("public_port {port} is already used by {other}"),
+                    ),
                 );
             }
             if let Some(ready) = component
@@ -288,21 +404,30 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
                 .as_ref()
                 .filter(|path| !path.starts_with('/'))
             {
-                add(
-                    &field("ready_path"),
-                    format!("ready_path must start with '/', got {ready:?}"),
+                add_under(
+                    &[],
+                    at(
+                        "ready_path",
+                        format!("ready_path must start with '/', got {ready:?}"),
+                    ),
                 );
             }
         }
-        for problem in app.backend.problems(app) {
-            add(&under("backend"), problem);
+        for flaw in app.backend.problems(app) {
+            add_under(&[], flaw);
         }
         for (i, check) in app.checks.iter().enumerate() {
             let index = i.to_string();
-            for problem in check.problems(app) {
-                add(&[app_path[0], app_path[1], "checks", &index], problem);
+            for flaw in check.problems(app) {
+                add_under(&["checks", &index], flaw);
             }
         }
+    }
+    for flaw in crate::notify::problems(&config.notifications) {
+        let keys: Vec<&str> = std::iter::once("notifications")
+            .chain(flaw.at.iter().map(String::as_str))
+            .collect();
+        add(&keys, flaw.message);
     }
 }
 
@@ -326,74 +451,112 @@ impl Locator<'_> {
         }
     }
 
+    /// Where `path` is, when every key of it is written.
+    fn find_exactly(&self, path: &[&str]) -> Option<(u64, u64)> {
+        let (at, depth) = self.walk(path);
+        (depth == path.len()).then_some(at)
+    }
+
+    /// Where `path` is, or the deepest part of it that is written.
     fn find(&self, path: &[&str]) -> (u64, u64) {
-        let lines: Vec<&str> = self.text.lines().collect();
-        let (mut found, mut from, mut min_indent) = ((1, 1), 0usize, 0usize);
+        self.walk(path).0
+    }
+
+    /// The location of the deepest key of `path` found, and how many keys were found.
+    fn walk(&self, path: &[&str]) -> ((u64, u64), usize) {
+        let lines: Vec<Line> = self.text.lines().map(Line::read).collect();
+        let mut found = ((1, 1), 0);
+        // The block searched: lines from `from` whose key sits at `min_indent` or deeper,
+        // ended early by a sibling of the list item it is inside (`item_dash`).
+        let (mut from, mut min_indent, mut item_dash) = (0usize, 0usize, None::<usize>);
         for segment in path {
-            let mut next = None;
-            let mut list_index = 0usize;
             let wanted_index: Option<usize> = segment.parse().ok();
+            let mut items_seen = 0usize;
+            let mut child_indent = None;
+            let mut next = None;
             for (i, line) in lines.iter().enumerate().skip(from) {
-                let indent = line.len() - line.trim_start().len();
-                let content = line.trim_start();
-                if content.is_empty() || content.starts_with('#') {
+                let Some(key_indent) = line.key_indent else {
                     continue;
-                }
-                if indent < min_indent
-                    || (i > from && indent == min_indent.saturating_sub(1) && min_indent > 0)
-                {
-                    break;
-                }
-                let is_item = content.starts_with("- ");
-                let key = content
-                    .trim_start_matches("- ")
-                    .split(':')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .trim_matches('"');
-                let matches = match wanted_index {
-                    Some(n) if is_item => {
-                        list_index += 1;
-                        list_index - 1 == n
-                    }
-                    _ => key == *segment && content.trim_start_matches("- ").contains(':'),
                 };
-                if matches {
-                    next = Some((i, indent + if is_item { 2 } else { 0 }));
+                let ends_item = i > from && line.dash.is_some() && line.dash == item_dash;
+                if key_indent < min_indent || ends_item {
                     break;
+                }
+                match wanted_index {
+                    Some(n) if line.dash.is_some() => {
+                        // Items of the list: those at the first dash indent met.
+                        if *child_indent.get_or_insert(line.dash.unwrap_or(0))
+                            != line.dash.unwrap_or(0)
+                        {
+                            continue;
+                        }
+                        if items_seen == n {
+                            next = Some((i, key_indent, line.dash));
+                            break;
+                        }
+                        items_seen += 1;
+                    }
+                    _ => {
+                        // Keys of the mapping: those at the first indent met.
+                        if *child_indent.get_or_insert(key_indent) != key_indent {
+                            continue;
+                        }
+                        if line.key == *segment {
+                            next = Some((i, key_indent, None));
+                            break;
+                        }
+                    }
                 }
             }
-            let Some((i, indent)) = next else { break };
-            found = ((i + 1) as u64, (indent + 1) as u64);
-            from = i + 1;
-            min_indent = indent + 1;
+            let Some((i, indent, dash)) = next else { break };
+            found = (((i + 1) as u64, (indent + 1) as u64), found.1 + 1);
+            match dash {
+                // Inside an item: its first key is on the dash's own line.
+                Some(_) => (from, min_indent, item_dash) = (i, indent, dash),
+                None => (from, min_indent, item_dash) = (i + 1, indent + 1, None),
+            }
         }
         found
     }
 }
 
-/// Expands `${NAME}` in the notification channels' secrets; the names of missing variables
-/// otherwise.
-pub fn resolve_notification_secrets(
-    config: &mut NotificationsConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), Vec<String>> {
-    let mut missing = Vec::new();
-    for (name, channel) in config.channels.iter_mut() {
-        for secret in channel.secrets_mut() {
-            match expand_env(secret.expose(), env) {
-                Ok(value) => *secret.expose_mut() = value,
-                Err(variable) => missing.push(format!(
-                    "channel {name}: environment variable {variable} is not set"
-                )),
-            }
+/// One line of YAML as the locator sees it.
+struct Line<'a> {
+    /// Column of the line's key or value (past a `- `); None for blank and comment lines.
+    key_indent: Option<usize>,
+    /// Column of the `- ` of a list item.
+    dash: Option<usize>,
+    /// The mapping key on the line, if any.
+    key: &'a str,
+}
+
+impl<'a> Line<'a> {
+    fn read(text: &'a str) -> Self {
+        let content = text.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            return Self {
+                key_indent: None,
+                dash: None,
+                key: "",
+            };
         }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(missing)
+        let indent = text.len() - content.len();
+        let (dash, content, key_indent) = match content.strip_prefix("- ") {
+            Some(rest) => {
+                let rest_trimmed = rest.trim_start();
+                let offset = 2 + rest.len() - rest_trimmed.len();
+                (Some(indent), rest_trimmed, indent + offset)
+            }
+            None => (None, content, indent),
+        };
+        let key = content.split_once(':').map_or("", |(key, _)| {
+            key.trim().trim_matches('"').trim_matches('\'')
+        });
+        Self {
+            key_indent: Some(key_indent),
+            dash,
+            key,
+        }
     }
 }
 
@@ -410,7 +573,7 @@ pub fn read_policy_file(path: &Path) -> anyhow::Result<Policy> {
             first_line(&error.to_string())
         ))
     })?;
-    let problems = policy.problems();
+    let problems: Vec<String> = policy.problems().into_iter().map(|(_, p)| p).collect();
     if !problems.is_empty() {
         return Err(UsageError(format!("{}: {}", path.display(), problems.join("; "))).into());
     }
@@ -472,10 +635,30 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "TOKEN" => Some("s3cret".into()),
+            "EMPTY" => Some(String::new()),
+            "DATA" => Some("/srv/rg".into()),
+            _ => None,
+        }
+    }
+
     fn parse_text(text: &str) -> Result<Config, Vec<Problem>> {
-        parse(Path::new("r.yaml"), text, &|name| {
-            (name == "TOKEN").then(|| "s3cret".to_string())
-        })
+        parse(Path::new("r.yaml"), text, &env, Needs::Everything)
+    }
+
+    fn parse_for_records(text: &str) -> Result<Config, Vec<Problem>> {
+        parse(Path::new("r.yaml"), text, &env, Needs::Records)
+    }
+
+    /// The problems' messages, each as `line: message`.
+    fn problems(text: &str) -> Vec<String> {
+        parse_text(text)
+            .unwrap_err()
+            .iter()
+            .map(|p| format!("{}: {}", p.line, p.message))
+            .collect()
     }
 
     const GOOD: &str = "apps:
@@ -495,7 +678,7 @@ mod tests {
         let config = parse_text(GOOD).unwrap();
         let web = &config.apps["shop"].components["web"];
         assert_eq!(web.env["API_TOKEN"], "s3cret");
-        assert_eq!(config.apps["shop"].bake, Seconds(600));
+        assert_eq!(config.apps["shop"].bake, Span::from_secs(600));
     }
 
     #[test]
@@ -523,8 +706,8 @@ mod tests {
         );
         assert!(problems[0].message.contains("MISSING"));
         assert!(
-            problems[1].to_string().starts_with("r.yaml:11:"),
-            "{}",
+            problems[1].to_string().starts_with("r.yaml:12:"),
+            "at p95_ratio, not its parent: {}",
             problems[1]
         );
     }
@@ -533,10 +716,12 @@ mod tests {
     fn the_example_config_in_the_repository_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rearguard.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let env = |name: &str| (name == "SHOP_API_TOKEN").then(|| "t0ken".to_string());
-        let config = parse(&path, &text, &env).unwrap_or_else(|problems| panic!("{problems:?}"));
+        // Every variable it names is set (to its own name, for the test).
+        let env = |name: &str| Some(name.to_lowercase());
+        let config = parse(&path, &text, &env, Needs::Everything)
+            .unwrap_or_else(|problems| panic!("{problems:?}"));
         let shop = &config.apps["shop"];
-        assert_eq!(shop.bake, Seconds(600));
+        assert_eq!(shop.bake, Span::from_secs(600));
         assert_eq!(
             shop.policy,
             rearguard_judge::Policy::default(),
@@ -562,10 +747,148 @@ mod tests {
     }
 
     #[test]
-    fn env_expansion_handles_escapes_and_missing_names() {
-        let env = |n: &str| (n == "A").then(|| "1".to_string());
-        assert_eq!(expand_env("x${A}y", &env).unwrap(), "x1y");
-        assert_eq!(expand_env("$${A}", &env).unwrap(), "${A}");
+    fn env_expansion_handles_defaults_escapes_and_missing_names() {
+        assert_eq!(expand_env("x${TOKEN}y", &env).unwrap(), "xs3crety");
+        assert_eq!(expand_env("$${TOKEN}", &env).unwrap(), "${TOKEN}");
         assert_eq!(expand_env("${B}", &env).unwrap_err(), "B");
+        assert_eq!(expand_env("${B:-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand_env("${B-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand_env("${EMPTY:-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand_env("${EMPTY-dflt}", &env).unwrap(), "");
+        assert_eq!(expand_env("${TOKEN:-dflt}", &env).unwrap(), "s3cret");
+    }
+
+    #[test]
+    fn every_string_field_interpolates_including_where_the_records_live() {
+        let text = format!(
+            "data_dir: \"${{DATA}}/state\"\n{}",
+            GOOD.replace("./shop", "${BIN:-./shop}").replace(
+                "public_port: 8080",
+                "public_port: 8080\n        ready_path: ${READY:-/health}"
+            )
+        );
+        let config = parse_text(&text).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/rg/state"));
+        let web = &config.apps["shop"].components["web"];
+        assert_eq!(web.command[0], "./shop");
+        assert_eq!(web.ready_path.as_deref(), Some("/health"));
+    }
+
+    #[test]
+    fn commands_that_only_read_records_do_not_need_the_apps_secrets() {
+        let text = GOOD.replace("${TOKEN}", "${SHOP_SECRET}");
+        let config = parse_for_records(&text).unwrap();
+        assert_eq!(
+            config.apps["shop"].components["web"].env["API_TOKEN"], "${SHOP_SECRET}",
+            "left as written"
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "8: environment variable SHOP_SECRET is not set (or give a default: ${SHOP_SECRET:-value})"
+            ]
+        );
+        // Where the records live, every command needs the value.
+        let text = format!("data_dir: ${{NOWHERE}}\n{GOOD}");
+        assert_eq!(parse_for_records(&text).unwrap_err()[0].line, 1);
+    }
+
+    #[test]
+    fn semantic_problems_point_at_the_offending_key() {
+        let text = GOOD.replace(
+            "kind: process",
+            "kind: process\n      ready_timeout: 0s\n    policy:\n      warmup: 10s\n      p95_ratio: 0.5\n    checks:\n      - kind: http\n        name: health\n        path: health\n        warn_above_ms: 500",
+        );
+        let found = problems(&text);
+        assert!(
+            found.contains(&"11: ready_timeout must be above 0s".to_string()),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("14: p95_ratio_tolerated")),
+            "the policy key, not `policy:`: {found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("18: check health: path")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("19: check health: warn_above_ms is now warn_above")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds_and_milliseconds_are_kept() {
+        let text = GOOD.replace(
+            "kind: process",
+            "kind: process\n      stop_grace: 300ms\n    policy:\n      max_p95: 2\n    checks:\n      - {kind: http, name: h, timeout: 0.25, warn_above: 150ms}",
+        );
+        let config = parse_text(&text).unwrap();
+        let shop = &config.apps["shop"];
+        assert_eq!(
+            shop.policy.max_p95,
+            Some(Span::from_secs(2)),
+            "2 seconds, not 2 ms"
+        );
+        let crate::backends::BackendConfig::Process(process) = &shop.backend;
+        assert_eq!(
+            process.stop_grace,
+            Span::from_millis(300),
+            "not rounded up to 1 s"
+        );
+        let crate::checks::CheckConfig::Http(check) = &shop.checks[0];
+        assert_eq!(
+            (check.timeout, check.warn_above),
+            (Span::from_millis(250), Some(Span::from_millis(150)))
+        );
+    }
+
+    #[test]
+    fn a_postgres_database_is_refused_until_it_is_supported() {
+        let text = format!("database: postgres://rg@db/rg\n{GOOD}");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("1: only SQLite"), "{found:?}");
+    }
+
+    #[test]
+    fn notifications_that_would_page_no_one_are_problems() {
+        let text = format!(
+            "{GOOD}notifications:
+  channels:
+    slack: {{kind: slack, url: \"http://x\"}}
+    unused: {{kind: webhook, url: \"http://y\"}}
+  escalation:
+    - after: 0m
+      channels: [slack, pager]
+  templates:
+    resolved: \"{{{{ app | nosuchfilter }}}}\"
+    rollback_doen: \"typo\"
+    escalated: \"{{% if %}}\"
+"
+        );
+        let found = problems(&text);
+        for (line, expected) in [
+            (14, "channel unused is in no escalation level"),
+            (17, "escalation level 1: unknown channel \"pager\""),
+            (19, "template resolved does not render"),
+            (20, "unknown template \"rollback_doen\""),
+            (21, "template escalated does not render"),
+        ] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{line}: {expected}"))),
+                "{expected:?} at line {line} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), 5, "{found:#?}");
     }
 }

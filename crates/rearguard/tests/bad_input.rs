@@ -188,3 +188,54 @@ fn backtest_names_the_line_of_bad_input() {
         );
     }
 }
+
+#[test]
+fn read_only_commands_do_not_need_the_apps_secrets_but_validate_and_guard_do() {
+    let env = Env::builder()
+        .component_env("API_TOKEN", "${SHOP_API_TOKEN}")
+        .build();
+    for args in [
+        vec!["versions", "shop"],
+        vec!["status"],
+        vec!["incidents"],
+        vec!["events", "shop"],
+    ] {
+        let out = env.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let out = env.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = one_line(&stderr(&out)).to_string();
+    assert!(
+        message.contains("rearguard.yaml:10:11: environment variable SHOP_API_TOKEN is not set"),
+        "at the env key: {message}"
+    );
+    let out = env.run(&["guard"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SHOP_API_TOKEN"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_guard_refuses_to_start_with_notifications_that_page_no_one() {
+    let env = Env::builder()
+        .top_level(
+            "notifications:
+  channels:
+    oncall: {kind: webhook, url: \"http://127.0.0.1:9/hook\"}
+  escalation:
+    - after: 0m
+      channels: [on-call]
+",
+        )
+        .build();
+    for command in ["validate", "guard"] {
+        let out = env.run(&[command]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains("unknown channel \"on-call\"")
+                && message.contains("channel oncall is in no escalation level"),
+            "{command}: {message}"
+        );
+    }
+}

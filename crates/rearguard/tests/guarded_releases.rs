@@ -276,16 +276,8 @@ fn a_serving_instance_that_dies_is_restarted_and_recorded() {
     let env = Env::new();
     let _guard = env.guard();
     assert_eq!(deploy_watch(&env, "v1"), 0);
-    let pid_file = env.path().join(".rearguard/instances/shop--web--v1.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
+        nix::unistd::Pid::from_raw(env.instance_pid("v1")),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -334,4 +326,35 @@ fn a_release_whose_process_keeps_dying_is_rolled_back_once_restarts_do_not_help(
         .count();
     assert_eq!(restarts, 3, "three restarts, then the rollback");
     assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
+}
+
+#[test]
+fn instances_get_a_clean_environment_not_the_guards_secrets() {
+    let env = Env::builder()
+        .component_env("SHOP_MODE", "live")
+        .component_env("SHOP_TOKEN", "${SHOP_TOKEN}")
+        .build();
+    let _guard = env.guard_with_env(&[
+        ("SLACK_WEBHOOK_URL", "https://hooks.example/s3cret"),
+        ("SHOP_TOKEN", "t0ken"),
+    ]);
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    let environ = std::fs::read(format!("/proc/{}/environ", env.instance_pid("v1"))).unwrap();
+    let names: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|e| e.contains("s3cret")),
+        "the guard's secret reached the app: {names:?}"
+    );
+    for expected in ["SHOP_MODE=live", "SHOP_TOKEN=t0ken", "REARGUARD_VERSION=v1"] {
+        assert!(
+            names.iter().any(|e| e == expected),
+            "{expected} missing: {names:?}"
+        );
+    }
+    assert!(names.iter().any(|e| e.starts_with("PATH=")), "{names:?}");
+    assert!(names.iter().any(|e| e.starts_with("PORT=")), "{names:?}");
 }

@@ -8,7 +8,7 @@ use crate::series::Sums;
 use crate::verdict::{Evidence, Finding, Metric, Rule, Tier};
 
 pub fn check(policy: &Policy, sums: &Sums, deploy_at: i64, now: i64) -> Option<Finding> {
-    let span = policy.limits_for.0 as i64;
+    let span = policy.limits_for.whole_seconds();
     if now - deploy_at + 1 < span {
         return None;
     }
@@ -45,7 +45,7 @@ pub fn check(policy: &Policy, sums: &Sums, deploy_at: i64, now: i64) -> Option<F
     let observed_p95 = p95(&candidate)?;
     let limit = policy
         .max_p95
-        .map(|m| m.0 as f64)
+        .map(|m| m.as_millis() as f64)
         .filter(|&limit| observed_p95 > limit)?;
     let reason = format!(
         "p95 latency {observed_p95:.0} ms over the last {span}s is above the limit of {limit:.0} ms"

@@ -309,8 +309,8 @@ impl Chart {
         self.candidate_dispersion = 1.0 + traffic_share * (self.dispersion - 1.0);
         let trials = step.candidate.requests as f64;
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
-        let transient = policy.transient.0 as i64;
-        let after_warmup = step.t >= setup.deploy_at + policy.warmup.0 as i64;
+        let transient = policy.transient.whole_seconds();
+        let after_warmup = step.t >= setup.deploy_at + policy.warmup.whole_seconds();
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
             // The window starts from the statistic standing `transient` seconds ago: the
             // latest entry at or before then (seconds without traffic may have no step), or
@@ -404,7 +404,8 @@ impl Chart {
             return true;
         };
         // Not reaching back into the warm-up, whose slowness is no fault.
-        let from = (now - MATERIAL_SECONDS + 1).max(setup.deploy_at + policy.warmup.0 as i64);
+        let from =
+            (now - MATERIAL_SECONDS + 1).max(setup.deploy_at + policy.warmup.whole_seconds());
         let recent = sums.between(from, now).candidate;
         if recent.requests < MIN_REQUESTS_FOR_P95 {
             return true;

@@ -72,7 +72,8 @@ pub enum BackendConfig {
 }
 
 impl BackendConfig {
-    pub fn problems(&self, app: &AppConfig) -> Vec<String> {
+    /// Problems, with keys below the app.
+    pub fn problems(&self, app: &AppConfig) -> Vec<crate::config::Flaw> {
         match self {
             BackendConfig::Process(config) => config.problems(app),
         }

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use rearguard_judge::Seconds;
+use rearguard_judge::Span;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use super::{Backend, BackendError, Instances};
 use crate::checks::http::get_status;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, Flaw};
 use crate::names;
 
 /// Settings of the process backend.
@@ -27,47 +27,56 @@ use crate::names;
 pub struct ProcessConfig {
     /// How long a new instance has to become ready.
     #[serde(default = "default_ready_timeout")]
-    pub ready_timeout: Seconds,
+    pub ready_timeout: Span,
     /// After SIGTERM, how long an instance has to exit before SIGKILL.
     #[serde(default = "default_stop_grace")]
-    pub stop_grace: Seconds,
+    pub stop_grace: Span,
     /// How long the replaced version keeps running after a deploy, for an instant
     /// switch-back.
     #[serde(default = "default_keep_warm")]
-    pub keep_previous_warm: Seconds,
+    pub keep_previous_warm: Span,
 }
 
-fn default_ready_timeout() -> Seconds {
-    Seconds(30)
+fn default_ready_timeout() -> Span {
+    Span::from_secs(30)
 }
 
-fn default_stop_grace() -> Seconds {
-    Seconds(10)
+fn default_stop_grace() -> Span {
+    Span::from_secs(10)
 }
 
-fn default_keep_warm() -> Seconds {
-    Seconds(300)
+fn default_keep_warm() -> Span {
+    Span::from_secs(300)
 }
 
 impl ProcessConfig {
-    pub fn problems(&self, app: &AppConfig) -> Vec<String> {
+    /// Problems, with keys below the app.
+    pub fn problems(&self, app: &AppConfig) -> Vec<Flaw> {
         let mut problems = Vec::new();
         for (name, component) in &app.components {
+            let command = ["components", name.as_str(), "command"];
             if component.command.is_empty() {
-                problems.push(format!(
-                    "component {name} needs a `command` for the process backend"
+                problems.push(Flaw::at(
+                    &["components", name],
+                    format!("component {name} needs a `command` for the process backend"),
                 ));
             }
             for arg in &component.command {
                 if let Some(unknown) = unknown_placeholder(arg) {
-                    problems.push(format!(
-                        "component {name}: unknown placeholder {{{unknown}}} in command; use {{port}}, {{version}}, {{component}} or {{app}}"
+                    problems.push(Flaw::at(
+                        &command,
+                        format!(
+                            "unknown placeholder {{{unknown}}} in command; use {{port}}, {{version}}, {{component}} or {{app}}"
+                        ),
                     ));
                 }
             }
         }
-        if self.ready_timeout.0 == 0 {
-            problems.push("ready_timeout must be at least 1s".into());
+        if self.ready_timeout.as_millis() == 0 {
+            problems.push(Flaw::at(
+                &["backend", "ready_timeout"],
+                "ready_timeout must be above 0s",
+            ));
         }
         problems
     }
@@ -139,7 +148,7 @@ impl ProcessBackend {
     }
 
     pub fn keep_previous_warm(&self) -> Duration {
-        Duration::from_secs(self.config.keep_previous_warm.0)
+        self.config.keep_previous_warm.std()
     }
 
     fn pid_dir(&self) -> PathBuf {
@@ -198,10 +207,17 @@ impl ProcessBackend {
         let log = open_log(&log_path)
             .map_err(|e| fail(format!("cannot open {}: {e}", log_path.display())))?;
         let log_err = log.try_clone().map_err(|e| fail(e.to_string()))?;
+        // A clean environment: the guard's own holds secrets (notification tokens, database
+        // passwords) that are none of the app's business. PATH stays so programs are found;
+        // anything else the app needs, the config names (`env:`, which may use ${NAME}).
         let child = Command::new(&args[0])
             .args(&args[1..])
+            .env_clear()
+            .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
             .envs(&component.env)
             .env("PORT", port.to_string())
+            .env("REARGUARD_APP", &self.app)
+            .env("REARGUARD_COMPONENT", name)
             .env("REARGUARD_VERSION", version)
             .current_dir(&self.dirs.work_dir)
             .stdin(Stdio::null())
@@ -234,7 +250,7 @@ impl ProcessBackend {
 
     async fn wait_ready(&self, version: &str, instance: &mut Instance) -> Result<(), BackendError> {
         let component = &self.components[&instance.component];
-        let timeout = Duration::from_secs(self.config.ready_timeout.0);
+        let timeout = self.config.ready_timeout.std();
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, instance.port));
         let not_ready = |why: String| BackendError::NotReady {
             component: instance.component.clone(),
@@ -304,7 +320,7 @@ impl ProcessBackend {
     }
 
     async fn stop_instances(&self, instances: Vec<Instance>) {
-        let grace = Duration::from_secs(self.config.stop_grace.0);
+        let grace = self.config.stop_grace.std();
         let stops = instances.into_iter().map(|mut instance| async move {
             if let Some(pid) = instance.child.id() {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);

@@ -9,12 +9,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rearguard_judge::Seconds;
+use rearguard_judge::Span;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, CheckResult, Health};
 use crate::clock::Stopwatch;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, Flaw};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -35,10 +35,14 @@ pub struct HttpCheck {
     pub body_contains: Option<String>,
     /// No answer within this long is a failure.
     #[serde(default = "default_timeout")]
-    pub timeout: Seconds,
-    /// An answer slower than this many milliseconds is a warning.
+    pub timeout: Span,
+    /// An answer slower than this is a warning ("500ms").
     #[serde(default)]
-    pub warn_above_ms: Option<u64>,
+    pub warn_above: Option<Span>,
+    /// The old name of `warn_above`, which took milliseconds: refused with a hint, since a
+    /// bare number now means seconds.
+    #[serde(default, skip_serializing)]
+    pub warn_above_ms: Option<serde::de::IgnoredAny>,
     /// Consecutive failures before the release is rolled back.
     #[serde(default = "default_failures")]
     pub failures: u32,
@@ -52,8 +56,8 @@ fn default_status() -> u16 {
     200
 }
 
-fn default_timeout() -> Seconds {
-    Seconds(2)
+fn default_timeout() -> Span {
+    Span::from_secs(2)
 }
 
 fn default_failures() -> u32 {
@@ -61,21 +65,43 @@ fn default_failures() -> u32 {
 }
 
 impl HttpCheck {
-    pub fn problems(&self, app: &AppConfig) -> Vec<String> {
+    /// Problems, with keys below the check.
+    pub fn problems(&self, app: &AppConfig) -> Vec<Flaw> {
         let mut problems = Vec::new();
+        let name = &self.name;
         if let Some(component) = &self.component
             && !app.components.contains_key(component)
         {
-            problems.push(format!(
-                "check {}: unknown component {component:?}",
-                self.name
+            problems.push(Flaw::at(
+                &["component"],
+                format!("check {name}: unknown component {component:?}"),
             ));
         }
         if !self.path.starts_with('/') {
-            problems.push(format!("check {}: path must start with '/'", self.name));
+            problems.push(Flaw::at(
+                &["path"],
+                format!("check {name}: path must start with '/'"),
+            ));
         }
         if self.failures == 0 {
-            problems.push(format!("check {}: failures must be at least 1", self.name));
+            problems.push(Flaw::at(
+                &["failures"],
+                format!("check {name}: failures must be at least 1"),
+            ));
+        }
+        if self.timeout.as_millis() == 0 {
+            problems.push(Flaw::at(
+                &["timeout"],
+                format!("check {name}: timeout must be above 0s"),
+            ));
+        }
+        if self.warn_above_ms.is_some() {
+            problems.push(Flaw::at(
+                &["warn_above_ms"],
+                format!(
+                    "check {name}: warn_above_ms is now warn_above, a duration (warn_above: 500ms; a bare number is seconds)"
+                ),
+            ));
         }
         problems
     }
@@ -104,7 +130,7 @@ impl Check for HttpCheck {
             return result(Health::Fail, "the component is not running".into());
         };
         let watch = Stopwatch::start();
-        let timeout = Duration::from_secs(self.timeout.0.max(1));
+        let timeout = self.timeout.std();
         match get(address, &self.path, timeout).await {
             Err(e) => result(Health::Fail, e),
             Ok((status, _)) if status != self.expect_status => result(
@@ -127,9 +153,9 @@ impl Check for HttpCheck {
             }
             Ok(_) => {
                 let ms = watch.elapsed().as_millis() as u64;
-                match self.warn_above_ms {
-                    Some(limit) if ms > limit => {
-                        result(Health::Warn, format!("slow: {ms} ms > {limit} ms"))
+                match self.warn_above {
+                    Some(limit) if ms > limit.as_millis() => {
+                        result(Health::Warn, format!("slow: {ms} ms > {limit}"))
                     }
                     _ => result(Health::Pass, format!("{} ms", ms)),
                 }

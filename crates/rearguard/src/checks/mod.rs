@@ -45,7 +45,8 @@ pub enum CheckConfig {
 }
 
 impl CheckConfig {
-    pub fn problems(&self, app: &AppConfig) -> Vec<String> {
+    /// Problems, with keys below the check.
+    pub fn problems(&self, app: &AppConfig) -> Vec<crate::config::Flaw> {
         match self {
             CheckConfig::Http(check) => check.problems(app),
         }

@@ -83,11 +83,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         None => text,
     };
     std::fs::write(&config_path, &text)?;
-    let config = config::parse(&config_path, &text, &|_| None)
-        .map_err(|problems| anyhow::anyhow!("the demo's own config is invalid: {}", problems[0]))?;
+    let config = config::parse(
+        &config_path,
+        &text,
+        &|name| std::env::var(name).ok(),
+        config::Needs::Everything,
+    )
+    .map_err(|problems| anyhow::anyhow!("the demo's own config is invalid: {}", problems[0]))?;
     let workspace = Workspace::with_config(config, &config_path).await?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let context = workspace.guard_context(Some(tx));
+    let context = workspace.guard_context(Some(tx))?;
     let stop = stop_on_signals();
     let guardian = Guardian::start(&context, APP).await?;
     let guard_task = tokio::spawn(guardian.run(stop.clone()));

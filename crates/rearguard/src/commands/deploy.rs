@@ -28,6 +28,13 @@ pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome
         .check_available(&args.version)
         .map_err(|e| UsageError(e.to_string()))?;
     let guarded = workspace.guard_running(&args.app).await?;
+    // Guarding from this terminal needs everything the guard needs, before anything is
+    // recorded.
+    let workspace = if !guarded && args.watch {
+        Workspace::open_to_guard(config_path).await?
+    } else {
+        workspace
+    };
     if !guarded && !args.watch {
         return Err(UsageError(format!(
             "no guard is running for app {:?}: start `rearguard guard` (it hosts the router and the app's processes), \
@@ -111,7 +118,7 @@ async fn guard_here(
     bar: &ProgressBar,
 ) -> anyhow::Result<Release> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let context = workspace.guard_context(Some(tx));
+    let context = workspace.guard_context(Some(tx))?;
     let stop = stop_on_signals();
     let guardian = Guardian::start(&context, &release.app).await?;
     let task = tokio::spawn(guardian.run(stop.clone()));

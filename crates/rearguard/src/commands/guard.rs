@@ -7,7 +7,7 @@ use crate::Outcome;
 use crate::cli::GuardArgs;
 
 pub async fn run(config_path: &Path, args: GuardArgs) -> anyhow::Result<Outcome> {
-    let workspace = Workspace::open(config_path).await?;
+    let workspace = Workspace::open_to_guard(config_path).await?;
     let apps: Vec<String> = if args.apps.is_empty() {
         workspace.config.apps.keys().cloned().collect()
     } else {
@@ -18,7 +18,7 @@ pub async fn run(config_path: &Path, args: GuardArgs) -> anyhow::Result<Outcome>
     }
     let stop = stop_on_signals();
     eprintln!("rearguard: guarding {} (Ctrl-C to stop)", apps.join(", "));
-    crate::guard::run(workspace.guard_context(None), apps, stop).await?;
+    crate::guard::run(workspace.guard_context(None)?, apps, stop).await?;
     eprintln!("rearguard: stopped");
     Ok(Outcome::Success)
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use rearguard_judge::Seconds;
+use rearguard_judge::Span;
 
 use super::Workspace;
 use crate::cli::{IncidentAction, IncidentsArgs, PostmortemArgs, ReportArgs};
@@ -13,8 +13,8 @@ use crate::ledger::{Incident, IncidentStatus, Severity};
 use crate::{Outcome, UsageError, identity};
 
 pub fn since_ms(workspace: &Workspace, since: &str) -> Result<i64, UsageError> {
-    let span = Seconds::parse(since).map_err(|e| UsageError(format!("--since: {e}")))?;
-    Ok(workspace.ledger.now() - span.0 as i64 * 1000)
+    let span = Span::parse(since).map_err(|e| UsageError(format!("--since: {e}")))?;
+    Ok(workspace.ledger.now() - span.as_millis() as i64)
 }
 
 pub async fn list(config_path: &Path, args: IncidentsArgs) -> anyhow::Result<Outcome> {

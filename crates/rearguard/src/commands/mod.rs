@@ -13,6 +13,8 @@ pub mod versions;
 
 use std::path::Path;
 
+use anyhow::Context as _;
+
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
 use crate::guard::{Context, Progress};
@@ -48,8 +50,16 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// For commands that read or record: `${NAME}`s outside where the records live may be
+    /// unset.
     pub async fn open(config_path: &Path) -> anyhow::Result<Self> {
-        let config = config::load(config_path)?;
+        let config = config::load(config_path, config::Needs::Records)?;
+        Self::with_config(config, config_path).await
+    }
+
+    /// For commands that guard (run the app, tell people): every `${NAME}` must be set.
+    pub async fn open_to_guard(config_path: &Path) -> anyhow::Result<Self> {
+        let config = config::load(config_path, config::Needs::Everything)?;
         Self::with_config(config, config_path).await
     }
 
@@ -62,12 +72,17 @@ impl Workspace {
         })
     }
 
-    /// The guard context for guarding from this process.
+    /// The guard context for guarding from this process (opened with `open_to_guard`).
     pub fn guard_context(
         &self,
         progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
-    ) -> Context {
-        Context {
+    ) -> anyhow::Result<Context> {
+        // `validate` checked the templates: a failure here is a bug, and a guard that
+        // cannot tell anyone must not start as if it could.
+        let alerts = crate::incidents::Alerts::start(&self.config.notifications)
+            .context("the notification templates do not compile")?
+            .map(std::sync::Arc::new);
+        Ok(Context {
             config: self.config.clone(),
             config_path: self.config_path.clone(),
             ledger: self.ledger.clone(),
@@ -76,28 +91,8 @@ impl Workspace {
             actor: identity::actor(),
             holder: identity::lease_holder(),
             progress,
-            alerts: self.alerts(),
-        }
-    }
-
-    /// Notifications for a guard in this process: secrets resolved from the environment.
-    /// A channel whose secret is missing is an error in `validate`; here it turns
-    /// notifications off with an error in the log rather than leaving apps unguarded.
-    fn alerts(&self) -> Option<std::sync::Arc<crate::incidents::Alerts>> {
-        let mut notifications = self.config.notifications.clone();
-        if let Err(missing) =
-            config::resolve_notification_secrets(&mut notifications, &|n| std::env::var(n).ok())
-        {
-            tracing::error!(missing = %missing.join("; "), "notifications are off");
-            return None;
-        }
-        match crate::incidents::Alerts::start(&notifications) {
-            Ok(alerts) => alerts.map(std::sync::Arc::new),
-            Err(e) => {
-                tracing::error!(error = %e, "notifications are off: a template does not compile");
-                None
-            }
-        }
+            alerts,
+        })
     }
 
     /// Whether a live guard (another process) holds `app`.

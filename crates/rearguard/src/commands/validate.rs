@@ -1,20 +1,13 @@
 //! `rearguard validate`: read the config and report every problem, or say it is fine.
+//! It checks what the guard will need: every `${NAME}` set, notifications that reach
+//! someone.
 
 use std::path::Path;
 
 use crate::{Outcome, config};
 
 pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {
-    let mut config = config::load(config_path)?;
-    if let Err(missing) =
-        config::resolve_notification_secrets(&mut config.notifications, &|n| std::env::var(n).ok())
-    {
-        let shown: Vec<String> = missing
-            .iter()
-            .map(|m| format!("{}: notifications: {m}", config_path.display()))
-            .collect();
-        return Err(crate::UsageError(shown.join("\n")).into());
-    }
+    let config = config::load(config_path, config::Needs::Everything)?;
     let components: usize = config.apps.values().map(|a| a.components.len()).sum();
     println!(
         "{}: ok ({} app(s), {components} component(s))",

@@ -613,7 +613,12 @@ impl Guardian {
     /// Forgets recorded steps no watch will need: older than the judge's lookback and the
     /// history a deploy takes, except the history the current watch is judged against.
     async fn forget_old_steps(&self, now: i64) -> anyhow::Result<()> {
-        let keep_seconds = (self.config.policy.lookback.0 as i64).max(HISTORY_SECONDS);
+        let keep_seconds = self
+            .config
+            .policy
+            .lookback
+            .whole_seconds()
+            .max(HISTORY_SECONDS);
         self.ledger()
             .forget_steps(
                 &self.app,
@@ -632,7 +637,7 @@ impl Guardian {
         if release.state != ReleaseState::Watching {
             return Ok(());
         }
-        if release.watched_ms(self.now_ms()) < self.config.bake.0 as i64 * 1000 {
+        if release.watched_ms(self.now_ms()) < self.config.bake.as_millis() as i64 {
             return Ok(());
         }
         self.ledger().mark_stable(release).await?;
@@ -902,7 +907,7 @@ impl Guardian {
             "mode": watch.map(Watch::mode),
             "baseline_version": watch.and_then(|w| w.canary_baseline()),
             "judgement": watch.and_then(|w| w.last.clone()),
-            "bake_seconds": self.config.bake.0,
+            "bake_seconds": self.config.bake.as_secs_f64(),
         });
         self.ledger().put_snapshot(&self.app, &body).await?;
         Ok(())

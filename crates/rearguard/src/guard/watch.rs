@@ -57,7 +57,7 @@ impl Watch {
         };
         // The judge looks back no further than its lookback; older evidence has long been
         // reset by healthy stretches.
-        let since = deploy_at.max(now - policy.lookback.0 as i64);
+        let since = deploy_at.max(now - policy.lookback.whole_seconds());
         let mut seconds: BTreeMap<i64, BTreeMap<String, Counts>> = BTreeMap::new();
         let mut versions = vec![(watch.release.version.clone(), since)];
         if let Some(baseline) = &watch.setup.baseline_version {

@@ -114,7 +114,7 @@ impl Alerts {
         for incident in incidents {
             let open_for = incident.resolved_at.unwrap_or(now) - incident.detected_at;
             let due: Vec<usize> = (0..self.config.escalation.len())
-                .filter(|&l| self.config.escalation[l].after.0 as i64 * 1000 <= open_for)
+                .filter(|&l| self.config.escalation[l].after.as_millis() as i64 <= open_for)
                 .collect();
             if incident.status == IncidentStatus::Resolved {
                 let told = ledger.notified_levels(incident.id).await?;

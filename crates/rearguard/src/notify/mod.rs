@@ -13,7 +13,9 @@ mod webhook;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rearguard_judge::Seconds;
+use rearguard_judge::Span;
+
+use crate::config::Flaw;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -64,7 +66,7 @@ pub struct NotificationsConfig {
 #[serde(deny_unknown_fields)]
 pub struct Level {
     /// How long after detection, unacknowledged, this level is told ("0m", "15m").
-    pub after: Seconds,
+    pub after: Span,
     /// Channel names.
     pub channels: Vec<String>,
 }
@@ -156,6 +158,25 @@ pub struct Message {
     pub status_text: String,
 }
 
+impl Message {
+    /// A message with every field set, to try templates on.
+    pub fn sample() -> Self {
+        Self {
+            event: Event::IncidentStarted,
+            app: "shop".into(),
+            incident: 1,
+            severity: "P1".into(),
+            title: "shop v2 rolled back to v1".into(),
+            from_version: "v2".into(),
+            to_version: Some("v1".into()),
+            reason: "error rate 5% against 0.1%".into(),
+            level: Some(2),
+            text: String::new(),
+            status_text: String::new(),
+        }
+    }
+}
+
 /// One HTTP POST of JSON.
 #[derive(Clone)]
 pub struct Delivery {
@@ -234,35 +255,67 @@ impl Templates {
     }
 }
 
-/// Problems with the notifications section, for `validate`.
-pub fn problems(config: &NotificationsConfig) -> Vec<String> {
+/// Problems with the notifications section (keys below `notifications`): every one of
+/// them would leave someone untold, so the guard refuses to start with any.
+pub fn problems(config: &NotificationsConfig) -> Vec<Flaw> {
     let mut problems = Vec::new();
     for (i, level) in config.escalation.iter().enumerate() {
+        let index = i.to_string();
         for name in level
             .channels
             .iter()
             .filter(|n| !config.channels.contains_key(*n))
         {
-            problems.push(format!(
-                "escalation level {}: unknown channel {name:?}",
-                i + 1
+            problems.push(Flaw::at(
+                &["escalation", &index, "channels"],
+                format!(
+                    "escalation level {}: unknown channel {name:?}; channels: {}",
+                    i + 1,
+                    names(config.channels.keys())
+                ),
             ));
         }
     }
-    if let Err(e) = Templates::new(&config.templates) {
-        problems.push(format!("templates: {e}"));
-    }
     for name in config
-        .templates
+        .channels
         .keys()
-        .filter(|n| !TEMPLATES.iter().any(|(t, _)| t == n))
+        .filter(|name| !config.escalation.iter().any(|l| l.channels.contains(name)))
     {
-        problems.push(format!(
-            "templates: unknown template {name:?}; known: {}",
-            TEMPLATES.map(|(t, _)| t).join(", ")
+        problems.push(Flaw::at(
+            &["channels", name],
+            format!("channel {name} is in no escalation level: nobody would be told through it"),
         ));
     }
+    for (name, text) in &config.templates {
+        if !TEMPLATES.iter().any(|(known, _)| known == name) {
+            problems.push(Flaw::at(
+                &["templates", name],
+                format!(
+                    "unknown template {name:?}; known: {}",
+                    names(TEMPLATES.iter().map(|(t, _)| t))
+                ),
+            ));
+            continue;
+        }
+        // Rendered once with a sample message: a template that compiles can still fail (an
+        // unknown filter, a bad expression) and would fail on the day of the incident.
+        let mut environment = minijinja::Environment::new();
+        environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let rendered = environment
+            .template_from_str(text)
+            .and_then(|t| t.render(minijinja::value::Serde(&Message::sample())));
+        if let Err(e) = rendered {
+            problems.push(Flaw::at(
+                &["templates", name],
+                format!("template {name} does not render: {e}"),
+            ));
+        }
+    }
     problems
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a (impl AsRef<str> + ?Sized + 'a)>) -> String {
+    names.map(|n| n.as_ref()).collect::<Vec<_>>().join(", ")
 }
 
 /// Sends in the background: `send` only queues, never waits for a channel.

@@ -1,6 +1,6 @@
 //! The built-in router: a reverse proxy on each component's public port that sends traffic
 //! to the serving version (blue-green) or splits it by weight (canary), and counts, per
-//! version, requests, errors (5xx and upstream failures) and latency. A route switch is one
+//! version, requests, errors (5xx and failed exchanges) and latency. A route switch is one
 //! pointer swap: it applies from the next request.
 
 use std::collections::BTreeMap;
@@ -324,7 +324,12 @@ async fn forward(
             Ok(Response::from_parts(parts, body.boxed()))
         }
         Err(e) => {
-            target.counters.record(true, latency_ms);
+            // An instance that cannot be reached at all has died: restarting it is the
+            // guard's business (and a release that keeps dying is rolled back for it), not
+            // evidence for the judge. A request that failed on its way is.
+            if !e.is_connect() {
+                target.counters.record(true, latency_ms);
+            }
             tracing::debug!(error = %e, version = %target.version, "upstream failed");
             let mut response = plain(StatusCode::BAD_GATEWAY, "upstream failed\n");
             if let Some(version) = version {

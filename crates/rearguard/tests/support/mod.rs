@@ -39,6 +39,7 @@ pub struct EnvBuilder {
     policy: Vec<(String, String)>,
     top_level: String,
     checks: bool,
+    component_env: Vec<(String, String)>,
 }
 
 impl EnvBuilder {
@@ -57,6 +58,12 @@ impl EnvBuilder {
     pub fn policy(mut self, key: &str, value: &str) -> Self {
         self.policy.retain(|(k, _)| k != key);
         self.policy.push((key.into(), value.into()));
+        self
+    }
+
+    /// An `env:` entry of the component.
+    pub fn component_env(mut self, key: &str, value: &str) -> Self {
+        self.component_env.push((key.into(), value.into()));
         self
     }
 
@@ -96,6 +103,17 @@ impl EnvBuilder {
         } else {
             ""
         };
+        let env: String = if self.component_env.is_empty() {
+            String::new()
+        } else {
+            std::iter::once("        env:\n".to_string())
+                .chain(
+                    self.component_env
+                        .iter()
+                        .map(|(key, value)| format!("          {key}: \"{value}\"\n")),
+                )
+                .collect()
+        };
         let policy: String = self
             .policy
             .iter()
@@ -110,7 +128,7 @@ impl EnvBuilder {
         public_port: {port}
         command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
         ready_path: /version
-    backend:
+{env}    backend:
       kind: process
       ready_timeout: 5s
       stop_grace: 2s
@@ -139,6 +157,7 @@ impl Env {
             ],
             top_level: String::new(),
             checks: true,
+            component_env: Vec::new(),
         }
     }
 
@@ -269,6 +288,22 @@ impl Env {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+}
+
+impl Env {
+    /// The pid of the running instance of `version` (from its pid file).
+    pub fn instance_pid(&self, version: &str) -> i32 {
+        let pid_file = self
+            .path()
+            .join(format!(".rearguard/instances/shop--web--{version}.pid"));
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
