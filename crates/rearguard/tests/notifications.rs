@@ -153,6 +153,35 @@ fn a_rollback_is_announced_on_every_channel_and_its_resolution_too() {
         },
     );
     traffic.join().unwrap();
+    // The timeline says who was told once they were, and who could not be.
+    let timeline = || -> Vec<String> {
+        let out = env.run(&["incident", "show", "1", "--json"]);
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        record["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_until(
+        "the dead channel's failure is in the timeline",
+        Duration::from_secs(60),
+        || {
+            timeline()
+                .iter()
+                .any(|t| t.starts_with("incident_started: could not tell dead"))
+        },
+    );
+    let entries = timeline();
+    assert!(
+        entries.contains(&"incident_started: told slack".to_string()),
+        "{entries:?}"
+    );
+    assert!(
+        !entries.contains(&"incident_started: told dead".to_string()),
+        "{entries:?}"
+    );
     // Secrets reach their services and nothing else.
     let log = std::fs::read_to_string(env.path().join("guard.log")).unwrap();
     let out = env.run(&["incident", "show", "1", "--json"]);

@@ -79,9 +79,13 @@ impl Workspace {
     ) -> anyhow::Result<Context> {
         // `validate` checked the templates: a failure here is a bug, and a guard that
         // cannot tell anyone must not start as if it could.
-        let alerts = crate::incidents::Alerts::start(&self.config.notifications)
-            .context("the notification templates do not compile")?
-            .map(std::sync::Arc::new);
+        let alerts = crate::incidents::Alerts::start(
+            &self.config.notifications,
+            &self.ledger,
+            crate::notify::RETRIES.to_vec(),
+        )
+        .context("the notification templates do not compile")?
+        .map(std::sync::Arc::new);
         Ok(Context {
             config: self.config.clone(),
             config_path: self.config_path.clone(),

@@ -268,22 +268,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Notes that `event` (at escalation `level`) went out for the incident; false when it
-    /// already had, so each notification is sent once, across restarts too.
-    pub async fn first_notification(&self, incident: i64, event: &str, level: i64) -> Result<bool> {
-        let inserted = sqlx::query(
-            "INSERT INTO incident_notifications (incident_id, event, level, at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (incident_id, event, level) DO NOTHING",
-        )
-        .bind(incident)
-        .bind(event)
-        .bind(level)
-        .bind(self.now())
-        .execute(&self.pool)
-        .await?;
-        Ok(inserted.rows_affected() == 1)
-    }
-
     /// Escalation levels already told about the incident (0 is level 1).
     pub async fn notified_levels(&self, incident: i64) -> Result<Vec<usize>> {
         let rows = sqlx::query(

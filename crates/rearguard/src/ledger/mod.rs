@@ -6,6 +6,7 @@
 //! and PostgreSQL alike), SQLite by default. No business decisions here: callers decide,
 //! the ledger records.
 
+mod deliveries;
 mod incidents;
 mod lease;
 mod steps;
@@ -19,6 +20,7 @@ use sqlx::{AnyPool, Row};
 use rearguard_judge::Mode;
 
 use crate::clock::SharedClock;
+pub use deliveries::Delivery;
 pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry};
 pub use lease::{LeaseDecision, decide_lease};
 pub use steps::VersionStep;

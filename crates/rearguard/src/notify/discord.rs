@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Delivery, Message, Secret, fit, slack::colour};
+use super::{Message, Post, Secret, fit, slack::colour};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -14,7 +14,7 @@ pub struct Discord {
 }
 
 impl Discord {
-    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+    pub fn requests(&self, message: &Message) -> Vec<Post> {
         let colour = i64::from_str_radix(colour(message).trim_start_matches('#'), 16).unwrap_or(0);
         let body = json!({
             "content": fit(&message.text, 2000),
@@ -29,7 +29,7 @@ impl Discord {
             }],
             "allowed_mentions": {"parse": []}
         });
-        vec![Delivery {
+        vec![Post {
             url: self.url.clone(),
             body,
         }]

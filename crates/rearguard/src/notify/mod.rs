@@ -10,12 +10,14 @@ mod teams;
 mod telegram;
 mod webhook;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rearguard_judge::Span;
 
 use crate::config::Flaw;
+use crate::ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -91,7 +93,7 @@ pub enum ChannelConfig {
 
 impl ChannelConfig {
     /// The HTTP requests that deliver `message` on this channel.
-    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+    pub fn requests(&self, message: &Message) -> Vec<Post> {
         match self {
             ChannelConfig::Slack(c) => c.requests(message),
             ChannelConfig::Telegram(c) => c.requests(message),
@@ -127,6 +129,19 @@ pub enum Event {
 }
 
 impl Event {
+    pub const ALL: [Event; 5] = [
+        Event::IncidentStarted,
+        Event::RollbackDone,
+        Event::RollbackFailed,
+        Event::Escalated,
+        Event::Resolved,
+    ];
+
+    /// The event of a name written by [`Event::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Event::IncidentStarted => "incident_started",
@@ -179,7 +194,7 @@ impl Message {
 
 /// One HTTP POST of JSON.
 #[derive(Clone)]
-pub struct Delivery {
+pub struct Post {
     pub url: Secret,
     pub body: serde_json::Value,
 }
@@ -318,14 +333,23 @@ fn names<'a>(names: impl Iterator<Item = &'a (impl AsRef<str> + ?Sized + 'a)>) -
     names.map(|n| n.as_ref()).collect::<Vec<_>>().join(", ")
 }
 
-/// Sends in the background: `send` only queues, never waits for a channel.
-#[derive(Clone)]
-pub struct Notifier {
-    queue: mpsc::Sender<(String, Delivery)>,
+/// One delivery to send: the ledger's record of it and the HTTP posts that carry it.
+pub struct Job {
+    pub delivery: crate::ledger::Delivery,
+    pub posts: Vec<Post>,
 }
 
-/// Delivery attempts per request, and the wait before each retry.
-const RETRIES: [Duration; 3] = [
+/// Sends in the background: `send` only queues, never waits for a channel. Each delivery's
+/// outcome is written to the ledger (and the incident's timeline) once it is known.
+#[derive(Clone)]
+pub struct Notifier {
+    queue: mpsc::Sender<Job>,
+    /// Deliveries being sent by this process.
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+}
+
+/// The wait before each retry of a post (so 4 attempts in all).
+pub const RETRIES: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(4),
     Duration::from_secs(15),
@@ -333,66 +357,122 @@ const RETRIES: [Duration; 3] = [
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Notifier {
-    /// Starts the delivery worker.
-    pub fn start() -> Self {
-        let (queue, mut jobs) = mpsc::channel::<(String, Delivery)>(1000);
+    /// Starts the delivery worker; `retries` are the waits before each retry.
+    pub fn start(ledger: Ledger, retries: Vec<Duration>) -> Self {
+        // The binary installs ring as the process's TLS provider first thing; a library
+        // caller (a test) may not have: reqwest panics without one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (queue, mut jobs) = mpsc::channel::<Job>(1000);
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let done = in_flight.clone();
         tokio::spawn(async move {
-            let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
-                Ok(client) => client,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the HTTP client: notifications are off");
-                    return;
-                }
-            };
-            while let Some((channel, delivery)) = jobs.recv().await {
+            let client = reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .build()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"));
+            while let Some(job) = jobs.recv().await {
                 // Each delivery retries on its own, so a dead channel holds up no other.
-                let client = client.clone();
-                tokio::spawn(async move { deliver(&client, &channel, &delivery).await });
+                let (client, ledger, retries, done) = (
+                    client.clone(),
+                    ledger.clone(),
+                    retries.clone(),
+                    done.clone(),
+                );
+                tokio::spawn(async move {
+                    let outcome = match &client {
+                        Ok(client) => deliver(client, &job, &retries).await,
+                        Err(e) => Err((0, e.clone())),
+                    };
+                    if let Err(e) = record(&ledger, &job.delivery, outcome).await {
+                        tracing::error!(error = %e, "cannot record a notification's delivery");
+                    }
+                    done.lock().expect("lock").remove(&job.delivery.id);
+                });
             }
         });
-        Self { queue }
+        Self { queue, in_flight }
     }
 
-    /// Queues `message` on `channel`; drops it (with a warning) if the queue is full.
-    pub fn send(&self, name: &str, channel: &ChannelConfig, message: &Message) {
-        for delivery in channel.requests(message) {
-            if self.queue.try_send((name.to_string(), delivery)).is_err() {
-                tracing::warn!(channel = name, "notification queue full; message dropped");
-            }
+    /// Whether this process is sending `delivery` now.
+    pub fn is_sending(&self, delivery: i64) -> bool {
+        self.in_flight.lock().expect("lock").contains(&delivery)
+    }
+
+    /// Queues a delivery; if the queue is full it stays queued in the ledger, to be sent
+    /// again later.
+    pub fn send(&self, delivery: crate::ledger::Delivery, posts: Vec<Post>) {
+        let id = delivery.id;
+        self.in_flight.lock().expect("lock").insert(id);
+        if self.queue.try_send(Job { delivery, posts }).is_err() {
+            self.in_flight.lock().expect("lock").remove(&id);
+            tracing::warn!(delivery = id, "notification queue full; will retry");
         }
     }
 }
 
-async fn deliver(client: &reqwest::Client, channel: &str, delivery: &Delivery) {
-    for (attempt, wait) in std::iter::once(Duration::ZERO).chain(RETRIES).enumerate() {
-        tokio::time::sleep(wait).await;
-        match client
-            .post(delivery.url.expose())
-            .json(&delivery.body)
-            .send()
-            .await
-        {
-            Ok(response) if response.status().is_success() => {
-                tracing::info!(channel, attempt, "notification delivered");
-                return;
-            }
-            // The error text may hold the URL: log only what kind of failure it was.
-            Ok(response) => tracing::warn!(
-                channel,
-                attempt,
-                status = response.status().as_u16(),
-                "notification refused"
-            ),
-            Err(e) => tracing::warn!(
-                channel,
-                attempt,
-                timeout = e.is_timeout(),
-                connect = e.is_connect(),
-                "notification failed"
-            ),
+/// Sends every post of a job, each with retries: the number of attempts, or why not.
+async fn deliver(
+    client: &reqwest::Client,
+    job: &Job,
+    retries: &[Duration],
+) -> Result<usize, (usize, String)> {
+    let channel = job.delivery.channel.as_str();
+    let mut attempts = 0;
+    for post in &job.posts {
+        let mut last_error = String::new();
+        let mut sent = false;
+        for wait in std::iter::once(Duration::ZERO).chain(retries.iter().copied()) {
+            tokio::time::sleep(wait).await;
+            attempts += 1;
+            // The error text may hold the URL (and its token): say only what kind of
+            // failure it was.
+            last_error = match client.post(post.url.expose()).json(&post.body).send().await {
+                Ok(response) if response.status().is_success() => {
+                    sent = true;
+                    break;
+                }
+                Ok(response) => format!("refused with HTTP {}", response.status().as_u16()),
+                Err(e) if e.is_timeout() => "no answer in time".into(),
+                Err(e) if e.is_connect() => "cannot connect".into(),
+                Err(_) => "the request failed".into(),
+            };
+            tracing::warn!(channel, attempts, error = %last_error, "notification not delivered");
+        }
+        if !sent {
+            return Err((attempts, last_error));
         }
     }
-    tracing::error!(channel, "notification given up after retries");
+    tracing::info!(channel, attempts, "notification delivered");
+    Ok(attempts)
+}
+
+/// Writes how a delivery ended, and tells the incident's timeline.
+async fn record(
+    ledger: &Ledger,
+    delivery: &crate::ledger::Delivery,
+    outcome: Result<usize, (usize, String)>,
+) -> Result<(), crate::ledger::LedgerError> {
+    let (kind, text, attempts, error) = match &outcome {
+        Ok(attempts) => (
+            "notified",
+            format!("{}: told {}", delivery.event, delivery.channel),
+            *attempts,
+            None,
+        ),
+        Err((attempts, error)) => (
+            "notification_failed",
+            format!(
+                "{}: could not tell {} ({error}, {attempts} attempts)",
+                delivery.event, delivery.channel
+            ),
+            *attempts,
+            Some(error.as_str()),
+        ),
+    };
+    ledger.finish_delivery(delivery.id, attempts, error).await?;
+    ledger
+        .add_timeline(delivery.incident_id, None, kind, "rearguard", &text)
+        .await
 }
 
 #[cfg(test)]
@@ -459,12 +539,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&secret).unwrap(), "\"***\"");
     }
 
-    fn only(deliveries: Vec<Delivery>) -> (String, serde_json::Value) {
-        assert_eq!(deliveries.len(), 1);
-        (
-            deliveries[0].url.expose().to_string(),
-            deliveries[0].body.clone(),
-        )
+    fn only(posts: Vec<Post>) -> (String, serde_json::Value) {
+        assert_eq!(posts.len(), 1);
+        (posts[0].url.expose().to_string(), posts[0].body.clone())
     }
 
     fn channel(yaml: &str) -> ChannelConfig {
@@ -493,14 +570,11 @@ mod tests {
     fn telegram_sends_to_every_chat() {
         let telegram =
             channel("kind: telegram\ntoken: \"123:abc\"\nchat_ids: [11, -22]\nbase_url: http://t");
-        let deliveries = telegram.requests(&message(Event::IncidentStarted));
-        assert_eq!(deliveries.len(), 2);
-        assert_eq!(
-            deliveries[0].url.expose(),
-            "http://t/bot123:abc/sendMessage"
-        );
-        assert_eq!(deliveries[1].body["chat_id"], -22);
-        assert!(deliveries[0].body["text"].as_str().unwrap().len() <= 4096);
+        let posts = telegram.requests(&message(Event::IncidentStarted));
+        assert_eq!(posts.len(), 2);
+        assert_eq!(posts[0].url.expose(), "http://t/bot123:abc/sendMessage");
+        assert_eq!(posts[1].body["chat_id"], -22);
+        assert!(posts[0].body["text"].as_str().unwrap().len() <= 4096);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Delivery, Event, Message, Secret, fit};
+use super::{Event, Message, Post, Secret, fit};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +21,7 @@ fn default_base() -> String {
 }
 
 impl PagerDuty {
-    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+    pub fn requests(&self, message: &Message) -> Vec<Post> {
         let url = Secret(format!(
             "{}/v2/enqueue",
             self.base_url.trim_end_matches('/')
@@ -58,6 +58,6 @@ impl PagerDuty {
                 }
             }),
         };
-        vec![Delivery { url, body }]
+        vec![Post { url, body }]
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Delivery, Event, Message, Secret, fit};
+use super::{Event, Message, Post, Secret, fit};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +24,7 @@ pub fn colour(message: &Message) -> &'static str {
 }
 
 impl Slack {
-    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+    pub fn requests(&self, message: &Message) -> Vec<Post> {
         let body = json!({
             "text": fit(&message.text, 3000),
             "attachments": [{
@@ -35,7 +35,7 @@ impl Slack {
                 ]
             }]
         });
-        vec![Delivery {
+        vec![Post {
             url: self.url.clone(),
             body,
         }]

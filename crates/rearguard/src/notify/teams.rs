@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Delivery, Message, Secret, fit};
+use super::{Message, Post, Secret, fit};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -14,7 +14,7 @@ pub struct Teams {
 }
 
 impl Teams {
-    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+    pub fn requests(&self, message: &Message) -> Vec<Post> {
         let body = json!({
             "type": "message",
             "attachments": [{
@@ -36,7 +36,7 @@ impl Teams {
                 }
             }]
         });
-        vec![Delivery {
+        vec![Post {
             url: self.url.clone(),
             body,
         }]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Delivery, Message, Secret, fit};
+use super::{Message, Post, Secret, fit};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -22,7 +22,7 @@ fn default_base() -> String {
 }
 
 impl Telegram {
-    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+    pub fn requests(&self, message: &Message) -> Vec<Post> {
         let url = Secret(format!(
             "{}/bot{}/sendMessage",
             self.base_url.trim_end_matches('/'),
@@ -30,7 +30,7 @@ impl Telegram {
         ));
         self.chat_ids
             .iter()
-            .map(|chat| Delivery {
+            .map(|chat| Post {
                 url: url.clone(),
                 body: json!({"chat_id": chat, "text": fit(&message.text, 4096), "disable_web_page_preview": true}),
             })

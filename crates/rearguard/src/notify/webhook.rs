@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Delivery, Message, Secret};
+use super::{Message, Post, Secret};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -12,9 +12,9 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn requests(&self, message: &Message) -> Vec<Delivery> {
+    pub fn requests(&self, message: &Message) -> Vec<Post> {
         let body = serde_json::to_value(message).unwrap_or_default();
-        vec![Delivery {
+        vec![Post {
             url: self.url.clone(),
             body,
         }]
