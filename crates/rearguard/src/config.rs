@@ -66,6 +66,18 @@ pub struct AppConfig {
     pub policy: Policy,
 }
 
+impl AppConfig {
+    /// The component checks look at unless they name one: the first (by name) that takes
+    /// traffic on a public port, else the first.
+    pub fn served_component(&self) -> Option<String> {
+        self.components
+            .iter()
+            .find(|(_, c)| c.public_port.is_some())
+            .or_else(|| self.components.iter().next())
+            .map(|(name, _)| name.clone())
+    }
+}
+
 fn default_mode() -> Mode {
     Mode::BlueGreen
 }
@@ -93,10 +105,14 @@ pub struct ComponentConfig {
     /// Extra environment for the command; values may use `${ENV}`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// HTTP path polled until it answers 2xx before an instance takes traffic; without it,
-    /// a TCP connect to the port is enough.
+    /// HTTP path polled until it answers 2xx before an instance takes traffic.
     #[serde(default)]
     pub ready_path: Option<String>,
+    /// Or a command (a list, no shell; same placeholders as `command`) run until it exits
+    /// 0. Without either, a component with a `public_port` is ready when its port accepts
+    /// connections, and a worker (no port) when its process has stayed up for a second.
+    #[serde(default)]
+    pub ready_command: Vec<String>,
 }
 
 /// What a command needs of the `${NAME}` values the config refers to.
@@ -213,6 +229,13 @@ pub fn parse(
         })?;
     validate(&config, &locate, &mut problems);
     if problems.is_empty() {
+        let mut config = config;
+        for app in config.apps.values_mut() {
+            let served = app.served_component();
+            for check in &mut app.checks {
+                check.default_component(served.as_deref());
+            }
+        }
         Ok(config)
     } else {
         problems.sort_by_key(|p| (p.line, p.column));
@@ -396,6 +419,15 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
                     at(
                         "public_port",
                         format!("public_port {port} is already used by {other}"),
+                    ),
+                );
+            }
+            if component.ready_path.is_some() && !component.ready_command.is_empty() {
+                add_under(
+                    &[],
+                    at(
+                        "ready_command",
+                        "give ready_path or ready_command, not both".into(),
                     ),
                 );
             }

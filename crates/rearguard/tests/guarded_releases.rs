@@ -358,3 +358,52 @@ fn instances_get_a_clean_environment_not_the_guards_secrets() {
     assert!(names.iter().any(|e| e.starts_with("PATH=")), "{names:?}");
     assert!(names.iter().any(|e| e.starts_with("PORT=")), "{names:?}");
 }
+
+#[test]
+fn components_without_a_port_deploy_ready_when_up_or_on_their_ready_command() {
+    let env = Env::builder()
+        .component(
+            "      worker:
+        command: [\"sleep\", \"600\"]
+      mailer:
+        command: [\"sh\", \"-c\", \"sleep 1; touch mailer-$REARGUARD_VERSION.ready; exec sleep 600\"]
+        ready_command: [\"test\", \"-e\", \"mailer-{version}.ready\"]
+",
+        )
+        .build();
+    let _guard = env.guard();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert_eq!(env.state_of("v1"), "stable");
+    assert!(env.path().join("mailer-v1.ready").exists());
+    for component in ["worker", "mailer", "web"] {
+        let pid_file = env
+            .path()
+            .join(format!(".rearguard/instances/shop--{component}--v1.pid"));
+        assert!(pid_file.exists(), "{component} runs");
+    }
+    assert_eq!(env.traffic(3).0.get("v1"), Some(&3));
+}
+
+#[test]
+fn a_bad_first_release_with_nothing_to_roll_back_to_fails_and_says_so() {
+    let env = Env::new();
+    let _guard = env.guard();
+    // Fails its health check; there is no known-good release to go back to.
+    assert_eq!(deploy_watch(&env, "sick-v1"), 4);
+    let versions = env.versions_json();
+    let release = &versions["releases"][0];
+    assert_eq!(release["state"], "failed", "{versions}");
+    assert!(
+        release["note"]
+            .as_str()
+            .unwrap()
+            .contains("no known-good release to roll back to"),
+        "{versions}"
+    );
+    let out = env.run(&["incidents", "--json"]);
+    let incidents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        incidents[0]["title"],
+        "shop sick-v1 is bad and cannot be rolled back"
+    );
+}

@@ -33,12 +33,12 @@ pub enum BackendError {
         why: String,
     },
     #[error(
-        "component {component} of version {version} did not become ready within {seconds}s: {why}"
+        "component {component} of version {version} did not become ready within {within}: {why}"
     )]
     NotReady {
         component: String,
         version: String,
-        seconds: u64,
+        within: rearguard_judge::Span,
         why: String,
     },
 }

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use super::{Backend, BackendError, Instances};
+
+/// A worker (no port, no readiness probe) is ready once its process has stayed up this long.
+const WORKER_SETTLE: Duration = Duration::from_secs(1);
 use crate::checks::http::get_status;
 use crate::config::{AppConfig, Flaw};
 use crate::names;
@@ -54,19 +57,21 @@ impl ProcessConfig {
     pub fn problems(&self, app: &AppConfig) -> Vec<Flaw> {
         let mut problems = Vec::new();
         for (name, component) in &app.components {
-            let command = ["components", name.as_str(), "command"];
             if component.command.is_empty() {
                 problems.push(Flaw::at(
                     &["components", name],
                     format!("component {name} needs a `command` for the process backend"),
                 ));
             }
-            for arg in &component.command {
-                if let Some(unknown) = unknown_placeholder(arg) {
+            for (key, args) in [
+                ("command", &component.command),
+                ("ready_command", &component.ready_command),
+            ] {
+                if let Some(unknown) = args.iter().find_map(|arg| unknown_placeholder(arg)) {
                     problems.push(Flaw::at(
-                        &command,
+                        &["components", name, key],
                         format!(
-                            "unknown placeholder {{{unknown}}} in command; use {{port}}, {{version}}, {{component}} or {{app}}"
+                            "unknown placeholder {{{unknown}}} in {key}; use {{port}}, {{version}}, {{component}} or {{app}}"
                         ),
                     ));
                 }
@@ -248,17 +253,22 @@ impl ProcessBackend {
         })
     }
 
+    /// Waits until the instance is ready, by the first of: its `ready_path` answers 2xx;
+    /// its `ready_command` exits 0; its port accepts connections (a component taking
+    /// traffic); its process is still up after `WORKER_SETTLE` (a worker, with no port).
     async fn wait_ready(&self, version: &str, instance: &mut Instance) -> Result<(), BackendError> {
         let component = &self.components[&instance.component];
-        let timeout = self.config.ready_timeout.std();
+        let timeout = self.config.ready_timeout;
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, instance.port));
         let not_ready = |why: String| BackendError::NotReady {
             component: instance.component.clone(),
             version: version.to_string(),
-            seconds: timeout.as_secs(),
+            within: timeout,
             why,
         };
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout.std();
+        let settle = WORKER_SETTLE.min(timeout.std());
         let mut last = "no answer yet".to_string();
         loop {
             if let Ok(Some(status)) = instance.child.try_wait() {
@@ -267,8 +277,8 @@ impl ProcessBackend {
                     self.log_path(version, &instance.component).display()
                 )));
             }
-            let ready = match &component.ready_path {
-                Some(path) => match get_status(address, path, Duration::from_secs(1)).await {
+            let ready = if let Some(path) = &component.ready_path {
+                match get_status(address, path, Duration::from_secs(1)).await {
                     Ok(status) if (200..300).contains(&status) => true,
                     Ok(status) => {
                         last = format!("{path} answered {status}");
@@ -278,8 +288,25 @@ impl ProcessBackend {
                         last = e;
                         false
                     }
-                },
-                None => tokio::net::TcpStream::connect(address).await.is_ok(),
+                }
+            } else if !component.ready_command.is_empty() {
+                let args: Vec<String> = component
+                    .ready_command
+                    .iter()
+                    .map(|a| self.render(a, version, &instance.component, instance.port))
+                    .collect();
+                match self.run_ready_command(&args).await {
+                    Ok(()) => true,
+                    Err(why) => {
+                        last = why;
+                        false
+                    }
+                }
+            } else if component.public_port.is_some() {
+                tokio::net::TcpStream::connect(address).await.is_ok()
+            } else {
+                last = "its process exited before it settled".into();
+                started.elapsed() >= settle
             };
             if ready {
                 return Ok(());
@@ -288,6 +315,26 @@ impl ProcessBackend {
                 return Err(not_ready(last));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs a readiness command once (bounded), in the instance's clean environment.
+    async fn run_ready_command(&self, args: &[String]) -> Result<(), String> {
+        let run = Command::new(&args[0])
+            .args(&args[1..])
+            .env_clear()
+            .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
+            .current_dir(&self.dirs.work_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        match tokio::time::timeout(Duration::from_secs(5), run).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("ready_command exited ({status})")),
+            Ok(Err(e)) => Err(format!("cannot run ready_command {:?}: {e}", args[0])),
+            Err(_) => Err("ready_command did not finish within 5s".into()),
         }
     }
 

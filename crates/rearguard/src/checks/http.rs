@@ -21,7 +21,7 @@ use crate::config::{AppConfig, Flaw};
 pub struct HttpCheck {
     /// Name shown in status, logs and incidents.
     pub name: String,
-    /// Component to check (default: the first one).
+    /// Component to check (default: the first that has a public port).
     #[serde(default)]
     pub component: Option<String>,
     /// Path to GET.

@@ -52,6 +52,17 @@ impl CheckConfig {
         }
     }
 
+    /// Sets the component looked at when the check names none.
+    pub fn default_component(&mut self, component: Option<&str>) {
+        match self {
+            CheckConfig::Http(check) => {
+                if check.component.is_none() {
+                    check.component = component.map(str::to_string);
+                }
+            }
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             CheckConfig::Http(check) => check.name(),

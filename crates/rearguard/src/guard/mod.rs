@@ -695,6 +695,18 @@ impl Guardian {
         else {
             watch.halted = true;
             tracing::error!(app = %self.app, version = %from.version, reason, "release is bad but there is no known-good release to roll back to");
+            // Settled: it keeps serving (there is nothing else), but it is not good, and
+            // whoever waits on it must hear so now.
+            self.context
+                .ledger
+                .set_state(
+                    &from,
+                    ReleaseState::Failed,
+                    Some(&format!(
+                        "bad ({reason}); no known-good release to roll back to"
+                    )),
+                )
+                .await?;
             self.context
                 .ledger
                 .event(

@@ -40,6 +40,7 @@ pub struct EnvBuilder {
     top_level: String,
     checks: bool,
     component_env: Vec<(String, String)>,
+    extra_components: String,
 }
 
 impl EnvBuilder {
@@ -64,6 +65,12 @@ impl EnvBuilder {
     /// An `env:` entry of the component.
     pub fn component_env(mut self, key: &str, value: &str) -> Self {
         self.component_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Another component, as YAML lines under `components:` (indented by 6).
+    pub fn component(mut self, yaml: &str) -> Self {
+        self.extra_components.push_str(yaml);
         self
     }
 
@@ -128,7 +135,7 @@ impl EnvBuilder {
         public_port: {port}
         command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
         ready_path: /version
-{env}    backend:
+{env}{extra_components}    backend:
       kind: process
       ready_timeout: 5s
       stop_grace: 2s
@@ -136,6 +143,7 @@ impl EnvBuilder {
 {policy}{top_level}",
             bake = self.bake,
             top_level = self.top_level,
+            extra_components = self.extra_components,
         );
         std::fs::write(dir.path().join("rearguard.yaml"), config).unwrap();
         Env { dir, port }
@@ -158,6 +166,7 @@ impl Env {
             top_level: String::new(),
             checks: true,
             component_env: Vec::new(),
+            extra_components: String::new(),
         }
     }
 
