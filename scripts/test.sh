@@ -16,10 +16,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rearguard-target}"
 export CARGO_TERM_COLOR=never
 
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 if need cargo-nextest; then
-    cargo nextest run --workspace --locked --no-fail-fast
-    cargo test --workspace --locked --doc
+    cargo nextest run --workspace --all-features --locked --no-fail-fast
+    cargo test --workspace --all-features --locked --doc
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --all-features --locked --no-fail-fast
 fi

@@ -1,7 +1,8 @@
 //! A guard killed (SIGKILL) while it watches a release, then restarted, reaches the outcome
 //! an uninterrupted guard would have: a bad release is rolled back, never promoted; a good
 //! one is promoted, never rolled back, and only once it was watched for its whole bake time.
-//! Kill points: just after the release took traffic, inside the warm-up, after it.
+//! Kill points: just after the release took traffic, inside the warm-up, after it; and in
+//! the middle of a rollback (a failpoint, compiled only with the `failpoints` feature).
 
 // Tests bound their waits in real time; the clock rule is for the product code.
 #![allow(clippy::disallowed_methods)]
@@ -10,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Env, Guard, stderr, wait_until};
+use support::{Env, Guard, deploy_watch, stderr, wait_until};
 
 const WARMUP_S: u64 = 6;
 
@@ -118,4 +119,38 @@ fn seconds_between(from: &serde_json::Value, to: &serde_json::Value) -> f64 {
         }
     };
     at(to) - at(from)
+}
+
+#[test]
+fn a_guard_killed_mid_rollback_finishes_it_once_after_restart() {
+    let env = Env::new();
+    let mut guard = env.guard_with_env(&[("REARGUARD_FAILPOINT", "after-rollback-recorded")]);
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert_eq!(deploy_watch(&env, "v2"), 0);
+    // A manual rollback is recorded, then the guard stops at the failpoint, mid-way.
+    let rollback = {
+        let mut command = std::process::Command::new(support::binary());
+        command
+            .args(["rollback", "shop", "--yes", "--config"])
+            .arg(env.config());
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    wait_until("the rollback is started", Duration::from_secs(20), || {
+        env.versions_json()["rollbacks"]
+            .as_array()
+            .is_some_and(|r| r.first().is_some_and(|r| r["status"] == "started"))
+    });
+    guard.kill_hard();
+    let _restarted = env.guard();
+    wait_until("the rollback is done", Duration::from_secs(30), || {
+        env.versions_json()["rollbacks"][0]["status"] == "done"
+    });
+    assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
+    assert_eq!(env.state_of("v2"), "rolled_back");
+    assert_eq!(env.rollback_log_lines().len(), 1, "one rollback, one line");
+    drop(rollback);
 }

@@ -8,18 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Env, stderr, stdout, wait_until};
-
-/// Deploys `version` with --watch through the running guard and returns the exit code.
-fn deploy_watch(env: &Env, version: &str) -> i32 {
-    let out = env.run(&["deploy", "shop", version, "--watch", "--json"]);
-    assert!(
-        stderr(&out).is_empty() || out.status.code().is_some(),
-        "{}",
-        stderr(&out)
-    );
-    out.status.code().unwrap()
-}
+use support::{Env, deploy_watch, stderr, stdout, wait_until};
 
 #[test]
 fn a_good_deploy_becomes_stable_and_serves() {
@@ -164,40 +153,6 @@ fn manual_rollback_to_known_good_and_to_a_named_version() {
     let out = env.run(&["rollback", "shop", "v9", "--yes"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("never recorded"), "{}", stderr(&out));
-}
-
-#[test]
-fn a_guard_killed_mid_rollback_finishes_it_once_after_restart() {
-    let env = Env::new();
-    let mut guard = env.guard_with_env(&[("REARGUARD_FAILPOINT", "after-rollback-recorded")]);
-    assert_eq!(deploy_watch(&env, "v1"), 0);
-    assert_eq!(deploy_watch(&env, "v2"), 0);
-    // A manual rollback is recorded, then the guard stops at the failpoint, mid-way.
-    let rollback = {
-        let mut command = std::process::Command::new(support::binary());
-        command
-            .args(["rollback", "shop", "--yes", "--config"])
-            .arg(env.config());
-        command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    wait_until("the rollback is started", Duration::from_secs(20), || {
-        env.versions_json()["rollbacks"]
-            .as_array()
-            .is_some_and(|r| r.first().is_some_and(|r| r["status"] == "started"))
-    });
-    guard.kill_hard();
-    let _restarted = env.guard();
-    wait_until("the rollback is done", Duration::from_secs(30), || {
-        env.versions_json()["rollbacks"][0]["status"] == "done"
-    });
-    assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
-    assert_eq!(env.state_of("v2"), "rolled_back");
-    assert_eq!(env.rollback_log_lines().len(), 1, "one rollback, one line");
-    drop(rollback);
 }
 
 #[test]

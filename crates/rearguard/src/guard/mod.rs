@@ -926,11 +926,16 @@ impl Guardian {
     }
 }
 
-/// Test hook: with `REARGUARD_FAILPOINT=<name>`, the guard stops at that point for an hour
-/// (until killed), so tests can kill it mid-operation. Does nothing otherwise.
+/// Test hook, compiled only with the `failpoints` feature (test builds): with
+/// `REARGUARD_FAILPOINT=<name>`, the guard stops at that point for an hour (until killed),
+/// so tests can kill it mid-operation.
+#[cfg(feature = "failpoints")]
 async fn failpoint(name: &str) {
     if std::env::var("REARGUARD_FAILPOINT").is_ok_and(|v| v == name) {
         tracing::warn!(failpoint = name, "paused at failpoint");
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
+
+#[cfg(not(feature = "failpoints"))]
+async fn failpoint(_name: &str) {}

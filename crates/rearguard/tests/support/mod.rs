@@ -446,3 +446,14 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Deploys `version` with --watch through the running guard and returns the exit code.
+pub fn deploy_watch(env: &Env, version: &str) -> i32 {
+    let out = env.run(&["deploy", "shop", version, "--watch", "--json"]);
+    assert!(
+        stderr(&out).is_empty() || out.status.code().is_some(),
+        "{}",
+        stderr(&out)
+    );
+    out.status.code().unwrap()
+}
