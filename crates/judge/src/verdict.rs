@@ -59,6 +59,16 @@ pub enum Tier {
     Evaluate,
 }
 
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Immediate => "immediate",
+            Tier::Rapid => "rapid",
+            Tier::Evaluate => "evaluate",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {

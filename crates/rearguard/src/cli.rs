@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rearguard_judge::Span;
 
 /// Guarded releases: rearguard records every release of an app, watches each new one
 /// against the release it replaced, and rolls a bad one back on its own.
@@ -37,10 +38,33 @@ pub struct GlobalArgs {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REARGUARD_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `rearguard=debug` (RUST_LOG syntax). Default: `warn`
-    /// (`error` for the demo, which tells its own story).
+    /// Log filter, e.g. `info` or `rearguard=debug` (RUST_LOG syntax; RUST_LOG is read too).
+    /// Default: `warn` (`error` for the demo, which tells its own story).
     #[arg(long, global = true, env = "REARGUARD_LOG")]
     pub log: Option<String>,
+    /// When to colour output: `auto` colours on a terminal unless NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, env = "REARGUARD_COLOR")]
+    pub color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether to colour what goes to a stream that is (or is not) a terminal.
+    pub fn enabled(self, terminal: bool) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => {
+                terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,9 +82,13 @@ pub enum Command {
     Validate,
     /// Record a release and deploy it; with --watch, guard it through its bake time.
     ///
-    /// Exit codes: 0 deployed (with --watch: stable), 3 rolled back, 4 failed.
+    /// Exit codes: 0 deployed (with --watch: stable), 3 rolled back, 4 failed, 5 still
+    /// not settled when --timeout ran out (the guard goes on).
     Deploy(DeployArgs),
     /// Roll an app back, by default to its last known-good release.
+    ///
+    /// Exit codes: 0 done, 4 the rollback failed, 5 not finished when --timeout ran out
+    /// (the guard goes on).
     Rollback(RollbackArgs),
     /// Release history of an app: version, state, when, by whom, current and known-good.
     Versions(AppJsonArgs),
@@ -86,10 +114,21 @@ pub enum Command {
     /// CSV columns: t, version (baseline|candidate), requests, errors, le_5 .. le_10000,
     /// le_inf (per-step counts, latency buckets cumulative in milliseconds). META is JSON:
     /// {"mode": "bluegreen"|"canary", "deploy_at": SECONDS, "step_seconds": 1}.
+    ///
+    /// Exit codes: 0 keep, 3 the judge would roll the release back (a pipeline gate). With
+    /// --json the verdict is in the output and the exit code is 0 either way.
     Backtest(BacktestArgs),
     /// The bundled demo service (used by `rearguard demo`; handy for trying configs).
     #[command(disable_version_flag = true)]
     DemoApp(DemoAppArgs),
+    /// Print a shell completion script: `rearguard completions bash > /etc/bash_completion.d/rearguard`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `rearguard man > /usr/local/share/man/man1/rearguard.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +164,9 @@ pub struct DeployArgs {
     /// Print the outcome as JSON on the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Stop waiting after this long ("30m", "2h"); the guard goes on.
+    #[arg(long, default_value = "6h", value_parser = span)]
+    pub timeout: Span,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +185,14 @@ pub struct RollbackArgs {
     /// Print the outcome as JSON on the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Stop waiting for the guard after this long ("90s", "10m"); it goes on.
+    #[arg(long, default_value = "10m", value_parser = span)]
+    pub timeout: Span,
+}
+
+/// A duration on the command line: "90s", "5m", "1h30m", or a number of seconds.
+fn span(text: &str) -> Result<Span, String> {
+    Span::parse(text)
 }
 
 #[derive(Debug, Args)]

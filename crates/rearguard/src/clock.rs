@@ -67,7 +67,27 @@ impl Stopwatch {
     }
 }
 
-/// RFC 3339 text for an epoch-millisecond timestamp, for people and JSON.
+/// Epoch-millisecond timestamps as RFC 3339 text with milliseconds, in JSON output
+/// (`#[serde(serialize_with = "clock::json_time")]`).
+pub fn json_time<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    match jiff::Timestamp::from_millisecond(*ms) {
+        Ok(t) => serializer.collect_str(&t),
+        Err(_) => serializer.serialize_i64(*ms),
+    }
+}
+
+/// [`json_time`] for optional timestamps.
+pub fn json_time_opt<S: serde::Serializer>(
+    ms: &Option<i64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => json_time(ms, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// RFC 3339 text for an epoch-millisecond timestamp, to the second, for people.
 pub fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(
         |_| ms.to_string(),

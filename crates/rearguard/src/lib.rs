@@ -30,6 +30,8 @@ pub enum Outcome {
     RolledBack,
     /// The release failed and could not be rolled back.
     Failed,
+    /// Gave up waiting (`--timeout`); what was asked for may still happen.
+    TimedOut,
 }
 
 impl Outcome {
@@ -38,6 +40,7 @@ impl Outcome {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::RolledBack => ExitCode::from(3),
             Outcome::Failed => ExitCode::from(4),
+            Outcome::TimedOut => ExitCode::from(5),
         }
     }
 }
@@ -53,10 +56,17 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         cli::Command::Demo(_) => "error",
         _ => "warn",
     };
-    telemetry::init(
-        cli.global.log_format,
-        cli.global.log.as_deref().unwrap_or(default_filter),
-    );
+    let filter = cli
+        .global
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()))
+        .unwrap_or_else(|| default_filter.to_string());
+    let ansi = cli
+        .global
+        .color
+        .enabled(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    telemetry::init(cli.global.log_format, &filter, ansi);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -3,14 +3,14 @@
 use crate::cli::LogFormat;
 use tracing_subscriber::{EnvFilter, fmt};
 
-pub fn init(format: LogFormat, filter: &str) {
+/// Logs to stderr with `filter` (RUST_LOG syntax), coloured when `ansi`.
+pub fn init(format: LogFormat, filter: &str, ansi: bool) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(ansi);
+        .with_ansi(ansi && format == LogFormat::Text);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -127,23 +127,30 @@ fn a_guard_killed_mid_rollback_finishes_it_once_after_restart() {
     let mut guard = env.guard_with_env(&[("REARGUARD_FAILPOINT", "after-rollback-recorded")]);
     assert_eq!(deploy_watch(&env, "v1"), 0);
     assert_eq!(deploy_watch(&env, "v2"), 0);
-    // A manual rollback is recorded, then the guard stops at the failpoint, mid-way.
-    let rollback = {
-        let mut command = std::process::Command::new(support::binary());
-        command
-            .args(["rollback", "shop", "--yes", "--config"])
-            .arg(env.config());
-        command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+    // A manual rollback is recorded, then the guard stops at the failpoint, mid-way; the
+    // person who asked stops waiting after 4 s (exit code 5: not finished, it goes on).
+    let waiting = {
+        let config = env.config();
+        std::thread::spawn(move || {
+            let mut command = std::process::Command::new(support::binary());
+            command
+                .args(["rollback", "shop", "--yes", "--timeout", "4s", "--config"])
+                .arg(config);
+            support::run_bounded(command, Duration::from_secs(60))
+        })
     };
     wait_until("the rollback is started", Duration::from_secs(20), || {
         env.versions_json()["rollbacks"]
             .as_array()
             .is_some_and(|r| r.first().is_some_and(|r| r["status"] == "started"))
     });
+    let out = waiting.join().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", support::stdout(&out));
+    assert!(
+        support::stdout(&out).contains("has not finished rollback 1 within 4s; it goes on"),
+        "{}",
+        support::stdout(&out)
+    );
     guard.kill_hard();
     let _restarted = env.guard();
     wait_until("the rollback is done", Duration::from_secs(30), || {
@@ -152,5 +159,4 @@ fn a_guard_killed_mid_rollback_finishes_it_once_after_restart() {
     assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
     assert_eq!(env.state_of("v2"), "rolled_back");
     assert_eq!(env.rollback_log_lines().len(), 1, "one rollback, one line");
-    drop(rollback);
 }

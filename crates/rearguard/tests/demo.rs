@@ -40,6 +40,10 @@ fn the_demo_rolls_the_bad_release_back_and_leaves_nothing_running() {
     let out = support::run_bounded(command, Duration::from_secs(150));
     assert!(out.status.success(), "{}", support::stderr(&out));
     let stdout = support::stdout(&out);
+    for line in stdout.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("--json prints only JSON lines on stdout: {line:?}: {e}"));
+    }
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(
         (
@@ -55,9 +59,14 @@ fn the_demo_rolls_the_bad_release_back_and_leaves_nothing_running() {
         detected > 0.0 && detected <= restored && restored < 60.0,
         "{summary}"
     );
+    let story = support::stderr(&out);
     assert!(
-        stdout.contains("rolled_back") && stdout.contains("known-good"),
-        "the history is shown: {stdout}"
+        story.contains("rolled_back") && story.contains("known-good"),
+        "the history is shown (on stderr): {story}"
+    );
+    assert!(
+        story.contains("rollback #1: v2 -> v1 (auto)"),
+        "no debug text: {story}"
     );
     let postmortem = std::fs::read_to_string(summary["postmortem"].as_str().unwrap()).unwrap();
     assert!(

@@ -66,8 +66,9 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
         ),
         (Some((t, finding)), false) => {
             println!(
-                "t={t}: ROLLBACK ({:?} tier): {}",
-                finding.tier, finding.reason
+                "t={t}: ROLLBACK ({} tier): {}",
+                finding.tier.as_str(),
+                finding.reason
             );
             println!(
                 "evidence: {}",
@@ -78,7 +79,12 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
             println!("end of data: KEEP, the release was never found materially worse")
         }
     }
-    Ok(Outcome::Success)
+    // The exit code gates a pipeline; with --json the verdict is data (scorers read it
+    // whatever it is).
+    Ok(match (&decision, args.json) {
+        (Some(_), false) => Outcome::RolledBack,
+        _ => Outcome::Success,
+    })
 }
 
 /// A readable account of how the decision formed: phase changes and evidence milestones.

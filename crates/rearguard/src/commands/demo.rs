@@ -13,12 +13,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::output::Status;
 use super::{Workspace, stop_on_signals};
-use crate::cli::{AppJsonArgs, DemoArgs};
+use crate::cli::DemoArgs;
 use crate::clock::Stopwatch;
 use crate::guard::{Guardian, Progress};
 use crate::ledger::{Rollback, RollbackStatus};
@@ -100,11 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         stop.clone(),
     );
-    let story = tokio::time::timeout(
-        DEMO_LIMIT,
-        tell_story(&workspace, rx, &traffic, &stop, args.json),
-    )
-    .await;
+    let story = tokio::time::timeout(DEMO_LIMIT, tell_story(&workspace, rx, &traffic, &stop)).await;
     stop.cancel();
     traffic.stop().await;
     guard_task.await??;
@@ -116,34 +112,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         eprintln!("demo interrupted; everything it started is stopped");
         return Ok(Outcome::Failed);
     };
-    println!();
-    super::versions::run(
-        &config_path,
-        AppJsonArgs {
-            app: APP.into(),
-            json: false,
-        },
-    )
-    .await?;
+    // With --json, stdout holds only the JSON line; the story goes to stderr.
+    let say = |text: String| {
+        if args.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    };
+    say(format!(
+        "\n{}",
+        super::versions::history(&workspace.ledger, APP).await?
+    ));
     let rollback = &summary.rollback;
-    println!(
-        "rollback #{}: {} -> {} ({:?}) by {}: {}",
+    say(format!(
+        "rollback #{}: {} -> {} ({}) by {}: {}",
         rollback.id,
         rollback.from_version,
         rollback.to_version,
-        rollback.trigger,
+        rollback.trigger.as_str(),
         rollback.requested_by,
         rollback.reason
-    );
-    println!(
+    ));
+    say(format!(
         "rollback log: {}",
         workspace.config.rollback_log(&config_path).display()
-    );
+    ));
     let (incident, postmortem) = close_incident(&workspace, rollback, &dir).await?;
-    println!(
+    say(format!(
         "incident #{incident} resolved; post-mortem draft: {}",
         postmortem.display()
-    );
+    ));
     if args.json {
         println!(
             "{}",
@@ -217,16 +216,9 @@ async fn tell_story(
     mut progress: mpsc::UnboundedReceiver<Progress>,
     traffic: &Traffic,
     stop: &CancellationToken,
-    quiet: bool,
 ) -> anyhow::Result<Option<Summary>> {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new_spinner()
-    };
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
-    bar.enable_steady_tick(Duration::from_millis(120));
-    let say = |line: String| bar.println(line);
+    let bar = Status::new(false);
+    let say = |line: String| bar.say(&line);
     let actor = identity::actor();
     workspace.ledger.record_release(APP, "v1", &actor).await?;
     say("deploying v1 (a good release) behind the router".into());
@@ -238,7 +230,7 @@ async fn tell_story(
             _ = tokio::time::sleep(Duration::from_millis(500)) => None,
             message = progress.recv() => message,
         };
-        bar.set_message(traffic.describe());
+        bar.show(&traffic.describe());
         match message {
             Some(Progress::Watching { version, .. }) if version == "v1" => {
                 say("v1 serves; driving traffic; v1 bakes for 8s before it is known-good".into())
@@ -273,7 +265,7 @@ async fn tell_story(
                     traffic.describe(),
                     if passed { "passed" } else { "FAILED" }
                 ));
-                bar.finish_and_clear();
+                bar.finish();
                 if rollback.status != RollbackStatus::Done {
                     anyhow::bail!("the rollback did not complete: {}", rollback.reason);
                 }

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
+use super::output::Status;
 use super::{Workspace, check_version, stop_on_signals};
 use crate::backends::AnyBackend;
 use crate::backends::process::InstanceDirs;
@@ -15,9 +15,6 @@ use crate::cli::DeployArgs;
 use crate::guard::{Guardian, Progress};
 use crate::ledger::{Release, ReleaseState};
 use crate::{Outcome, UsageError, identity};
-
-/// How long to wait for a running guard to pick up and settle a release.
-const WAIT_LIMIT: Duration = Duration::from_secs(6 * 3600);
 
 pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome> {
     check_version(&args.version)?;
@@ -47,30 +44,36 @@ pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome
         .ledger
         .record_release(&args.app, &args.version, &identity::actor())
         .await?;
-    let bar = spinner(args.json);
-    bar.set_message(format!(
+    let bar = Status::new(true);
+    bar.show(&format!(
         "{} {}: recorded, waiting for the guard",
         args.app, args.version
     ));
+    let deadline = tokio::time::Instant::now() + args.timeout.std();
     let settled = if guarded {
-        follow(&workspace, &release, args.watch, &bar).await?
+        follow(&workspace, &release, args.watch, &bar, deadline).await?
     } else {
-        guard_here(&workspace, &release, &bar).await?
+        guard_here(&workspace, &release, &bar, deadline).await?
     };
-    bar.finish_and_clear();
-    report(&workspace, &settled, args.json).await
-}
-
-fn spinner(hidden: bool) -> ProgressBar {
-    if hidden {
-        return ProgressBar::hidden();
+    bar.finish();
+    // Unsettled: the wait ran out (or was interrupted) before the outcome was known.
+    let done = if args.watch {
+        settled.state.is_settled()
+    } else {
+        settled.state != ReleaseState::Deploying
+    };
+    if !done {
+        eprintln!(
+            "{} {}: still {} after {}; the guard goes on (follow it with `rearguard status {}`)",
+            settled.app,
+            settled.version,
+            settled.state.as_str(),
+            args.timeout,
+            settled.app
+        );
     }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
+    let outcome = report(&workspace, &settled, args.json).await?;
+    Ok(if done { outcome } else { Outcome::TimedOut })
 }
 
 /// Follows a release deployed by the running guard, through the ledger.
@@ -78,10 +81,10 @@ async fn follow(
     workspace: &Workspace,
     release: &Release,
     watch: bool,
-    bar: &ProgressBar,
+    bar: &Status,
+    deadline: tokio::time::Instant,
 ) -> anyhow::Result<Release> {
     let ledger = &workspace.ledger;
-    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
     loop {
         let now = ledger
             .release(release.id)
@@ -100,7 +103,7 @@ async fn follow(
             .await?
             .map(|(_, body)| describe_live(&body))
             .unwrap_or_default();
-        bar.set_message(format!(
+        bar.show(&format!(
             "{} {}: {} {live}",
             release.app,
             release.version,
@@ -115,7 +118,8 @@ async fn follow(
 async fn guard_here(
     workspace: &Workspace,
     release: &Release,
-    bar: &ProgressBar,
+    bar: &Status,
+    deadline: tokio::time::Instant,
 ) -> anyhow::Result<Release> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let context = workspace.guard_context(Some(tx))?;
@@ -126,10 +130,11 @@ async fn guard_here(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
             message = rx.recv() => {
                 let Some(message) = message else { break };
                 if let Some(line) = describe(&message) {
-                    bar.set_message(line);
+                    bar.show(&line);
                 }
                 let state = ledger.release(release.id).await?.map(|r| r.state);
                 if state.is_some_and(ReleaseState::is_settled) {

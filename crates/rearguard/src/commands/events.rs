@@ -2,8 +2,6 @@
 
 use std::path::Path;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-
 use super::Workspace;
 use crate::Outcome;
 use crate::cli::EventsArgs;
@@ -22,10 +20,7 @@ pub async fn run(config_path: &Path, args: EventsArgs) -> anyhow::Result<Outcome
         println!("{}: nothing happened in the last {}", args.app, args.since);
         return Ok(Outcome::Success);
     }
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["time", "event", "detail"]);
+    let mut table = super::output::table(["time", "event", "detail"]);
     for event in &events {
         table.add_row([
             rfc3339(event.at),

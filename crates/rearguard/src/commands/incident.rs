@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use rearguard_judge::Span;
 
 use super::Workspace;
@@ -31,15 +30,12 @@ pub async fn list(config_path: &Path, args: IncidentsArgs) -> anyhow::Result<Out
         println!("no incidents in the last {}", args.since);
         return Ok(Outcome::Success);
     }
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["id", "severity", "status", "detected", "title"]);
+    let mut table = super::output::table(["id", "severity", "status", "detected", "title"]);
     for i in &incidents {
         table.add_row([
             i.id.to_string(),
             i.severity.as_str().into(),
-            format!("{:?}", i.status).to_lowercase(),
+            i.status.as_str().into(),
             rfc3339(i.detected_at),
             i.title.clone(),
         ]);
@@ -73,11 +69,11 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
             } else {
                 let i = &record.incident;
                 println!(
-                    "#{} {} [{} {:?}]",
+                    "#{} {} [{}, {}]",
                     i.id,
                     i.title,
                     i.severity.as_str(),
-                    i.status
+                    i.status.as_str()
                 );
                 for entry in &record.timeline {
                     println!(
@@ -223,7 +219,20 @@ pub async fn report(config_path: &Path, args: ReportArgs) -> anyhow::Result<Outc
     }
     let secs = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |s| format!("{s:.1}s"));
     println!("since {}", report.since);
-    println!("incidents: {} {:?}", report.incidents, report.by_severity);
+    let by_severity: Vec<String> = report
+        .by_severity
+        .iter()
+        .map(|(severity, count)| format!("{severity}: {count}"))
+        .collect();
+    println!(
+        "incidents: {}{}",
+        report.incidents,
+        if by_severity.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_severity.join(", "))
+        }
+    );
     println!("MTTD (onset to detection): {}", secs(report.mttd_seconds));
     println!(
         "MTTR (detection to restored): {}",

@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod events;
 pub mod guard;
 pub mod incident;
+pub mod output;
 pub mod rollback;
 pub mod status;
 pub mod validate;
@@ -39,6 +40,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Report(args) => incident::report(config_path, args).await,
         Command::Backtest(args) => backtest::run(args).await,
         Command::DemoApp(args) => crate::demo_app::run(args).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "rearguard", &mut std::io::stdout());
+            Ok(Outcome::Success)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(Outcome::Success)
+        }
     }
 }
 

@@ -12,9 +12,6 @@ use crate::cli::RollbackArgs;
 use crate::ledger::{Release, RollbackStatus, Trigger};
 use crate::{Outcome, UsageError, identity};
 
-/// How long to wait for the guard to finish the rollback.
-const WAIT_LIMIT: Duration = Duration::from_secs(600);
-
 pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outcome> {
     if let Some(version) = &args.version {
         check_version(version)?;
@@ -82,7 +79,7 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
             args.app, current.version, target.version
         );
     }
-    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    let deadline = tokio::time::Instant::now() + args.timeout.std();
     let finished = loop {
         let now = ledger
             .rollback(rollback.id)
@@ -112,15 +109,15 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
                 args.app, finished.to_version, args.app
             ),
             _ => println!(
-                "{}: the guard has not finished the rollback yet (id {})",
-                args.app, finished.id
+                "{}: the guard has not finished rollback {} within {}; it goes on (follow it with `rearguard versions {}`)",
+                args.app, finished.id, args.timeout, args.app
             ),
         }
     }
-    Ok(if finished.status == RollbackStatus::Done {
-        Outcome::Success
-    } else {
-        Outcome::Failed
+    Ok(match finished.status {
+        RollbackStatus::Done => Outcome::Success,
+        RollbackStatus::Failed => Outcome::Failed,
+        RollbackStatus::Requested | RollbackStatus::Started => Outcome::TimedOut,
     })
 }
 

@@ -6,6 +6,7 @@ use super::Workspace;
 use crate::Outcome;
 use crate::cli::StatusArgs;
 use crate::clock::rfc3339;
+use crate::ledger::Release;
 
 /// A guard snapshot older than this is not live.
 const LIVE_MS: i64 = 5_000;
@@ -29,6 +30,15 @@ pub async fn run(config_path: &Path, args: StatusArgs) -> anyhow::Result<Outcome
             .snapshot(app)
             .await?
             .filter(|(at, _)| guarded && ledger.now() - at < LIVE_MS);
+        if !args.json {
+            print_app(
+                app,
+                current.as_ref(),
+                &report_known_good(&known_good),
+                guarded,
+                snapshot.as_ref().map(|(_, body)| body),
+            );
+        }
         report.push(serde_json::json!({
             "app": app,
             "current": current,
@@ -36,9 +46,6 @@ pub async fn run(config_path: &Path, args: StatusArgs) -> anyhow::Result<Outcome
             "guarded": guarded,
             "live": snapshot.as_ref().map(|(_, body)| body),
         }));
-        if !args.json {
-            print_app(app, &report[report.len() - 1]);
-        }
     }
     if args.json {
         println!("{}", serde_json::Value::Array(report));
@@ -46,29 +53,37 @@ pub async fn run(config_path: &Path, args: StatusArgs) -> anyhow::Result<Outcome
     Ok(Outcome::Success)
 }
 
-fn print_app(app: &str, status: &serde_json::Value) {
-    let current = &status["current"];
-    match current.get("version") {
-        Some(version) => println!(
+fn report_known_good(known_good: &Option<Release>) -> String {
+    known_good
+        .as_ref()
+        .map_or_else(|| "none yet".into(), |r| r.version.clone())
+}
+
+fn print_app(
+    app: &str,
+    current: Option<&Release>,
+    known_good: &str,
+    guarded: bool,
+    live: Option<&serde_json::Value>,
+) {
+    match current {
+        Some(release) => println!(
             "{app}: {} ({}, since {})",
-            version.as_str().unwrap_or("?"),
-            current["state"].as_str().unwrap_or("?"),
-            current["updated_at"]
-                .as_i64()
-                .map(rfc3339)
-                .unwrap_or_default()
+            release.version,
+            release.state.as_str(),
+            rfc3339(release.updated_at)
         ),
         None => println!("{app}: nothing deployed yet"),
     }
-    println!(
-        "  known-good: {}",
-        status["known_good"].as_str().unwrap_or("none yet")
-    );
-    if !status["guarded"].as_bool().unwrap_or(false) {
+    println!("  known-good: {known_good}");
+    if !guarded {
         println!("  guard: not running (start `rearguard guard`)");
         return;
     }
-    let live = &status["live"];
+    let Some(live) = live else {
+        println!("  guard: running, no live view yet");
+        return;
+    };
     let snapshot = &live["judgement"]["snapshot"];
     let rate = |v: &serde_json::Value| {
         v.as_f64()

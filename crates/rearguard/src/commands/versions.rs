@@ -3,14 +3,13 @@
 
 use std::path::Path;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use super::Workspace;
 use crate::Outcome;
 use crate::cli::AppJsonArgs;
 use crate::clock::rfc3339;
-use crate::ledger::Release;
+use crate::ledger::{Ledger, Release};
 
 #[derive(Serialize)]
 struct Row<'a> {
@@ -24,9 +23,40 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
     let workspace = Workspace::open(config_path).await?;
     workspace.check_app(&args.app)?;
     let ledger = &workspace.ledger;
-    let releases = ledger.releases(&args.app).await?;
-    let current = ledger.current(&args.app).await?.map(|r| r.id);
-    let known_good = ledger.known_good(&args.app, None).await?.map(|r| r.id);
+    if args.json {
+        let releases = ledger.releases(&args.app).await?;
+        let (current, known_good) = marks(ledger, &args.app).await?;
+        let rows: Vec<Row> = releases
+            .iter()
+            .map(|release| Row {
+                release,
+                current: Some(release.id) == current,
+                known_good: Some(release.id) == known_good,
+            })
+            .collect();
+        let rollbacks = ledger.rollbacks(&args.app).await?;
+        println!(
+            "{}",
+            serde_json::json!({"app": args.app, "releases": rows, "rollbacks": rollbacks})
+        );
+        return Ok(Outcome::Success);
+    }
+    println!("{}", history(ledger, &args.app).await?);
+    Ok(Outcome::Success)
+}
+
+/// The ids of the current and the known-good release.
+async fn marks(ledger: &Ledger, app: &str) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+    Ok((
+        ledger.current(app).await?.map(|r| r.id),
+        ledger.known_good(app, None).await?.map(|r| r.id),
+    ))
+}
+
+/// The release history of `app` as a table for people.
+pub async fn history(ledger: &Ledger, app: &str) -> anyhow::Result<String> {
+    let releases = ledger.releases(app).await?;
+    let (current, known_good) = marks(ledger, app).await?;
     let rows: Vec<Row> = releases
         .iter()
         .map(|release| Row {
@@ -35,25 +65,12 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
             known_good: Some(release.id) == known_good,
         })
         .collect();
-    if args.json {
-        let rollbacks = ledger.rollbacks(&args.app).await?;
-        println!(
-            "{}",
-            serde_json::json!({"app": args.app, "releases": rows, "rollbacks": rollbacks})
-        );
-        return Ok(Outcome::Success);
-    }
     if rows.is_empty() {
-        println!(
-            "{}: no releases yet (deploy one with `rearguard deploy {} VERSION`)",
-            args.app, args.app
-        );
-        return Ok(Outcome::Success);
+        return Ok(format!(
+            "{app}: no releases yet (deploy one with `rearguard deploy {app} VERSION`)"
+        ));
     }
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["version", "state", "deployed", "by", "", "note"]);
+    let mut table = super::output::table(["version", "state", "deployed", "by", "", "note"]);
     for row in &rows {
         let marks = [
             row.current.then_some("current"),
@@ -72,6 +89,5 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
             row.release.note.clone().unwrap_or_default(),
         ]);
     }
-    println!("{table}");
-    Ok(Outcome::Success)
+    Ok(table.to_string())
 }

@@ -46,7 +46,7 @@ pub enum IncidentStatus {
 }
 
 impl IncidentStatus {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             IncidentStatus::Detected => "detected",
             IncidentStatus::Mitigating => "mitigating",
@@ -81,11 +81,16 @@ pub struct Incident {
     pub severity: Severity,
     pub status: IncidentStatus,
     pub title: String,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub onset_at: Option<i64>,
+    #[serde(serialize_with = "crate::clock::json_time")]
     pub detected_at: i64,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub mitigated_at: Option<i64>,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub acknowledged_at: Option<i64>,
     pub acknowledged_by: Option<String>,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub resolved_at: Option<i64>,
     pub resolved_by: Option<String>,
     pub root_cause: Option<String>,
@@ -94,6 +99,7 @@ pub struct Incident {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TimelineEntry {
+    #[serde(serialize_with = "crate::clock::json_time")]
     pub at: i64,
     pub kind: String,
     pub actor: String,

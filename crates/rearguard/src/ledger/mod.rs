@@ -119,10 +119,14 @@ pub struct Release {
     pub app: String,
     pub version: String,
     pub state: ReleaseState,
+    #[serde(serialize_with = "crate::clock::json_time")]
     pub created_at: i64,
     pub created_by: String,
+    #[serde(serialize_with = "crate::clock::json_time")]
     pub updated_at: i64,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub watch_started_at: Option<i64>,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub stable_at: Option<i64>,
     pub note: Option<String>,
     /// How it is judged, set when it takes traffic (see [`Watch`]).
@@ -142,6 +146,7 @@ pub struct Watch {
     pub baseline_version: Option<String>,
     /// The judge's deploy time, in epoch milliseconds: when the release took traffic, or
     /// when a canary took all of it.
+    #[serde(serialize_with = "crate::clock::json_time")]
     pub judged_from: i64,
 }
 
@@ -159,6 +164,15 @@ impl Release {
 pub enum Trigger {
     Auto,
     Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Auto => "auto",
+            Trigger::Manual => "manual",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -195,8 +209,11 @@ pub struct Rollback {
     pub reason: String,
     pub evidence: Option<serde_json::Value>,
     pub requested_by: String,
+    #[serde(serialize_with = "crate::clock::json_time")]
     pub requested_at: i64,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub started_at: Option<i64>,
+    #[serde(serialize_with = "crate::clock::json_time_opt")]
     pub finished_at: Option<i64>,
     pub status: RollbackStatus,
     pub logged: bool,
@@ -211,6 +228,7 @@ pub struct Lease {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
+    #[serde(serialize_with = "crate::clock::json_time")]
     pub at: i64,
     pub kind: String,
     pub release_id: Option<i64>,
@@ -578,10 +596,7 @@ impl Ledger {
         .bind(&from.app)
         .bind(from.id)
         .bind(to.id)
-        .bind(match trigger {
-            Trigger::Auto => "auto",
-            Trigger::Manual => "manual",
-        })
+        .bind(trigger.as_str())
         .bind(reason)
         .bind(evidence.map(|e| e.to_string()))
         .bind(by)
