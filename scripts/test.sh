@@ -16,6 +16,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rearguard-target}"
 export CARGO_TERM_COLOR=never
 
 cargo fmt --all -- --check
+python3 scripts/check-msrv.py
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 if need cargo-nextest; then
     cargo nextest run --workspace --all-features --locked --no-fail-fast

@@ -74,16 +74,19 @@ impl Context {
 }
 
 /// Guards `apps` until `stop` is cancelled; then stops their processes and routers.
+/// `started` is called once every app's router listens.
 pub async fn run(
     context: Context,
     apps: Vec<String>,
     stop: CancellationToken,
+    started: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for app in apps {
         let guardian = Guardian::start(&context, &app).await?;
         tasks.spawn(guardian.run(stop.clone()));
     }
+    started();
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {
         match result {
