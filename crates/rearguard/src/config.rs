@@ -762,6 +762,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_starts_with_its_two_commands_and_reproduces_the_example_config() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let example = std::fs::read_to_string(root.join("examples/rearguard.yaml")).unwrap();
+        assert!(
+            readme.contains(&format!("```yaml\n{example}```")),
+            "README.md must reproduce examples/rearguard.yaml verbatim"
+        );
+        let first_block = readme.split("```sh\n").nth(1).unwrap();
+        let commands: Vec<&str> = first_block.lines().take(2).collect();
+        assert!(
+            commands[0].starts_with("cargo run --release -- demo"),
+            "{commands:?}"
+        );
+        assert!(commands[1].starts_with("scripts/test.sh"), "{commands:?}");
+    }
+
+    #[test]
     fn paths_resolve_beside_the_config_even_when_it_is_relative() {
         let config = parse_text(GOOD).unwrap();
         assert_eq!(
