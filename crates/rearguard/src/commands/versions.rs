@@ -12,9 +12,9 @@ use crate::clock::rfc3339;
 use crate::ledger::{Ledger, Release};
 
 #[derive(Serialize)]
-struct Row<'a> {
+struct Row {
     #[serde(flatten)]
-    release: &'a Release,
+    release: Release,
     current: bool,
     known_good: bool,
 }
@@ -24,16 +24,7 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
     workspace.check_app(&args.app)?;
     let ledger = &workspace.ledger;
     if args.json {
-        let releases = ledger.releases(&args.app).await?;
-        let (current, known_good) = marks(ledger, &args.app).await?;
-        let rows: Vec<Row> = releases
-            .iter()
-            .map(|release| Row {
-                release,
-                current: Some(release.id) == current,
-                known_good: Some(release.id) == known_good,
-            })
-            .collect();
+        let rows = rows(ledger, &args.app).await?;
         let rollbacks = ledger.rollbacks(&args.app).await?;
         println!(
             "{}",
@@ -45,26 +36,25 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
     Ok(Outcome::Success)
 }
 
-/// The ids of the current and the known-good release.
-async fn marks(ledger: &Ledger, app: &str) -> anyhow::Result<(Option<i64>, Option<i64>)> {
-    Ok((
-        ledger.current(app).await?.map(|r| r.id),
-        ledger.known_good(app, None).await?.map(|r| r.id),
-    ))
+/// The releases of `app`, newest first, each marked current and known-good or not.
+async fn rows(ledger: &Ledger, app: &str) -> anyhow::Result<Vec<Row>> {
+    let current = ledger.current(app).await?.map(|r| r.id);
+    let known_good = ledger.known_good(app, None).await?.map(|r| r.id);
+    Ok(ledger
+        .releases(app)
+        .await?
+        .into_iter()
+        .map(|release| Row {
+            current: Some(release.id) == current,
+            known_good: Some(release.id) == known_good,
+            release,
+        })
+        .collect())
 }
 
 /// The release history of `app` as a table for people.
 pub async fn history(ledger: &Ledger, app: &str) -> anyhow::Result<String> {
-    let releases = ledger.releases(app).await?;
-    let (current, known_good) = marks(ledger, app).await?;
-    let rows: Vec<Row> = releases
-        .iter()
-        .map(|release| Row {
-            release,
-            current: Some(release.id) == current,
-            known_good: Some(release.id) == known_good,
-        })
-        .collect();
+    let rows = rows(ledger, app).await?;
     if rows.is_empty() {
         return Ok(format!(
             "{app}: no releases yet (deploy one with `rearguard deploy {app} VERSION`)"
