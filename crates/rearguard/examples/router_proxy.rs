@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use rearguard::backends::Instances;
-use rearguard::router::{Router, Routes};
+use rearguard::router::Router;
+use rearguard::traffic::Routes;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,8 +16,8 @@ async fn main() -> anyhow::Result<()> {
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
         anyhow::bail!("usage: router_proxy LISTEN_PORT UPSTREAM_PORT");
     };
-    let ports = BTreeMap::from([("web".to_string(), listen.parse::<u16>()?)]);
-    let router = Router::start("bench", &ports).await?;
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, listen.parse::<u16>()?));
+    let router = Router::start("bench", &BTreeMap::from([("web".to_string(), listen)])).await?;
     let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream.parse::<u16>()?));
     let primary = Instances {
         version: "v1".into(),

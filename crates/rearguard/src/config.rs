@@ -1,4 +1,5 @@
-//! The config file (`rearguard.yaml`): apps, their components, backend, checks and policy.
+//! The config file (`rearguard.yaml`): apps, their backend, traffic, signals, checks and
+//! policy.
 //! Parsing, `${ENV}` interpolation and validation live here; every problem is reported at
 //! once, each with file:line:column. Nothing here starts or touches anything.
 
@@ -13,6 +14,8 @@ use crate::backends::BackendConfig;
 use crate::checks::CheckConfig;
 use crate::names;
 use crate::notify::NotificationsConfig;
+use crate::signals::SignalsConfig;
+use crate::traffic::TrafficConfig;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -54,10 +57,13 @@ pub struct AppConfig {
     /// How long a release must stay healthy to become the known-good one ("10m").
     #[serde(default = "default_bake")]
     pub bake: Span,
-    /// The app's parts, by name; each runs at the same version.
-    pub components: BTreeMap<String, ComponentConfig>,
-    /// How versions are deployed and rolled back.
+    /// How versions run (and their components are defined): `kind` and its settings.
     pub backend: BackendConfig,
+    /// How requests move between running versions: `kind` and its settings.
+    pub traffic: TrafficConfig,
+    /// Where the judge's traffic data comes from (default: the traffic mover's counts).
+    #[serde(default)]
+    pub signals: SignalsConfig,
     /// Health checks run against each new release.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
@@ -67,14 +73,14 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
-    /// The component checks look at unless they name one: the first (by name) that takes
-    /// traffic on a public port, else the first.
+    /// The component checks look at unless they name one: the first that takes traffic,
+    /// else the first that listens.
     pub fn served_component(&self) -> Option<String> {
-        self.components
-            .iter()
-            .find(|(_, c)| c.public_port.is_some())
-            .or_else(|| self.components.iter().next())
-            .map(|(name, _)| name.clone())
+        self.traffic
+            .components()
+            .into_iter()
+            .next()
+            .or_else(|| self.backend.listening_components().into_iter().next())
     }
 }
 
@@ -88,31 +94,6 @@ fn default_canary_weight() -> Fraction {
 
 fn default_bake() -> Span {
     Span::from_secs(600)
-}
-
-/// One component of an app.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentConfig {
-    /// Port on 127.0.0.1 where the built-in router serves this component (its public
-    /// port). Omit for components that take no HTTP traffic.
-    #[serde(default)]
-    pub public_port: Option<u16>,
-    /// Process backend: the command running one instance, as a list (no shell).
-    /// Placeholders: `{port}`, `{version}`, `{component}`, `{app}`.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// Extra environment for the command; values may use `${ENV}`.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// HTTP path polled until it answers 2xx before an instance takes traffic.
-    #[serde(default)]
-    pub ready_path: Option<String>,
-    /// Or a command (a list, no shell; same placeholders as `command`) run until it exits
-    /// 0. Without either, a component with a `public_port` is ready when its port accepts
-    /// connections, and a worker (no port) when its process has stayed up for a second.
-    #[serde(default)]
-    pub ready_command: Vec<String>,
 }
 
 /// What a command needs of the `${NAME}` values the config refers to.
@@ -355,7 +336,7 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
             "no apps defined: add at least one under `apps:`".into(),
         );
     }
-    let mut public_ports: BTreeMap<u16, String> = BTreeMap::new();
+    let mut addresses: BTreeMap<std::net::SocketAddr, String> = BTreeMap::new();
     for (app_name, app) in &config.apps {
         let app_path = ["apps", app_name.as_str()];
         let mut add_under = |prefix: &[&str], flaw: Flaw| {
@@ -369,12 +350,6 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
         };
         if let Err(e) = names::check_name(app_name) {
             add_under(&[], Flaw::at(&[], format!("app name {e}")));
-        }
-        if app.components.is_empty() {
-            add_under(
-                &[],
-                Flaw::at(&["components"], "an app needs at least one component"),
-            );
         }
         if app.mode == Mode::Canary && !(app.canary_weight.0 > 0.0 && app.canary_weight.0 < 1.0) {
             add_under(
@@ -397,60 +372,27 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
                 .unwrap_or(&keys[0]);
             add_under(&["policy"], Flaw::at(&[key], message));
         }
-        for (component_name, component) in &app.components {
-            let at = |key: &str, message: String| {
-                Flaw::at(&["components", component_name, key], message)
-            };
-            if let Err(e) = names::check_name(component_name) {
+        for flaw in app.backend.problems() {
+            add_under(&[], flaw);
+        }
+        let listening = app.backend.listening_components();
+        for flaw in app.traffic.problems(&listening) {
+            add_under(&[], flaw);
+        }
+        for (component, address) in app.traffic.addresses() {
+            if let Some(other) = addresses.insert(address, format!("{app_name}/{component}")) {
                 add_under(
                     &[],
                     Flaw::at(
-                        &["components", component_name],
-                        format!("component name {e}"),
+                        &["traffic", "listen", &component],
+                        format!("{address} is already served for {other}"),
                     ),
                 );
             }
-            if let Some(port) = component.public_port
-                && let Some(other) =
-                    public_ports.insert(port, format!("{app_name}/{component_name}"))
-            {
-                add_under(
-                    &[],
-                    at(
-                        "public_port",
-                        format!("public_port {port} is already used by {other}"),
-                    ),
-                );
-            }
-            if component.ready_path.is_some() && !component.ready_command.is_empty() {
-                add_under(
-                    &[],
-                    at(
-                        "ready_command",
-                        "give ready_path or ready_command, not both".into(),
-                    ),
-                );
-            }
-            if let Some(ready) = component
-                .ready_path
-                .as_ref()
-                .filter(|path| !path.starts_with('/'))
-            {
-                add_under(
-                    &[],
-                    at(
-                        "ready_path",
-                        format!("ready_path must start with '/', got {ready:?}"),
-                    ),
-                );
-            }
-        }
-        for flaw in app.backend.problems(app) {
-            add_under(&[], flaw);
         }
         for (i, check) in app.checks.iter().enumerate() {
             let index = i.to_string();
-            for flaw in check.problems(app) {
+            for flaw in check.problems(&listening) {
                 add_under(&["checks", &index], flaw);
             }
         }
@@ -695,20 +637,28 @@ mod tests {
 
     const GOOD: &str = "apps:
   shop:
-    components:
-      web:
-        public_port: 8080
-        command: [\"./shop\", \"--port\", \"{port}\"]
-        env:
-          API_TOKEN: \"${TOKEN}\"
+    traffic:
+      kind: router
+      listen:
+        web: 8080
     backend:
+      components:
+        web:
+          command: [\"./shop\", \"--port\", \"{port}\"]
+          env:
+            API_TOKEN: \"${TOKEN}\"
       kind: process
 ";
+
+    fn process(config: &Config) -> &crate::backends::process::ProcessConfig {
+        let crate::backends::BackendConfig::Process(process) = &config.apps["shop"].backend;
+        process
+    }
 
     #[test]
     fn a_good_config_parses_and_interpolates() {
         let config = parse_text(GOOD).unwrap();
-        let web = &config.apps["shop"].components["web"];
+        let web = &process(&config).components["web"];
         assert_eq!(web.env["API_TOKEN"], "s3cret");
         assert_eq!(config.apps["shop"].bake, Span::from_secs(600));
     }
@@ -719,7 +669,7 @@ mod tests {
         let problems = parse_text(&text).unwrap_err();
         assert_eq!(problems.len(), 1);
         let p = &problems[0];
-        assert_eq!((p.line, p.file.as_str()), (9, "r.yaml"), "{p}");
+        assert_eq!((p.line, p.file.as_str()), (7, "r.yaml"), "{p}");
         assert!(p.message.contains("colour"), "{p}");
     }
 
@@ -732,13 +682,13 @@ mod tests {
         let problems = parse_text(&text).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(
-            problems[0].to_string().starts_with("r.yaml:8:"),
+            problems[0].to_string().starts_with("r.yaml:12:"),
             "{}",
             problems[0]
         );
         assert!(problems[0].message.contains("MISSING"));
         assert!(
-            problems[1].to_string().starts_with("r.yaml:12:"),
+            problems[1].to_string().starts_with("r.yaml:15:"),
             "at p95_ratio, not its parent: {}",
             problems[1]
         );
@@ -813,13 +763,13 @@ mod tests {
         let text = format!(
             "data_dir: \"${{DATA}}/state\"\n{}",
             GOOD.replace("./shop", "${BIN:-./shop}").replace(
-                "public_port: 8080",
-                "public_port: 8080\n        ready_path: ${READY:-/health}"
+                "          env:",
+                "          ready_path: ${READY:-/health}\n          env:"
             )
         );
         let config = parse_text(&text).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/srv/rg/state"));
-        let web = &config.apps["shop"].components["web"];
+        let web = &process(&config).components["web"];
         assert_eq!(web.command[0], "./shop");
         assert_eq!(web.ready_path.as_deref(), Some("/health"));
     }
@@ -829,13 +779,14 @@ mod tests {
         let text = GOOD.replace("${TOKEN}", "${SHOP_SECRET}");
         let config = parse_for_records(&text).unwrap();
         assert_eq!(
-            config.apps["shop"].components["web"].env["API_TOKEN"], "${SHOP_SECRET}",
+            process(&config).components["web"].env["API_TOKEN"],
+            "${SHOP_SECRET}",
             "left as written"
         );
         assert_eq!(
             problems(&text),
             [
-                "8: environment variable SHOP_SECRET is not set (or give a default: ${SHOP_SECRET:-value})"
+                "12: environment variable SHOP_SECRET is not set (or give a default: ${SHOP_SECRET:-value})"
             ]
         );
         // Where the records live, every command needs the value.
@@ -851,25 +802,25 @@ mod tests {
         );
         let found = problems(&text);
         assert!(
-            found.contains(&"11: ready_timeout must be above 0s".to_string()),
+            found.contains(&"14: ready_timeout must be above 0s".to_string()),
             "{found:?}"
         );
         assert!(
             found
                 .iter()
-                .any(|p| p.starts_with("14: p95_ratio_tolerated")),
+                .any(|p| p.starts_with("17: p95_ratio_tolerated")),
             "the policy key, not `policy:`: {found:?}"
         );
         assert!(
             found
                 .iter()
-                .any(|p| p.starts_with("18: check health: path")),
+                .any(|p| p.starts_with("21: check health: path")),
             "{found:?}"
         );
         assert!(
             found
                 .iter()
-                .any(|p| p.starts_with("19: check health: warn_above_ms is now warn_above")),
+                .any(|p| p.starts_with("22: check health: warn_above_ms is now warn_above")),
             "{found:?}"
         );
     }
@@ -887,9 +838,8 @@ mod tests {
             Some(Span::from_secs(2)),
             "2 seconds, not 2 ms"
         );
-        let crate::backends::BackendConfig::Process(process) = &shop.backend;
         assert_eq!(
-            process.stop_grace,
+            process(&config).stop_grace,
             Span::from_millis(300),
             "not rounded up to 1 s"
         );
@@ -926,11 +876,11 @@ mod tests {
         );
         let found = problems(&text);
         for (line, expected) in [
-            (14, "channel unused is in no escalation level"),
-            (17, "escalation level 1: unknown channel \"pager\""),
-            (19, "template resolved does not render"),
-            (20, "unknown template \"rollback_doen\""),
-            (21, "template escalated does not render"),
+            (17, "channel unused is in no escalation level"),
+            (20, "escalation level 1: unknown channel \"pager\""),
+            (22, "template resolved does not render"),
+            (23, "unknown template \"rollback_doen\""),
+            (24, "template escalated does not render"),
         ] {
             assert!(
                 found

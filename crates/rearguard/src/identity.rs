@@ -57,10 +57,25 @@ pub fn holder_alive(holder: &str) -> bool {
 
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
 pub fn start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Whether `pid` still runs the process that started at `started` (not another one that
+/// got the pid since, and not a zombie waiting to be reaped).
+pub fn process_runs(pid: i32, started: u64) -> bool {
+    stat_fields(pid).is_some_and(|fields| {
+        let state = fields.first().map(String::as_str);
+        fields.get(19).and_then(|s| s.parse().ok()) == Some(started)
+            && !matches!(state, Some("Z" | "X"))
+    })
+}
+
+/// The fields of /proc/PID/stat after the command name, from the state (field 3) on.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; fields after it start past the last ')'.
     let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    Some(after_name.split_whitespace().map(str::to_string).collect())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod rollback_log;
 pub mod router;
 pub mod signals;
 pub mod telemetry;
+pub mod traffic;
 
 use std::process::ExitCode;
 

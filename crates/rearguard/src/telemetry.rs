@@ -40,9 +40,27 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Removes credentials from text, and every one of `secrets` (values of 8 characters or
+/// more, shorter ones would hide ordinary words), for logs kept in an incident.
+pub fn redact_secrets(text: &str, secrets: &[&str]) -> String {
+    let mut out = redact(text);
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        out = out.replace(secret, "***");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, redact_secrets};
+
+    #[test]
+    fn secret_values_are_hidden_but_short_words_are_not() {
+        assert_eq!(
+            redact_secrets("token=s3cret-t0ken mode=live", &["s3cret-t0ken", "live"]),
+            "token=*** mode=live"
+        );
+    }
 
     #[test]
     fn url_credentials_are_hidden() {

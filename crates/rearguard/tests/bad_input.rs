@@ -207,7 +207,7 @@ fn read_only_commands_do_not_need_the_apps_secrets_but_validate_and_guard_do() {
     assert_eq!(out.status.code(), Some(2));
     let message = one_line(&stderr(&out)).to_string();
     assert!(
-        message.contains("rearguard.yaml:10:11: environment variable SHOP_API_TOKEN is not set"),
+        message.contains("rearguard.yaml:11:13: environment variable SHOP_API_TOKEN is not set"),
         "at the env key: {message}"
     );
     let out = env.run(&["guard"]);

@@ -318,11 +318,11 @@ fn instances_get_a_clean_environment_not_the_guards_secrets() {
 fn components_without_a_port_deploy_ready_when_up_or_on_their_ready_command() {
     let env = Env::builder()
         .component(
-            "      worker:
-        command: [\"sleep\", \"600\"]
-      mailer:
-        command: [\"sh\", \"-c\", \"sleep 1; touch mailer-$REARGUARD_VERSION.ready; exec sleep 600\"]
-        ready_command: [\"test\", \"-e\", \"mailer-{version}.ready\"]
+            "        worker:
+          command: [\"sleep\", \"600\"]
+        mailer:
+          command: [\"sh\", \"-c\", \"sleep 1; touch mailer-$REARGUARD_VERSION.ready; exec sleep 600\"]
+          ready_command: [\"test\", \"-e\", \"mailer-{version}.ready\"]
 ",
         )
         .build();

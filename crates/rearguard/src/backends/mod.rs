@@ -1,17 +1,19 @@
-//! How versions reach the platform: one trait, one file per kind, and the closed enum below
-//! as the only list of kinds. A backend starts and stops versions; moving traffic between
-//! running versions is the router's job.
+//! How versions run on a platform: one trait, one file per kind with its config beside it,
+//! and the tagged enum below as the only list of kinds. A backend makes a version run and
+//! says what runs; moving traffic between running versions is `traffic`'s job.
 
 pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
+use rearguard_judge::Span;
 use serde::{Deserialize, Serialize};
 
-use crate::config::AppConfig;
+use crate::config::Flaw;
 
-/// A running version: where each component of it listens.
+/// A running version: where each of its components that listens can be reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Instances {
     pub version: String,
@@ -20,11 +22,10 @@ pub struct Instances {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("component {component} of version {version} is not available: {why}")]
+    #[error("version {version} does not exist or is incomplete: {}", missing.join("; "))]
     Unavailable {
-        component: String,
         version: String,
-        why: String,
+        missing: Vec<String>,
     },
     #[error("component {component} of version {version} could not start: {why}")]
     StartFailed {
@@ -38,29 +39,53 @@ pub enum BackendError {
     NotReady {
         component: String,
         version: String,
-        within: rearguard_judge::Span,
+        within: Span,
         why: String,
     },
+    #[error("{what} failed: {why}")]
+    Platform { what: String, why: String },
 }
 
-/// What every kind of backend does.
+/// What an incident keeps of the platform when a release goes bad: its state, and the last
+/// lines each component of the bad version logged (secrets redacted).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Capture {
+    pub state: serde_json::Value,
+    pub logs: BTreeMap<String, String>,
+}
+
+/// Where a backend works: the config file's directory (relative paths and commands start
+/// there) and its own directory for state and logs, under the data directory.
+#[derive(Debug, Clone)]
+pub struct Workdirs {
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// What every kind of backend does. Every operation is safe to repeat: starting what runs,
+/// stopping what is stopped, are successes.
+#[async_trait::async_trait]
 pub trait Backend: Send + Sync {
-    /// Cleans up after a guard of this app that died (called once the lease is ours).
-    fn recover(&self);
-    /// Why `version` cannot be deployed (a component's artifact is missing), if it cannot.
-    fn check_available(&self, version: &str) -> Result<(), BackendError>;
-    /// Starts every component of `version` and returns once all are ready.
-    fn start(&self, version: &str) -> impl Future<Output = Result<Instances, BackendError>> + Send;
-    /// Stops `version` (gracefully, then forcibly); stopping what is not running is fine.
-    fn stop(&self, version: &str) -> impl Future<Output = ()> + Send;
-    /// The instances of `version`, if every component of it is running.
-    fn running(&self, version: &str) -> Option<Instances>;
-    /// How the components of `version` that died ended (`start` brings them back).
-    fn exited(&self, version: &str) -> Vec<String>;
-    /// A snapshot of the platform's state for the incident record.
-    fn capture_state(&self) -> serde_json::Value;
-    /// Stops everything this backend started (on shutdown).
-    fn stop_all(&self) -> impl Future<Output = ()> + Send;
+    /// Takes over what a guard of this app left (it died): adopt what still runs, forget
+    /// what does not. Called once the app's lease is ours.
+    async fn recover(&self);
+    /// Whether every component of `version` can be deployed; else what is missing.
+    async fn check_available(&self, version: &str) -> Result<(), BackendError>;
+    /// Makes `version` run (every component ready) and says where; a version running
+    /// already is checked and returned, dead parts of it brought back.
+    async fn deploy(&self, version: &str) -> Result<Instances, BackendError>;
+    /// Where `version` runs, if every component of it runs.
+    async fn running(&self, version: &str) -> Option<Instances>;
+    /// How the components of `version` that died ended (`deploy` brings them back).
+    async fn exited(&self, version: &str) -> Vec<String>;
+    /// Stops `version` (gracefully, then forcibly).
+    async fn stop(&self, version: &str);
+    /// Stops everything this backend runs (when the guard stops).
+    async fn stop_all(&self);
+    /// The platform's state and `version`'s recent logs, for the incident.
+    async fn capture(&self, version: &str) -> Capture;
+    /// How long a replaced version keeps running, for an instant switch-back.
+    fn keep_previous_warm(&self) -> Span;
 }
 
 /// The backend kinds, chosen in the config by `kind`.
@@ -72,66 +97,32 @@ pub enum BackendConfig {
 }
 
 impl BackendConfig {
+    pub fn build(&self, app: &str, dirs: Workdirs) -> Box<dyn Backend> {
+        match self {
+            BackendConfig::Process(config) => {
+                Box::new(process::ProcessBackend::new(app, config.clone(), dirs))
+            }
+        }
+    }
+
     /// Problems, with keys below the app.
-    pub fn problems(&self, app: &AppConfig) -> Vec<crate::config::Flaw> {
+    pub fn problems(&self) -> Vec<Flaw> {
         match self {
-            BackendConfig::Process(config) => config.problems(app),
-        }
-    }
-}
-
-/// A configured backend of any kind.
-pub enum AnyBackend {
-    Process(process::ProcessBackend),
-}
-
-impl AnyBackend {
-    pub fn new(app_name: &str, app: &AppConfig, dirs: process::InstanceDirs) -> Self {
-        match &app.backend {
-            BackendConfig::Process(config) => AnyBackend::Process(process::ProcessBackend::new(
-                app_name,
-                app,
-                config.clone(),
-                dirs,
-            )),
+            BackendConfig::Process(config) => config.problems(),
         }
     }
 
-    fn inner(&self) -> &impl Backend {
+    /// The app's components, by name.
+    pub fn components(&self) -> Vec<String> {
         match self {
-            AnyBackend::Process(backend) => backend,
+            BackendConfig::Process(config) => config.components(),
         }
     }
 
-    pub fn recover(&self) {
-        self.inner().recover()
-    }
-
-    pub fn check_available(&self, version: &str) -> Result<(), BackendError> {
-        self.inner().check_available(version)
-    }
-
-    pub async fn start(&self, version: &str) -> Result<Instances, BackendError> {
-        self.inner().start(version).await
-    }
-
-    pub async fn stop(&self, version: &str) {
-        self.inner().stop(version).await
-    }
-
-    pub fn running(&self, version: &str) -> Option<Instances> {
-        self.inner().running(version)
-    }
-
-    pub fn exited(&self, version: &str) -> Vec<String> {
-        self.inner().exited(version)
-    }
-
-    pub fn capture_state(&self) -> serde_json::Value {
-        self.inner().capture_state()
-    }
-
-    pub async fn stop_all(&self) {
-        self.inner().stop_all().await
+    /// The components that listen (can take traffic and be checked), by name.
+    pub fn listening_components(&self) -> Vec<String> {
+        match self {
+            BackendConfig::Process(config) => config.listening_components(),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Process backend: each component of a version runs as a local process started from the
-//! component's command template, on a free port of 127.0.0.1. Processes get their own
-//! process group, are stopped with SIGTERM then SIGKILL after a grace period, and are
-//! remembered in pid files so a guard restarted after a crash stops what it left behind.
+//! component's command template; a component whose command takes `{port}` listens on a free
+//! port of 127.0.0.1. Processes get their own process group and a clean environment, are
+//! stopped with SIGTERM then SIGKILL after a grace period, and are remembered in pid files,
+//! so a guard restarted after a crash adopts what still runs instead of restarting it.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -11,23 +12,28 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use rearguard_judge::Span;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use super::{Backend, BackendError, Instances};
+use super::{Backend, BackendError, Capture, Instances, Workdirs};
+use crate::checks::http::get_status;
+use crate::config::Flaw;
+use crate::{identity, names, telemetry};
 
 /// A worker (no port, no readiness probe) is ready once its process has stayed up this long.
 const WORKER_SETTLE: Duration = Duration::from_secs(1);
-use crate::checks::http::get_status;
-use crate::config::{AppConfig, Flaw};
-use crate::names;
+/// Lines of each component's log kept in an incident.
+const CAPTURED_LINES: usize = 100;
 
 /// Settings of the process backend.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessConfig {
+    /// The app's parts, by name; each runs at the same version.
+    pub components: BTreeMap<String, ProcessComponent>,
     /// How long a new instance has to become ready.
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: Span,
@@ -38,6 +44,35 @@ pub struct ProcessConfig {
     /// switch-back.
     #[serde(default = "default_keep_warm")]
     pub keep_previous_warm: Span,
+}
+
+/// One component: how an instance of it runs and when it is ready.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessComponent {
+    /// The command running one instance, as a list (no shell). Placeholders: `{port}` (a
+    /// free port chosen for the instance: the component listens there), `{version}`,
+    /// `{component}`, `{app}`.
+    pub command: Vec<String>,
+    /// The instance's environment, beside PATH, PORT and REARGUARD_APP/COMPONENT/VERSION
+    /// (the guard's own environment is not passed on); values may use `${NAME}`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// HTTP path polled until it answers 2xx before an instance takes traffic.
+    #[serde(default)]
+    pub ready_path: Option<String>,
+    /// Or a command (a list, same placeholders) run until it exits 0. Without either, a
+    /// component that listens is ready when its port accepts connections, and one that
+    /// does not (a worker) when its process has stayed up for a second.
+    #[serde(default)]
+    pub ready_command: Vec<String>,
+}
+
+impl ProcessComponent {
+    /// Whether it listens on the `{port}` its command is given.
+    fn listens(&self) -> bool {
+        self.command.iter().any(|arg| arg.contains("{port}"))
+    }
 }
 
 fn default_ready_timeout() -> Span {
@@ -54,25 +89,57 @@ fn default_keep_warm() -> Span {
 
 impl ProcessConfig {
     /// Problems, with keys below the app.
-    pub fn problems(&self, app: &AppConfig) -> Vec<Flaw> {
+    pub fn problems(&self) -> Vec<Flaw> {
         let mut problems = Vec::new();
-        for (name, component) in &app.components {
-            if component.command.is_empty() {
+        if self.components.is_empty() {
+            problems.push(Flaw::at(
+                &["backend", "components"],
+                "the process backend needs at least one component",
+            ));
+        }
+        for (name, component) in &self.components {
+            let at = |key: &str, message: String| {
+                Flaw::at(&["backend", "components", name, key], message)
+            };
+            if let Err(e) = names::check_name(name) {
                 problems.push(Flaw::at(
-                    &["components", name],
-                    format!("component {name} needs a `command` for the process backend"),
+                    &["backend", "components", name],
+                    format!("component name {e}"),
                 ));
+            }
+            if component.command.is_empty() {
+                problems.push(at("command", format!("component {name} needs a `command`")));
             }
             for (key, args) in [
                 ("command", &component.command),
                 ("ready_command", &component.ready_command),
             ] {
                 if let Some(unknown) = args.iter().find_map(|arg| unknown_placeholder(arg)) {
-                    problems.push(Flaw::at(
-                        &["components", name, key],
+                    problems.push(at(
+                        key,
                         format!(
                             "unknown placeholder {{{unknown}}} in {key}; use {{port}}, {{version}}, {{component}} or {{app}}"
                         ),
+                    ));
+                }
+            }
+            if component.ready_path.is_some() && !component.ready_command.is_empty() {
+                problems.push(at(
+                    "ready_command",
+                    "give ready_path or ready_command, not both".into(),
+                ));
+            }
+            if let Some(path) = &component.ready_path {
+                if !path.starts_with('/') {
+                    problems.push(at(
+                        "ready_path",
+                        format!("ready_path must start with '/', got {path:?}"),
+                    ));
+                } else if !component.listens() {
+                    problems.push(at(
+                        "ready_path",
+                        "ready_path needs a component that listens: put {port} in its command"
+                            .into(),
                     ));
                 }
             }
@@ -84,6 +151,18 @@ impl ProcessConfig {
             ));
         }
         problems
+    }
+
+    pub fn components(&self) -> Vec<String> {
+        self.components.keys().cloned().collect()
+    }
+
+    pub fn listening_components(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter(|(_, c)| c.listens())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 }
 
@@ -102,89 +181,75 @@ fn unknown_placeholder(arg: &str) -> Option<String> {
     None
 }
 
-/// Where instances run and where the backend keeps their pid files and logs.
-#[derive(Clone, Debug)]
-pub struct InstanceDirs {
-    /// Working directory of the commands (the config file's directory).
-    pub work_dir: PathBuf,
-    /// Pid files and instance logs go under here.
-    pub state_dir: PathBuf,
-}
-
-impl InstanceDirs {
-    /// Commands run beside the config file; pid files and logs go in its data directory.
-    pub fn of(config: &crate::config::Config, config_path: &Path) -> Self {
-        Self {
-            work_dir: config.resolve(config_path, Path::new(".")),
-            state_dir: config.data_dir(config_path),
-        }
-    }
+/// The process of an instance: a child of this guard, or one a guard before it started.
+enum Process {
+    Child(Child),
+    Adopted { pid: i32, started: u64 },
 }
 
 struct Instance {
     component: String,
     port: u16,
-    child: Child,
+    process: Process,
     pid_file: PathBuf,
+    /// Adopted instances are checked for readiness before they are relied on.
+    verified: bool,
+}
+
+impl Instance {
+    fn pid(&self) -> Option<i32> {
+        match &self.process {
+            Process::Child(child) => child.id().map(|pid| pid as i32),
+            Process::Adopted { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// How it ended, if it has.
+    fn exit(&mut self) -> Option<String> {
+        match &mut self.process {
+            Process::Child(child) => child.try_wait().ok().flatten().map(|s| s.to_string()),
+            Process::Adopted { pid, started } => {
+                // Reap it if it is our child after all (the guard re-executed itself).
+                let _ = waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
+                (!identity::process_runs(*pid, *started))
+                    .then(|| "status unknown: an earlier guard started it".into())
+            }
+        }
+    }
 }
 
 pub struct ProcessBackend {
     app: String,
-    components: BTreeMap<String, crate::config::ComponentConfig>,
     config: ProcessConfig,
-    dirs: InstanceDirs,
+    dirs: Workdirs,
     running: Mutex<BTreeMap<String, Vec<Instance>>>,
 }
 
 impl ProcessBackend {
-    pub fn new(
-        app: &str,
-        app_config: &AppConfig,
-        config: ProcessConfig,
-        dirs: InstanceDirs,
-    ) -> Self {
+    pub fn new(app: &str, config: ProcessConfig, dirs: Workdirs) -> Self {
         Self {
             app: app.to_string(),
-            components: app_config.components.clone(),
             config,
             dirs,
             running: Mutex::new(BTreeMap::new()),
         }
     }
 
-    pub fn keep_previous_warm(&self) -> Duration {
-        self.config.keep_previous_warm.std()
-    }
-
     fn pid_dir(&self) -> PathBuf {
         self.dirs.state_dir.join("instances")
     }
 
-    /// Stops instances a previous guard of this app left running (it was killed), found
-    /// through their pid files; a pid is only signalled while it still runs the same
-    /// program that was started (same start time), so a reused pid is left alone.
-    fn stop_leftovers_of_dead_guards(&self) {
-        let Ok(entries) = std::fs::read_dir(self.pid_dir()) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let is_ours = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{}--", self.app)) && n.ends_with(".pid"));
-            if !is_ours {
-                continue;
-            }
-            if let Some(pid) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|text| live_pid(&text))
-            {
-                tracing::warn!(app = %self.app, pid, "stopping an instance left by a previous guard");
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            let _ = std::fs::remove_file(&path);
-        }
+    fn pid_file(&self, component: &str, version: &str) -> PathBuf {
+        self.pid_dir()
+            .join(format!("{}--{component}--{version}.pid", self.app))
+    }
+
+    /// Where an instance's stdout and stderr go.
+    fn log_path(&self, version: &str, component: &str) -> PathBuf {
+        self.dirs
+            .state_dir
+            .join("logs")
+            .join(format!("{}--{component}--{version}.log", self.app))
     }
 
     fn render(&self, template: &str, version: &str, component: &str, port: u16) -> String {
@@ -195,8 +260,73 @@ impl ProcessBackend {
             .replace("{app}", &self.app)
     }
 
+    /// Instances a guard before this one started, found through their pid files: those
+    /// still running the program that was started (same start time, so a reused pid is
+    /// left alone) are adopted; the files of the others are removed.
+    fn adopt_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(self.pid_dir()) else {
+            return;
+        };
+        let prefix = format!("{}--", self.app);
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some((component, version)) = name
+                .strip_prefix(&prefix)
+                .and_then(|n| n.strip_suffix(".pid"))
+                .and_then(|n| n.split_once("--"))
+            else {
+                continue;
+            };
+            let record = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| PidRecord::parse(&text))
+                .filter(|r| identity::process_runs(r.pid, r.started));
+            let known = self.config.components.contains_key(component)
+                && !self.is_running(version, component);
+            match record {
+                Some(record) if known => {
+                    tracing::info!(app = %self.app, component, version, pid = record.pid, "adopting an instance an earlier guard started");
+                    self.running
+                        .lock()
+                        .expect("lock")
+                        .entry(version.to_string())
+                        .or_default()
+                        .push(Instance {
+                            component: component.to_string(),
+                            port: record.port,
+                            process: Process::Adopted {
+                                pid: record.pid,
+                                started: record.started,
+                            },
+                            pid_file: path.clone(),
+                            verified: false,
+                        });
+                }
+                Some(record) => {
+                    tracing::warn!(app = %self.app, component, version, pid = record.pid, "stopping an instance of a component no longer configured");
+                    let _ = killpg(Pid::from_raw(record.pid), Signal::SIGKILL);
+                    let _ = std::fs::remove_file(&path);
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+
+    fn is_running(&self, version: &str, component: &str) -> bool {
+        self.running
+            .lock()
+            .expect("lock")
+            .get(version)
+            .is_some_and(|instances| instances.iter().any(|i| i.component == component))
+    }
+
     async fn start_component(&self, version: &str, name: &str) -> Result<Instance, BackendError> {
-        let component = &self.components[name];
+        let component = &self.config.components[name];
         let fail = |why: String| BackendError::StartFailed {
             component: name.to_string(),
             version: version.to_string(),
@@ -224,44 +354,44 @@ impl ProcessBackend {
             .env("REARGUARD_APP", &self.app)
             .env("REARGUARD_COMPONENT", name)
             .env("REARGUARD_VERSION", version)
-            .current_dir(&self.dirs.work_dir)
+            .current_dir(&self.dirs.config_dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             .process_group(0)
-            .kill_on_drop(true)
+            // Instances outlive the guard: a guard that restarts adopts them.
+            .kill_on_drop(false)
             .spawn()
             .map_err(|e| fail(format!("cannot run {:?}: {e}", args[0])))?;
-        let pid = child.id().unwrap_or_default();
-        let pid_file = self
-            .pid_dir()
-            .join(format!("{}--{name}--{version}.pid", self.app));
+        let pid = child.id().unwrap_or_default() as i32;
+        let record = PidRecord {
+            pid,
+            started: identity::start_time(pid).unwrap_or_default(),
+            port,
+        };
+        let pid_file = self.pid_file(name, version);
         let _ = std::fs::create_dir_all(self.pid_dir());
-        let _ = std::fs::write(
-            &pid_file,
-            format!(
-                "{pid} {}",
-                crate::identity::start_time(pid as i32).unwrap_or_default()
-            ),
-        );
+        let _ = std::fs::write(&pid_file, record.to_string());
         tracing::info!(app = %self.app, component = name, version, pid, port, "instance started");
         Ok(Instance {
             component: name.to_string(),
             port,
-            child,
+            process: Process::Child(child),
             pid_file,
+            verified: false,
         })
     }
 
     /// Waits until the instance is ready, by the first of: its `ready_path` answers 2xx;
-    /// its `ready_command` exits 0; its port accepts connections (a component taking
-    /// traffic); its process is still up after `WORKER_SETTLE` (a worker, with no port).
+    /// its `ready_command` exits 0; its port accepts connections (a component that
+    /// listens); its process is still up after `WORKER_SETTLE` (a worker).
     async fn wait_ready(&self, version: &str, instance: &mut Instance) -> Result<(), BackendError> {
-        let component = &self.components[&instance.component];
+        let component = &self.config.components[&instance.component];
         let timeout = self.config.ready_timeout;
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, instance.port));
+        let name = instance.component.clone();
         let not_ready = |why: String| BackendError::NotReady {
-            component: instance.component.clone(),
+            component: name.clone(),
             version: version.to_string(),
             within: timeout,
             why,
@@ -271,7 +401,7 @@ impl ProcessBackend {
         let settle = WORKER_SETTLE.min(timeout.std());
         let mut last = "no answer yet".to_string();
         loop {
-            if let Ok(Some(status)) = instance.child.try_wait() {
+            if let Some(status) = instance.exit() {
                 return Err(not_ready(format!(
                     "it exited ({status}); see {}",
                     self.log_path(version, &instance.component).display()
@@ -302,13 +432,15 @@ impl ProcessBackend {
                         false
                     }
                 }
-            } else if component.public_port.is_some() {
+            } else if component.listens() {
                 tokio::net::TcpStream::connect(address).await.is_ok()
             } else {
                 last = "its process exited before it settled".into();
-                started.elapsed() >= settle
+                // An adopted worker has been up for longer than that already.
+                matches!(instance.process, Process::Adopted { .. }) || started.elapsed() >= settle
             };
             if ready {
+                instance.verified = true;
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -324,7 +456,7 @@ impl ProcessBackend {
             .args(&args[1..])
             .env_clear()
             .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
-            .current_dir(&self.dirs.work_dir)
+            .current_dir(&self.dirs.config_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -338,14 +470,6 @@ impl ProcessBackend {
         }
     }
 
-    /// Where an instance's stdout and stderr go.
-    fn log_path(&self, version: &str, component: &str) -> PathBuf {
-        self.dirs
-            .state_dir
-            .join("logs")
-            .join(format!("{}--{component}--{version}.log", self.app))
-    }
-
     /// Takes the live instances of `version` out of the running set; the dead ones are
     /// forgotten (their pid files removed).
     fn take_alive(&self, version: &str) -> Vec<Instance> {
@@ -357,7 +481,7 @@ impl ProcessBackend {
             .unwrap_or_default();
         let mut alive = Vec::new();
         for mut instance in instances {
-            if matches!(instance.child.try_wait(), Ok(None)) {
+            if instance.exit().is_none() {
                 alive.push(instance);
             } else {
                 let _ = std::fs::remove_file(&instance.pid_file);
@@ -368,57 +492,96 @@ impl ProcessBackend {
 
     async fn stop_instances(&self, instances: Vec<Instance>) {
         let grace = self.config.stop_grace.std();
-        let stops = instances.into_iter().map(|mut instance| async move {
-            if let Some(pid) = instance.child.id() {
-                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
-                if tokio::time::timeout(grace, instance.child.wait())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(pid, "instance ignored SIGTERM; sending SIGKILL");
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    let _ = instance.child.wait().await;
-                }
-            }
-            let _ = std::fs::remove_file(&instance.pid_file);
-        });
+        let stops = instances
+            .into_iter()
+            .map(|instance| stop_instance(instance, grace));
         futures_util::future::join_all(stops).await;
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        self.config
+            .components
+            .values()
+            .flat_map(|c| c.env.values())
+            .map(String::as_str)
+            .collect()
     }
 }
 
-impl Backend for ProcessBackend {
-    fn recover(&self) {
-        self.stop_leftovers_of_dead_guards();
-    }
-
-    fn check_available(&self, version: &str) -> Result<(), BackendError> {
-        names::check_version(version).map_err(|why| BackendError::Unavailable {
-            component: "*".into(),
-            version: version.into(),
-            why,
-        })?;
-        for (name, component) in &self.components {
-            let program = self.render(&component.command[0], version, name, 0);
-            if !program_exists(&program, &self.dirs.work_dir) {
-                return Err(BackendError::Unavailable {
-                    component: name.clone(),
-                    version: version.into(),
-                    why: format!("{program} not found"),
-                });
+/// SIGTERM to the instance's process group, SIGKILL after `grace`; then its pid file goes.
+async fn stop_instance(mut instance: Instance, grace: Duration) {
+    if let Some(pid) = instance.pid().filter(|_| instance.exit().is_none()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        let exited = loop {
+            if let Process::Child(child) = &mut instance.process {
+                break tokio::time::timeout_at(deadline, child.wait())
+                    .await
+                    .is_ok();
+            }
+            if instance.exit().is_some() {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !exited {
+            tracing::warn!(pid, "instance ignored SIGTERM; sending SIGKILL");
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            if let Process::Child(child) = &mut instance.process {
+                let _ = child.wait().await;
             }
         }
-        Ok(())
+    }
+    let _ = std::fs::remove_file(&instance.pid_file);
+}
+
+#[async_trait::async_trait]
+impl Backend for ProcessBackend {
+    async fn recover(&self) {
+        self.adopt_leftovers();
     }
 
-    async fn start(&self, version: &str) -> Result<Instances, BackendError> {
-        self.check_available(version)?;
-        if let Some(instances) = self.running(version) {
-            return Ok(instances);
-        }
-        // Keep the instances still alive; start the components that have none (all of them
-        // for a version not running, the dead ones of a version whose process died).
-        let mut alive = self.take_alive(version);
+    async fn check_available(&self, version: &str) -> Result<(), BackendError> {
+        let unavailable = |missing: Vec<String>| BackendError::Unavailable {
+            version: version.into(),
+            missing,
+        };
+        names::check_version(version).map_err(|why| unavailable(vec![why]))?;
         let missing: Vec<String> = self
+            .config
+            .components
+            .iter()
+            .filter_map(|(name, component)| {
+                let program = self.render(&component.command[0], version, name, 0);
+                (!program_exists(&program, &self.dirs.config_dir))
+                    .then(|| format!("{name}: {program} not found"))
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(unavailable(missing))
+        }
+    }
+
+    async fn deploy(&self, version: &str) -> Result<Instances, BackendError> {
+        self.check_available(version).await?;
+        // Keep the instances still alive (checking adopted ones once); start the components
+        // that have none: all of them for a version not running, the dead ones of a
+        // version whose process died.
+        let mut alive = Vec::new();
+        for mut instance in self.take_alive(version) {
+            if instance.verified || self.wait_ready(version, &mut instance).await.is_ok() {
+                alive.push(instance);
+            } else {
+                stop_instance(instance, self.config.stop_grace.std()).await;
+            }
+        }
+        let missing: Vec<String> = self
+            .config
             .components
             .keys()
             .filter(|name| !alive.iter().any(|i| &i.component == *name))
@@ -446,13 +609,42 @@ impl Backend for ProcessBackend {
         alive.extend(started);
         let instances = Instances {
             version: version.to_string(),
-            endpoints: endpoints(&alive),
+            endpoints: self.endpoints(&alive),
         };
         self.running
             .lock()
             .expect("lock")
             .insert(version.to_string(), alive);
         Ok(instances)
+    }
+
+    async fn running(&self, version: &str) -> Option<Instances> {
+        let mut running = self.running.lock().expect("lock");
+        let instances = running.get_mut(version)?;
+        let all_alive = instances.len() == self.config.components.len()
+            && instances.iter_mut().all(|i| i.exit().is_none());
+        all_alive.then(|| Instances {
+            version: version.to_string(),
+            endpoints: self.endpoints(instances),
+        })
+    }
+
+    async fn exited(&self, version: &str) -> Vec<String> {
+        let mut running = self.running.lock().expect("lock");
+        let Some(instances) = running.get_mut(version) else {
+            return Vec::new();
+        };
+        instances
+            .iter_mut()
+            .filter_map(|i| {
+                let status = i.exit()?;
+                Some(format!(
+                    "{} exited ({status}); see {}",
+                    i.component,
+                    self.log_path(version, &i.component).display()
+                ))
+            })
+            .collect()
     }
 
     async fn stop(&self, version: &str) {
@@ -463,52 +655,6 @@ impl Backend for ProcessBackend {
         }
     }
 
-    fn running(&self, version: &str) -> Option<Instances> {
-        let mut running = self.running.lock().expect("lock");
-        let instances = running.get_mut(version)?;
-        let all_alive = instances.len() == self.components.len()
-            && instances
-                .iter_mut()
-                .all(|i| matches!(i.child.try_wait(), Ok(None)));
-        all_alive.then(|| Instances {
-            version: version.to_string(),
-            endpoints: endpoints(instances),
-        })
-    }
-
-    fn exited(&self, version: &str) -> Vec<String> {
-        let mut running = self.running.lock().expect("lock");
-        let Some(instances) = running.get_mut(version) else {
-            return Vec::new();
-        };
-        instances
-            .iter_mut()
-            .filter_map(|i| match i.child.try_wait() {
-                Ok(Some(status)) => Some(format!(
-                    "{} exited ({status}); see {}",
-                    i.component,
-                    self.log_path(version, &i.component).display()
-                )),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn capture_state(&self) -> serde_json::Value {
-        let running = self.running.lock().expect("lock");
-        let versions: BTreeMap<&String, Vec<serde_json::Value>> = running
-            .iter()
-            .map(|(version, instances)| {
-                let list = instances
-                    .iter()
-                    .map(|i| serde_json::json!({"component": i.component, "port": i.port, "pid": i.child.id()}))
-                    .collect();
-                (version, list)
-            })
-            .collect();
-        serde_json::json!({"backend": "process", "app": self.app, "running": versions})
-    }
-
     async fn stop_all(&self) {
         let all: Vec<Instance> = std::mem::take(&mut *self.running.lock().expect("lock"))
             .into_values()
@@ -516,18 +662,90 @@ impl Backend for ProcessBackend {
             .collect();
         self.stop_instances(all).await;
     }
+
+    async fn capture(&self, version: &str) -> Capture {
+        let state = {
+            let mut running = self.running.lock().expect("lock");
+            let versions: BTreeMap<&String, Vec<serde_json::Value>> = running
+                .iter_mut()
+                .map(|(version, instances)| {
+                    let list = instances
+                        .iter_mut()
+                        .map(|i| {
+                            let exit = i.exit();
+                            serde_json::json!({
+                                "component": i.component,
+                                "port": i.port,
+                                "pid": i.pid(),
+                                "running": exit.is_none(),
+                                "exit": exit,
+                            })
+                        })
+                        .collect();
+                    (version, list)
+                })
+                .collect();
+            serde_json::json!({"backend": "process", "app": self.app, "running": versions})
+        };
+        let secrets = self.secrets();
+        let logs = self
+            .config
+            .components
+            .keys()
+            .map(|component| {
+                let text = last_lines(&self.log_path(version, component), CAPTURED_LINES);
+                (
+                    component.clone(),
+                    telemetry::redact_secrets(&text, &secrets),
+                )
+            })
+            .collect();
+        Capture { state, logs }
+    }
+
+    fn keep_previous_warm(&self) -> Span {
+        self.config.keep_previous_warm
+    }
 }
 
-fn endpoints(instances: &[Instance]) -> BTreeMap<String, SocketAddr> {
-    instances
-        .iter()
-        .map(|i| {
-            (
-                i.component.clone(),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
-            )
+impl ProcessBackend {
+    /// The endpoints of the instances that listen.
+    fn endpoints(&self, instances: &[Instance]) -> BTreeMap<String, SocketAddr> {
+        instances
+            .iter()
+            .filter(|i| self.config.components[&i.component].listens())
+            .map(|i| {
+                (
+                    i.component.clone(),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What a pid file holds: "PID START_TIME PORT".
+struct PidRecord {
+    pid: i32,
+    started: u64,
+    port: u16,
+}
+
+impl PidRecord {
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split_whitespace();
+        Some(Self {
+            pid: parts.next()?.parse().ok().filter(|&pid| pid > 0)?,
+            started: parts.next()?.parse().ok()?,
+            port: parts.next()?.parse().ok()?,
         })
-        .collect()
+    }
+}
+
+impl std::fmt::Display for PidRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.pid, self.started, self.port)
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -546,6 +764,13 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// The last `count` lines of a file (empty when it cannot be read).
+fn last_lines(path: &Path, count: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
 fn program_exists(program: &str, work_dir: &Path) -> bool {
     if program.contains('/') {
         let path = Path::new(program);
@@ -558,13 +783,4 @@ fn program_exists(program: &str, work_dir: &Path) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-/// The pid in a pid file ("PID START_TIME"), if that process still runs with the same start
-/// time.
-fn live_pid(text: &str) -> Option<i32> {
-    let mut parts = text.split_whitespace();
-    let pid: i32 = parts.next()?.parse().ok()?;
-    let started: u64 = parts.next()?.parse().ok()?;
-    (pid > 0 && crate::identity::start_time(pid) == Some(started)).then_some(pid)
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Check, CheckResult, Health};
 use crate::clock::Stopwatch;
-use crate::config::{AppConfig, Flaw};
+use crate::config::Flaw;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -66,15 +66,18 @@ fn default_failures() -> u32 {
 
 impl HttpCheck {
     /// Problems, with keys below the check.
-    pub fn problems(&self, app: &AppConfig) -> Vec<Flaw> {
+    pub fn problems(&self, listening: &[String]) -> Vec<Flaw> {
         let mut problems = Vec::new();
         let name = &self.name;
         if let Some(component) = &self.component
-            && !app.components.contains_key(component)
+            && !listening.contains(component)
         {
             problems.push(Flaw::at(
                 &["component"],
-                format!("check {name}: unknown component {component:?}"),
+                format!(
+                    "check {name}: unknown component {component:?}, or one that does not listen (listening: {})",
+                    listening.join(", ")
+                ),
             ));
         }
         if !self.path.starts_with('/') {

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::AppConfig;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
@@ -45,10 +43,11 @@ pub enum CheckConfig {
 }
 
 impl CheckConfig {
-    /// Problems, with keys below the check.
-    pub fn problems(&self, app: &AppConfig) -> Vec<crate::config::Flaw> {
+    /// Problems, with keys below the check; `listening` are the components that can be
+    /// checked.
+    pub fn problems(&self, listening: &[String]) -> Vec<crate::config::Flaw> {
         match self {
-            CheckConfig::Http(check) => check.problems(app),
+            CheckConfig::Http(check) => check.problems(listening),
         }
     }
 

@@ -36,15 +36,18 @@ data_dir: .
 apps:
   demo:
     bake: 8s
-    components:
-      web:
-        public_port: @PORT@
-        command: [@EXE@, "demo-app", "--version", "{version}", "--port", "{port}", "--bad-version", "v2", "--bad-error-rate", "@RATE@"]
-        ready_path: /health
     backend:
       kind: process
+      components:
+        web:
+          command: [@EXE@, "demo-app", "--version", "{version}", "--port", "{port}", "--bad-version", "v2", "--bad-error-rate", "@RATE@"]
+          ready_path: /health
       keep_previous_warm: 60s
       stop_grace: 2s
+    traffic:
+      kind: router
+      listen:
+        web: @PORT@
     checks:
       - kind: http
         name: health

@@ -9,8 +9,6 @@ use tokio::sync::mpsc;
 
 use super::output::Status;
 use super::{Workspace, check_version, stop_on_signals};
-use crate::backends::AnyBackend;
-use crate::backends::process::InstanceDirs;
 use crate::cli::DeployArgs;
 use crate::guard::{Guardian, Progress};
 use crate::ledger::{Release, ReleaseState};
@@ -19,10 +17,10 @@ use crate::{Outcome, UsageError, identity};
 pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome> {
     check_version(&args.version)?;
     let workspace = Workspace::open(config_path).await?;
-    let app = workspace.config.app(&args.app)?.clone();
-    let dirs = InstanceDirs::of(&workspace.config, config_path);
-    AnyBackend::new(&args.app, &app, dirs)
+    workspace
+        .backend(&args.app)?
         .check_available(&args.version)
+        .await
         .map_err(|e| UsageError(e.to_string()))?;
     let guarded = workspace.guard_running(&args.app).await?;
     // Guarding from this terminal needs everything the guard needs, before anything is

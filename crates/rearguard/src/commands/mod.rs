@@ -110,6 +110,16 @@ impl Workspace {
         })
     }
 
+    /// The backend of `app`, to ask it what the guard would (is a version available?).
+    pub fn backend(&self, app: &str) -> anyhow::Result<Box<dyn crate::backends::Backend>> {
+        let config = self.config.app(app)?;
+        let dirs = crate::backends::Workdirs {
+            config_dir: self.config.resolve(&self.config_path, Path::new(".")),
+            state_dir: self.config.data_dir(&self.config_path),
+        };
+        Ok(config.backend.build(app, dirs))
+    }
+
     /// Whether a live guard (another process) holds `app`.
     pub async fn guard_running(&self, app: &str) -> anyhow::Result<bool> {
         let lease = self.ledger.lease(app).await?;

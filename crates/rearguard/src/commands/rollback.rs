@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Workspace, check_version};
-use crate::backends::AnyBackend;
-use crate::backends::process::InstanceDirs;
+use crate::backends::Backend;
 use crate::cli::RollbackArgs;
 use crate::ledger::{Release, RollbackStatus, Trigger};
 use crate::{Outcome, UsageError, identity};
@@ -17,7 +16,6 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
         check_version(version)?;
     }
     let workspace = Workspace::open(config_path).await?;
-    let app_config = workspace.config.app(&args.app)?.clone();
     let ledger = &workspace.ledger;
     let current = ledger.current(&args.app).await?.ok_or_else(|| {
         UsageError(format!(
@@ -40,10 +38,9 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
         println!("{}: already serving {}", args.app, target.version);
         return Ok(Outcome::Success);
     }
-    let dirs = InstanceDirs::of(&workspace.config, config_path);
-    let backend = AnyBackend::new(&args.app, &app_config, dirs);
-    if let Err(e) = backend.check_available(&target.version) {
-        let available = available_versions(&workspace, &backend, &args.app).await?;
+    let backend = workspace.backend(&args.app)?;
+    if let Err(e) = backend.check_available(&target.version).await {
+        let available = available_versions(&workspace, backend.as_ref(), &args.app).await?;
         return Err(UsageError(format!(
             "{e}; versions that can be rolled back to: {}",
             available.join(", ")
@@ -150,12 +147,13 @@ fn confirm(args: &RollbackArgs, current: &Release, target: &Release) -> Result<(
 /// Recorded versions whose components are all available, newest first.
 async fn available_versions(
     workspace: &Workspace,
-    backend: &AnyBackend,
+    backend: &dyn Backend,
     app: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut versions: Vec<String> = Vec::new();
     for release in workspace.ledger.releases(app).await? {
-        if !versions.contains(&release.version) && backend.check_available(&release.version).is_ok()
+        if !versions.contains(&release.version)
+            && backend.check_available(&release.version).await.is_ok()
         {
             versions.push(release.version);
         }

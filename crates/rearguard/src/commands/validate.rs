@@ -8,7 +8,11 @@ use crate::{Outcome, config};
 
 pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {
     let config = config::load(config_path, config::Needs::Everything)?;
-    let components: usize = config.apps.values().map(|a| a.components.len()).sum();
+    let components: usize = config
+        .apps
+        .values()
+        .map(|a| a.backend.components().len())
+        .sum();
     println!(
         "{}: ok ({} app(s), {components} component(s))",
         config_path.display(),

@@ -274,6 +274,45 @@ impl Ledger {
         Ok(())
     }
 
+    /// Keeps what the platform looked like for an incident, once (a rollback resumed
+    /// after a restart does not capture again). False when it had been kept already.
+    pub async fn keep_capture(
+        &self,
+        incident: i64,
+        version: &str,
+        capture: &crate::backends::Capture,
+    ) -> Result<bool> {
+        let kept = sqlx::query(
+            "INSERT INTO captures (incident_id, at, version, state, logs) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (incident_id) DO NOTHING",
+        )
+        .bind(incident)
+        .bind(self.now())
+        .bind(version)
+        .bind(capture.state.to_string())
+        .bind(serde_json::to_string(&capture.logs).unwrap_or_default())
+        .execute(&self.pool)
+        .await?;
+        Ok(kept.rows_affected() == 1)
+    }
+
+    /// What the platform looked like for an incident, if it was captured.
+    pub async fn capture(&self, incident: i64) -> Result<Option<crate::backends::Capture>> {
+        let row = sqlx::query("SELECT state, logs FROM captures WHERE incident_id = $1")
+            .bind(incident)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let state: String = row.try_get("state")?;
+            let logs: String = row.try_get("logs")?;
+            Ok(crate::backends::Capture {
+                state: serde_json::from_str(&state).unwrap_or_default(),
+                logs: serde_json::from_str(&logs).unwrap_or_default(),
+            })
+        })
+        .transpose()
+    }
+
     /// Escalation levels already told about the incident (0 is level 1).
     pub async fn notified_levels(&self, incident: i64) -> Result<Vec<usize>> {
         let rows = sqlx::query(

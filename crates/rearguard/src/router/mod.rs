@@ -4,7 +4,7 @@
 //! pointer swap: it applies from the next request.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -24,26 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::Instances;
 use crate::clock::Stopwatch;
+use crate::traffic::{Routes, TrafficError};
 
 /// Response header naming the version that answered.
 pub const VERSION_HEADER: &str = "x-rearguard-version";
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the router cannot listen on 127.0.0.1:{port} for {component}: {source} (is another process using the port?)"
-)]
-pub struct ListenError {
-    pub component: String,
-    pub port: u16,
-    source: std::io::Error,
-}
-
-/// Where traffic goes: the serving version, and optionally a canary with its share.
-#[derive(Debug, Clone)]
-pub struct Routes {
-    pub primary: Instances,
-    pub canary: Option<(Instances, f64)>,
-}
 
 /// Outcome counters of one version, lock-free on the request path. The request count is
 /// the sum of the buckets.
@@ -130,21 +114,23 @@ pub struct Router {
 }
 
 impl Router {
-    /// Listens on each component's public port (127.0.0.1). Until a route is set, requests
-    /// get 503.
-    pub async fn start(app: &str, ports: &BTreeMap<String, u16>) -> Result<Arc<Self>, ListenError> {
+    /// Listens on each component's public address. Until a route is set, requests get 503.
+    pub async fn start(
+        app: &str,
+        addresses: &BTreeMap<String, SocketAddr>,
+    ) -> Result<Arc<Self>, TrafficError> {
         let stop = CancellationToken::new();
         let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build(HttpConnector::new());
         let mut components = BTreeMap::new();
-        for (component, &port) in ports {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        for (component, &address) in addresses {
+            let listener = TcpListener::bind(address)
                 .await
-                .map_err(|source| ListenError {
+                .map_err(|e| TrafficError::Listen {
                     component: format!("{app}/{component}"),
-                    port,
-                    source,
+                    address,
+                    why: e.to_string(),
                 })?;
             let table: Shared<Table> = Arc::new(RwLock::new(None));
             tokio::spawn(serve(listener, table.clone(), client.clone(), stop.clone()));

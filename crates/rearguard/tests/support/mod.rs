@@ -68,7 +68,7 @@ impl EnvBuilder {
         self
     }
 
-    /// Another component, as YAML lines under `components:` (indented by 6).
+    /// Another component, as YAML lines under the backend's `components:` (indented by 8).
     pub fn component(mut self, yaml: &str) -> Self {
         self.extra_components.push_str(yaml);
         self
@@ -113,11 +113,11 @@ impl EnvBuilder {
         let env: String = if self.component_env.is_empty() {
             String::new()
         } else {
-            std::iter::once("        env:\n".to_string())
+            std::iter::once("          env:\n".to_string())
                 .chain(
                     self.component_env
                         .iter()
-                        .map(|(key, value)| format!("          {key}: \"{value}\"\n")),
+                        .map(|(key, value)| format!("            {key}: \"{value}\"\n")),
                 )
                 .collect()
         };
@@ -130,15 +130,18 @@ impl EnvBuilder {
             "apps:
   shop:
     bake: {bake}
-{mode}    components:
-      web:
-        public_port: {port}
-        command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
-        ready_path: /version
-{env}{extra_components}    backend:
+{mode}    backend:
       kind: process
-      ready_timeout: 5s
+      components:
+        web:
+          command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
+          ready_path: /version
+{env}{extra_components}      ready_timeout: 5s
       stop_grace: 2s
+    traffic:
+      kind: router
+      listen:
+        web: {port}
 {checks}    policy:
 {policy}{top_level}",
             bake = self.bake,

@@ -1,0 +1,176 @@
+//! Watching: each second's counts are written to the ledger, then fed to the judge, whose
+//! verdict is acted on; checks run every few seconds against the watched release.
+
+use std::collections::BTreeMap;
+
+use rearguard_judge::{Counts, Verdict, WaitReason};
+
+use super::watch::{HISTORY_SECONDS, Watch};
+use super::{CHECK_EVERY_MS, Guardian, PROMOTE_BELOW_EVIDENCE, Progress};
+use crate::checks::Health;
+use crate::ledger::VersionStep;
+use crate::signals::Second;
+
+/// Steps no watch needs any more are forgotten this often.
+const FORGET_STEPS_EVERY_S: i64 = 60;
+
+impl Guardian {
+    /// Records the seconds the signals completed since the last tick, feeds them to the
+    /// judge and acts on its verdicts.
+    pub(super) async fn observe(&mut self) -> anyhow::Result<()> {
+        let now = self.now_ms().div_euclid(1000);
+        let seconds = match &self.signals {
+            Some(source) => source.take().await?,
+            // Nothing counts requests: the judge still sees time pass (only checks and the
+            // bake decide then).
+            None => vec![Second {
+                t: now,
+                counts: BTreeMap::new(),
+            }],
+        };
+        for second in seconds {
+            self.observe_second(second).await?;
+        }
+        Ok(())
+    }
+
+    async fn observe_second(&mut self, second: Second) -> anyhow::Result<()> {
+        let mut counts = second.counts;
+        for (version, carried) in std::mem::take(&mut self.carry) {
+            counts.entry(version).or_default().add(&carried);
+        }
+        let t = second.t;
+        // A second already recorded (two takes in one second): its counts go to the next.
+        if t <= self.last_step_t {
+            self.carry = counts;
+            return Ok(());
+        }
+        // Written before the judge sees them: a restarted guard replays exactly these.
+        let routed = self.traffic.routed();
+        let steps: Vec<VersionStep> = counts
+            .iter()
+            .filter(|(version, c)| c.requests > 0 || routed.contains(version))
+            .map(|(version, c)| VersionStep {
+                version: version.clone(),
+                t,
+                counts: *c,
+            })
+            .chain(
+                routed
+                    .iter()
+                    .filter(|version| !counts.contains_key(*version))
+                    .map(|version| VersionStep {
+                        version: version.clone(),
+                        t,
+                        counts: Counts::default(),
+                    }),
+            )
+            .collect();
+        self.ledger().record_steps(&self.app, &steps).await?;
+        self.last_step_t = t;
+        if t % FORGET_STEPS_EVERY_S == 0 {
+            self.forget_old_steps(t).await?;
+        }
+        let Some(watch) = self.watch.as_mut() else {
+            return Ok(());
+        };
+        let Some(judgement) = watch.observe(t, &counts)? else {
+            return Ok(());
+        };
+        let version = watch.release.version.clone();
+        self.context.tell(Progress::Tick {
+            app: self.app.clone(),
+            version: version.clone(),
+            judgement: judgement.clone(),
+        });
+        match judgement.verdict {
+            Verdict::Rollback(finding) => {
+                let reason = finding.reason.clone();
+                let evidence = serde_json::to_value(&finding)?;
+                self.auto_rollback(&reason, Some(evidence)).await?;
+            }
+            // Promoted only past the warm-up, and with nothing held against it: no evidence
+            // building up, no failing check, no instance that died recently (low traffic is
+            // not held against a release: a quiet service must get known-good releases).
+            Verdict::Keep
+            | Verdict::Wait {
+                why: WaitReason::LowTraffic | WaitReason::NoTraffic,
+            } => {
+                if judgement
+                    .snapshot
+                    .error_evidence
+                    .max(judgement.snapshot.latency_evidence)
+                    < PROMOTE_BELOW_EVIDENCE
+                    && self.check_failures.values().all(|&failures| failures == 0)
+                    && self
+                        .restarts
+                        .get(&version)
+                        .is_none_or(|r| r.quiet(self.now_ms()))
+                {
+                    self.promote_if_baked().await?;
+                }
+            }
+            Verdict::Wait { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Forgets recorded steps no watch will need: older than the judge's lookback and the
+    /// history a deploy takes, except the history the current watch is judged against.
+    async fn forget_old_steps(&self, now: i64) -> anyhow::Result<()> {
+        let keep_seconds = self
+            .config
+            .policy
+            .lookback
+            .whole_seconds()
+            .max(HISTORY_SECONDS);
+        self.ledger()
+            .forget_steps(
+                &self.app,
+                now - keep_seconds,
+                self.watch.as_ref().and_then(Watch::history),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Runs the checks against the watched release, every `CHECK_EVERY_MS`; a check failing
+    /// its number of times in a row rolls the release back.
+    pub(super) async fn run_checks(&mut self) -> anyhow::Result<()> {
+        let now = self.now_ms();
+        if self.config.checks.is_empty() || now < self.next_check_at {
+            return Ok(());
+        }
+        self.next_check_at = now + CHECK_EVERY_MS;
+        let Some(watch) = self.watch.as_ref().filter(|w| !w.halted) else {
+            return Ok(());
+        };
+        let Some(instances) = self.backend.running(&watch.release.version).await else {
+            return Ok(());
+        };
+        let mut failing = None;
+        for check in &self.config.checks {
+            let result = check.run(&instances.endpoints).await;
+            let failures = self.check_failures.entry(result.check.clone()).or_default();
+            if result.health == Health::Fail {
+                *failures += 1;
+                tracing::warn!(app = %self.app, check = %result.check, detail = %result.detail, failures = *failures, "check failed");
+                if *failures >= check.failures_to_rollback() && failing.is_none() {
+                    failing = Some(result);
+                }
+            } else {
+                *failures = 0;
+            }
+        }
+        if let Some(result) = failing {
+            let reason = format!(
+                "check {} failed {} times in a row: {}",
+                result.check, self.check_failures[&result.check], result.detail
+            );
+            self.check_failures.clear();
+            self.auto_rollback(&reason, Some(serde_json::to_value(&result)?))
+                .await?;
+        }
+        Ok(())
+    }
+}
