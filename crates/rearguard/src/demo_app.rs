@@ -49,7 +49,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
             get(|State(s): State<Arc<Settings>>| async move { s.version.clone() }),
         )
         .fallback(serve)
-        .with_state(settings);
+        .with_state(settings.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .map_err(|e| {
@@ -58,6 +58,11 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
                 args.port
             ))
         })?;
+    // One line for its log (an incident keeps the last lines of a bad version's log).
+    eprintln!(
+        "demo-app {} listening on 127.0.0.1:{} (error rate {})",
+        settings.version, args.port, settings.error_rate
+    );
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");

@@ -62,6 +62,12 @@ fn json_output_has_rfc3339_times_and_text_output_no_debug_text_or_borders() {
     let out = env.run(&["incident", "show", "1"]);
     let text = stdout(&out);
     assert!(text.contains("[P2, mitigated]"), "{text}");
+    // The bad version's platform state and log lines are kept with the incident.
+    assert!(
+        text.contains("last log lines of web:")
+            && text.contains("demo-app sick-v2 listening on 127.0.0.1:"),
+        "{text}"
+    );
     let out = env.run(&["versions", "shop"]);
     let table = stdout(&out);
     assert!(

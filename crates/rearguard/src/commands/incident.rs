@@ -61,10 +61,11 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
             let record = Record::load(ledger, id)
                 .await?
                 .ok_or_else(|| UsageError(format!("no incident {id}")))?;
+            let capture = ledger.capture(id).await?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"incident": record.incident, "timeline": record.timeline})
+                    serde_json::json!({"incident": record.incident, "timeline": record.timeline, "capture": capture})
                 );
             } else {
                 let i = &record.incident;
@@ -83,6 +84,14 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
                         entry.text,
                         entry.actor
                     );
+                }
+                if let Some(capture) = capture {
+                    println!("\nplatform state when it was detected:");
+                    println!("{}", serde_json::to_string_pretty(&capture.state)?);
+                    for (component, lines) in &capture.logs {
+                        println!("\nlast log lines of {component}:");
+                        println!("{lines}");
+                    }
                 }
             }
         }
