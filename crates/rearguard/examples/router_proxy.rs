@@ -17,7 +17,8 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: router_proxy LISTEN_PORT UPSTREAM_PORT");
     };
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, listen.parse::<u16>()?));
-    let router = Router::start("bench", &BTreeMap::from([("web".to_string(), listen)])).await?;
+    let addresses = BTreeMap::from([("web".to_string(), listen)]);
+    let router = Router::start("bench", &addresses, rearguard::clock::system()).await?;
     let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream.parse::<u16>()?));
     let primary = Instances {
         version: "v1".into(),

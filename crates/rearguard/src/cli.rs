@@ -121,6 +121,10 @@ pub enum Command {
     /// The bundled demo service (used by `rearguard demo`; handy for trying configs).
     #[command(disable_version_flag = true)]
     DemoApp(DemoAppArgs),
+    /// Run the built-in router of one app. The guard starts it, and it outlives the guard:
+    /// it keeps serving the last routes and counting while the guard restarts.
+    #[command(hide = true)]
+    Router(RouterArgs),
     /// Print a shell completion script: `rearguard completions bash > /etc/bash_completion.d/rearguard`.
     Completions {
         /// The shell to complete in.
@@ -223,6 +227,29 @@ pub struct EventsArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    /// The app it routes for.
+    #[arg(long)]
+    pub app: String,
+    /// Its control socket (created with mode 0600).
+    #[arg(long)]
+    pub control: PathBuf,
+    /// COMPONENT=ADDRESS:PORT, once per component it serves.
+    #[arg(long = "listen", value_parser = component_address, required = true)]
+    pub listen: Vec<(String, std::net::SocketAddr)>,
+}
+
+fn component_address(text: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (component, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected COMPONENT=ADDRESS:PORT, got {text:?}"))?;
+    let address = address
+        .parse()
+        .map_err(|e| format!("{address:?} is not ADDRESS:PORT: {e}"))?;
+    Ok((component.to_string(), address))
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,18 @@ pub fn user() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The path of this program, to start it again (a router, a re-executed guard). After an
+/// upgrade replaced the file, the kernel reports the old one as "PATH (deleted)": the new
+/// one is at PATH.
+pub fn this_program() -> std::io::Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?;
+    let text = path.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(original) => std::path::PathBuf::from(original),
+        None => path,
+    })
+}
+
 /// `user@host`, for the record.
 pub fn actor() -> String {
     format!("{}@{}", user(), hostname())

@@ -25,10 +25,14 @@ fn env() -> Env {
         .build()
 }
 
-/// v1 stable with traffic flowing, then `version` deployed; the guard is killed
-/// `kill_after` into the watch of `version` and started again. Returns the final state and
-/// how long no guard ran.
-fn deploy_and_kill(version: &str, kill_after: Duration) -> (Env, Guard, String, Duration) {
+/// v1 stable with traffic flowing, then `version` deployed; the guard (and with
+/// `router_too` its router, so nothing counts meanwhile) is killed `kill_after` into the
+/// watch of `version` and started again. Returns the final state and how long no guard ran.
+fn deploy_and_kill(
+    version: &str,
+    kill_after: Duration,
+    router_too: bool,
+) -> (Env, Guard, String, Duration) {
     let env = env();
     let mut guard = env.guard();
     let traffic = env.steady_traffic();
@@ -46,6 +50,14 @@ fn deploy_and_kill(version: &str, kill_after: Duration) -> (Env, Guard, String, 
         "the kill must land while the release is watched"
     );
     guard.kill_hard();
+    if router_too {
+        let router = env.router_pid().expect("a router runs");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(router),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
     let killed = std::time::Instant::now();
     let restarted = env.guard();
     let down = killed.elapsed();
@@ -58,8 +70,8 @@ fn deploy_and_kill(version: &str, kill_after: Duration) -> (Env, Guard, String, 
     (env, restarted, state, down)
 }
 
-fn bad_release_is_rolled_back_after_a_kill_at(kill_after: Duration) {
-    let (env, _guard, state, _) = deploy_and_kill("bad-v2", kill_after);
+fn bad_release_is_rolled_back_after_a_kill_at(kill_after: Duration, router_too: bool) {
+    let (env, _guard, state, _) = deploy_and_kill("bad-v2", kill_after, router_too);
     assert_eq!(state, "rolled_back", "killed after {kill_after:?}");
     let versions = env.versions_json();
     assert_eq!(versions["rollbacks"][0]["trigger"], "auto", "{versions}");
@@ -68,41 +80,58 @@ fn bad_release_is_rolled_back_after_a_kill_at(kill_after: Duration) {
 
 #[test]
 fn a_bad_release_killed_as_it_takes_traffic_is_rolled_back() {
-    bad_release_is_rolled_back_after_a_kill_at(Duration::from_millis(500));
+    bad_release_is_rolled_back_after_a_kill_at(Duration::from_millis(500), false);
 }
 
 #[test]
-fn a_bad_release_killed_in_its_warmup_is_rolled_back() {
-    bad_release_is_rolled_back_after_a_kill_at(Duration::from_secs(WARMUP_S / 2));
+fn a_bad_release_killed_in_its_warmup_with_its_router_is_rolled_back() {
+    bad_release_is_rolled_back_after_a_kill_at(Duration::from_secs(WARMUP_S / 2), true);
 }
 
 #[test]
 fn a_bad_release_killed_after_its_warmup_is_rolled_back() {
-    bad_release_is_rolled_back_after_a_kill_at(Duration::from_secs(WARMUP_S + 2));
+    bad_release_is_rolled_back_after_a_kill_at(Duration::from_secs(WARMUP_S + 2), false);
 }
 
-#[test]
-fn a_good_release_killed_in_its_watch_is_promoted_after_a_full_bake() {
-    let (env, _guard, state, down) = deploy_and_kill("v2", Duration::from_secs(WARMUP_S + 2));
-    assert_eq!(state, "stable");
+/// The release `version`, and how long after it took traffic it became stable.
+fn baked(env: &Env, version: &str) -> f64 {
     let versions = env.versions_json();
-    let v2 = versions["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == "v2")
-        .unwrap()
-        .clone();
     assert!(
         versions["rollbacks"].as_array().unwrap().is_empty(),
         "{versions}"
     );
+    let release = versions["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == version)
+        .unwrap()
+        .clone();
+    seconds_between(&release["watch_started_at"], &release["stable_at"])
+}
+
+#[test]
+fn a_good_release_whose_guard_restarts_is_promoted_once_baked_the_router_counted_meanwhile() {
+    let (env, _guard, state, _) = deploy_and_kill("v2", Duration::from_secs(WARMUP_S + 2), false);
+    assert_eq!(state, "stable");
+    let baked = baked(&env, "v2");
+    // The router kept counting while no guard ran: those seconds were watched.
+    assert!(
+        (20.0..24.0).contains(&baked),
+        "promoted {baked}s after taking traffic"
+    );
+}
+
+#[test]
+fn a_good_release_nobody_watched_for_a_while_is_promoted_only_after_a_full_bake() {
+    let (env, _guard, state, down) = deploy_and_kill("v2", Duration::from_secs(WARMUP_S + 2), true);
+    assert_eq!(state, "stable");
     // The seconds nobody watched do not count towards the bake (a second of slack: the
     // test measures the downtime from outside).
-    let baked = seconds_between(&v2["watch_started_at"], &v2["stable_at"]);
+    let baked = baked(&env, "v2");
     assert!(
         baked >= 20.0 + down.as_secs_f64() - 1.0,
-        "promoted {baked}s after taking traffic, {down:?} of it unwatched: {v2}"
+        "promoted {baked}s after taking traffic, {down:?} of it unwatched"
     );
 }
 

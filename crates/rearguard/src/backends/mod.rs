@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Flaw;
 
 /// A running version: where each of its components that listens can be reached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instances {
     pub version: String,
     pub endpoints: BTreeMap<String, SocketAddr>,
@@ -55,11 +55,22 @@ pub struct Capture {
 }
 
 /// Where a backend works: the config file's directory (relative paths and commands start
-/// there) and its own directory for state and logs, under the data directory.
+/// there) and its own directory for state and logs, under the data directory. Both are
+/// absolute: processes started in one of them are given paths in the other.
 #[derive(Debug, Clone)]
 pub struct Workdirs {
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
+}
+
+impl Workdirs {
+    pub fn of(config: &crate::config::Config, config_path: &std::path::Path) -> Self {
+        let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+        Self {
+            config_dir: absolute(config.resolve(config_path, std::path::Path::new("."))),
+            state_dir: absolute(config.data_dir(config_path)),
+        }
+    }
 }
 
 /// What every kind of backend does. Every operation is safe to repeat: starting what runs,

@@ -98,7 +98,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     let context = workspace.guard_context(Some(tx))?;
     let stop = stop_on_signals();
     let guardian = Guardian::start(&context, APP).await?;
-    let guard_task = tokio::spawn(guardian.run(stop.clone()));
+    let guard_task = tokio::spawn(guardian.run(crate::guard::Ending {
+        stop: stop.clone(),
+        ..Default::default()
+    }));
     let traffic = Traffic::start(
         SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         stop.clone(),

@@ -123,7 +123,10 @@ async fn guard_here(
     let context = workspace.guard_context(Some(tx))?;
     let stop = stop_on_signals();
     let guardian = Guardian::start(&context, &release.app).await?;
-    let task = tokio::spawn(guardian.run(stop.clone()));
+    let task = tokio::spawn(guardian.run(crate::guard::Ending {
+        stop: stop.clone(),
+        ..Default::default()
+    }));
     let ledger = &workspace.ledger;
     loop {
         tokio::select! {

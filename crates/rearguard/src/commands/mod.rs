@@ -8,6 +8,7 @@ pub mod guard;
 pub mod incident;
 pub mod output;
 pub mod rollback;
+pub mod router;
 pub mod status;
 pub mod validate;
 pub mod versions;
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Report(args) => incident::report(config_path, args).await,
         Command::Backtest(args) => backtest::run(args).await,
         Command::DemoApp(args) => crate::demo_app::run(args).await,
+        Command::Router(args) => router::run(args).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "rearguard", &mut std::io::stdout());
@@ -113,10 +115,7 @@ impl Workspace {
     /// The backend of `app`, to ask it what the guard would (is a version available?).
     pub fn backend(&self, app: &str) -> anyhow::Result<Box<dyn crate::backends::Backend>> {
         let config = self.config.app(app)?;
-        let dirs = crate::backends::Workdirs {
-            config_dir: self.config.resolve(&self.config_path, Path::new(".")),
-            state_dir: self.config.data_dir(&self.config_path),
-        };
+        let dirs = crate::backends::Workdirs::of(&self.config, &self.config_path);
         Ok(config.backend.build(app, dirs))
     }
 

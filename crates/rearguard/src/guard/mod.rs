@@ -66,12 +66,7 @@ pub struct Context {
 impl Context {
     /// Where backends work: beside the config file, and in the data directory.
     pub fn workdirs(&self) -> Workdirs {
-        Workdirs {
-            config_dir: self
-                .config
-                .resolve(&self.config_path, std::path::Path::new(".")),
-            state_dir: self.config.data_dir(&self.config_path),
-        }
+        Workdirs::of(&self.config, &self.config_path)
     }
 
     fn tell(&self, progress: Progress) {
@@ -81,18 +76,29 @@ impl Context {
     }
 }
 
-/// Guards `apps` until `stop` is cancelled; then stops their processes and routers.
-/// `started` is called once every app's router listens.
+/// How guarding ends.
+#[derive(Clone, Default)]
+pub struct Ending {
+    /// For good: the apps' processes and routers stop too.
+    pub stop: CancellationToken,
+    /// To hand over to another guard process (a reload): everything keeps running, and the
+    /// lease stays with this process.
+    pub detach: CancellationToken,
+}
+
+/// Guards `apps` until `ending` says so. `started` is called once every app's traffic
+/// moves (its router listens).
 pub async fn run(
     context: Context,
     apps: Vec<String>,
-    stop: CancellationToken,
+    ending: Ending,
     started: impl FnOnce(),
 ) -> anyhow::Result<()> {
+    let stop = ending.stop.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for app in apps {
         let guardian = Guardian::start(&context, &app).await?;
-        tasks.spawn(guardian.run(stop.clone()));
+        tasks.spawn(guardian.run(ending.clone()));
     }
     started();
     let mut first_error = None;
@@ -128,6 +134,8 @@ pub struct Guardian {
     next_check_at: i64,
     /// Restarts of serving versions whose process died, by version.
     restarts: BTreeMap<String, restarts::Restarts>,
+    /// A watch was resumed this tick: its unwatched gap is counted after the observe.
+    resumed: bool,
     /// Versions kept warm after a switch, to stop at the given time.
     retiring: Vec<(String, i64)>,
     leased: bool,
@@ -139,7 +147,7 @@ impl Guardian {
     pub async fn start(context: &Context, app: &str) -> anyhow::Result<Self> {
         let config = context.config.app(app)?.clone();
         let backend = config.backend.build(app, context.workdirs());
-        let traffic = config.traffic.build(app, context.clock.clone());
+        let traffic = config.traffic.build(app, context.workdirs());
         traffic
             .start()
             .await
@@ -159,6 +167,7 @@ impl Guardian {
             next_check_at: 0,
             retiring: Vec::new(),
             restarts: BTreeMap::new(),
+            resumed: false,
             leased: false,
         })
     }
@@ -171,13 +180,15 @@ impl Guardian {
         self.context.clock.now_ms()
     }
 
-    /// Ticks until `stop`; then stops everything this guardian started.
-    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+    /// Ticks until `ending` says so; then stops everything this guardian started, unless
+    /// it detaches (another guard process takes over what runs).
+    pub async fn run(mut self, ending: Ending) -> anyhow::Result<()> {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
             tokio::select! {
-                _ = stop.cancelled() => break Ok(()),
+                _ = ending.stop.cancelled() => break Ok(()),
+                _ = ending.detach.cancelled() => return Ok(()),
                 _ = interval.tick() => {}
             }
             let span = tracing::info_span!("tick", app = %self.app);
@@ -227,6 +238,8 @@ impl Guardian {
             self.backend.recover().await;
             self.leased = true;
         }
+        // Takes over a running router, or starts one again if it died.
+        self.traffic.start().await?;
         for rollback in self.ledger().open_rollbacks(&self.app).await? {
             self.perform_rollback(rollback).await?;
         }
@@ -235,6 +248,7 @@ impl Guardian {
         }
         self.ensure_serving().await?;
         self.observe().await?;
+        self.count_unwatched().await?;
         self.run_checks().await?;
         self.retire_warm_versions().await;
         self.write_rollback_log().await?;

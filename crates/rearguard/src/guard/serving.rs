@@ -62,8 +62,9 @@ impl Guardian {
         self.traffic.route(&routes).await?;
         tracing::info!(app = %self.app, version = %current.version, "serving the current release");
         if !watching_current {
-            let current = self.resume(current).await?;
             self.watch = Some(self.load_watch(current).await?);
+            // Once the seconds the signals kept meanwhile are in, the gap left is known.
+            self.resumed = true;
         }
         Ok(())
     }
@@ -123,29 +124,44 @@ impl Guardian {
         }
     }
 
-    /// A release whose watch was interrupted: the time since its last recorded second is
-    /// added to its unwatched time.
-    async fn resume(&self, release: Release) -> anyhow::Result<Release> {
-        let Some(judged_from) = release
+    /// A watch resumed after a restart: the time between its last recorded second and now
+    /// was watched by nobody (no guard, and no router counting either) and does not count
+    /// towards the bake. Called once the signals' kept seconds are recorded.
+    pub(super) async fn count_unwatched(&mut self) -> anyhow::Result<()> {
+        if !std::mem::take(&mut self.resumed) {
+            return Ok(());
+        }
+        let Some(release) = self
             .watch
             .as_ref()
-            .filter(|_| release.state == ReleaseState::Watching)
-            .map(|w| w.judged_from)
+            .map(|w| w.release.clone())
+            .filter(|r| r.state == ReleaseState::Watching)
         else {
-            return Ok(release);
+            return Ok(());
+        };
+        let Some(judged_from) = release.watch.as_ref().map(|w| w.judged_from) else {
+            return Ok(());
         };
         let last_seen_ms = self
             .ledger()
             .last_step(&self.app, &release.version, judged_from.div_euclid(1000))
             .await?
+            // A recorded second covers the second before it.
             .map_or(judged_from, |t| t * 1000);
-        self.ledger()
-            .add_unwatched(&release, self.now_ms() - last_seen_ms)
-            .await?;
-        self.ledger()
-            .release(release.id)
-            .await?
-            .context("release vanished")
+        // The second in progress is not missing: it is taken at the next tick.
+        let gap = self.now_ms() - last_seen_ms - 1000;
+        if gap > 0 {
+            self.ledger().add_unwatched(&release, gap).await?;
+            let release = self
+                .ledger()
+                .release(release.id)
+                .await?
+                .context("release vanished")?;
+            if let Some(watch) = self.watch.as_mut() {
+                watch.release = release;
+            }
+        }
+        Ok(())
     }
 
     pub(super) async fn load_watch(&self, release: Release) -> anyhow::Result<Watch> {

@@ -1,12 +1,17 @@
-//! The built-in router: a reverse proxy on each component's public port that sends traffic
-//! to the serving version (blue-green) or splits it by weight (canary), and counts, per
-//! version, requests, errors (5xx and failed exchanges) and latency. A route switch is one
-//! pointer swap: it applies from the next request.
+//! The built-in router: a reverse proxy on each component's public address that sends
+//! traffic to the serving version (blue-green) or splits it by weight (canary), and counts,
+//! per version and per second, requests, errors (5xx and failed exchanges) and latency. A
+//! route switch is one pointer swap: it applies from the next request. It runs as its own
+//! process (`rearguard router`, driven over `control`), so it keeps serving while the guard
+//! restarts, and keeps the last hour of counts for the guard to take when it is back.
 
-use std::collections::BTreeMap;
+pub mod control;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -23,8 +28,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Instances;
-use crate::clock::Stopwatch;
+use crate::clock::{SharedClock, Stopwatch};
+use crate::signals::Second;
 use crate::traffic::{Routes, TrafficError};
+
+/// Seconds of counts kept for a guard to take (an hour without a guard loses the oldest).
+const KEPT_SECONDS: usize = 3600;
 
 /// Response header naming the version that answered.
 pub const VERSION_HEADER: &str = "x-rearguard-version";
@@ -108,16 +117,21 @@ struct ComponentRoute {
 /// The router of one app.
 pub struct Router {
     app: String,
+    addresses: BTreeMap<String, SocketAddr>,
     components: BTreeMap<String, ComponentRoute>,
     counters: RwLock<BTreeMap<String, Arc<VersionCounters>>>,
+    /// Completed seconds not taken yet, oldest first.
+    seconds: Mutex<VecDeque<Second>>,
     stop: CancellationToken,
 }
 
 impl Router {
-    /// Listens on each component's public address. Until a route is set, requests get 503.
+    /// Listens on each component's public address (until a route is set, requests get
+    /// 503) and counts per second of `clock`.
     pub async fn start(
         app: &str,
         addresses: &BTreeMap<String, SocketAddr>,
+        clock: SharedClock,
     ) -> Result<Arc<Self>, TrafficError> {
         let stop = CancellationToken::new();
         let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
@@ -136,12 +150,48 @@ impl Router {
             tokio::spawn(serve(listener, table.clone(), client.clone(), stop.clone()));
             components.insert(component.clone(), ComponentRoute { table });
         }
-        Ok(Arc::new(Self {
+        let router = Arc::new(Self {
             app: app.to_string(),
+            addresses: addresses.clone(),
             components,
             counters: RwLock::new(BTreeMap::new()),
+            seconds: Mutex::new(VecDeque::new()),
             stop,
-        }))
+        });
+        tokio::spawn(sample_every_second(Arc::downgrade(&router), clock));
+        Ok(router)
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    pub fn addresses(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.addresses
+    }
+
+    /// The completed seconds since the last call, oldest first.
+    pub fn take_seconds(&self) -> Vec<Second> {
+        self.seconds.lock().expect("lock").drain(..).collect()
+    }
+
+    /// Closes the second ending at `t`: what each version served in it (versions taking
+    /// traffic are in it even without a request).
+    fn close_second(&self, t: i64) {
+        let routed = self.routed_versions();
+        let counts: BTreeMap<String, Counts> = self
+            .counters
+            .read()
+            .expect("lock")
+            .iter()
+            .map(|(version, c)| (version.clone(), c.take()))
+            .filter(|(version, c)| c.requests > 0 || routed.contains(version))
+            .collect();
+        let mut seconds = self.seconds.lock().expect("lock");
+        seconds.push_back(Second { t, counts });
+        while seconds.len() > KEPT_SECONDS {
+            seconds.pop_front();
+        }
     }
 
     fn counters_for(&self, version: &str) -> Arc<VersionCounters> {
@@ -188,16 +238,6 @@ impl Router {
         );
     }
 
-    /// What each version served since the last call, summed over components.
-    pub fn take_counts(&self) -> BTreeMap<String, Counts> {
-        self.counters
-            .read()
-            .expect("lock")
-            .iter()
-            .map(|(version, c)| (version.clone(), c.take()))
-            .collect()
-    }
-
     /// The versions traffic is routed to now (the primary and any canary).
     pub fn routed_versions(&self) -> Vec<String> {
         let mut versions = Vec::new();
@@ -228,6 +268,22 @@ impl Router {
 
     pub fn shutdown(&self) {
         self.stop.cancel();
+    }
+}
+
+/// Closes a second at every second boundary of `clock`, while the router lives.
+async fn sample_every_second(router: Weak<Router>, clock: SharedClock) {
+    loop {
+        let now = clock.now_ms();
+        let next = (now.div_euclid(1000) + 1) * 1000;
+        tokio::time::sleep(Duration::from_millis((next - now) as u64)).await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        if router.stop.is_cancelled() {
+            return;
+        }
+        router.close_second(next / 1000);
     }
 }
 

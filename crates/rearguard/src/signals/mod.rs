@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::traffic::Traffic;
 
 /// What each version served in the second ending at `t` (epoch seconds).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Second {
     pub t: i64,
     pub counts: BTreeMap<String, Counts>,

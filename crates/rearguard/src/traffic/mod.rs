@@ -1,6 +1,7 @@
 //! How requests move between running versions: one trait, one file per kind with its config
-//! beside it, and the tagged enum below as the only list of kinds. The built-in router, or
-//! the platform itself (a backend whose deploy is the switch).
+//! beside it, and the tagged enum below as the only list of kinds. The built-in router (its
+//! own process, so traffic outlives a guard restart), or the platform itself (a backend
+//! whose deploy is the switch).
 
 pub mod platform;
 pub mod router;
@@ -10,13 +11,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backends::Instances;
-use crate::clock::SharedClock;
+use crate::backends::{Instances, Workdirs};
 use crate::config::Flaw;
 use crate::signals::SignalSource;
 
 /// Where traffic goes: the serving version, and optionally a canary with its share.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Routes {
     pub primary: Instances,
     pub canary: Option<(Instances, f64)>,
@@ -63,10 +63,10 @@ pub enum TrafficConfig {
 }
 
 impl TrafficConfig {
-    pub fn build(&self, app: &str, clock: SharedClock) -> Box<dyn Traffic> {
+    pub fn build(&self, app: &str, dirs: Workdirs) -> Box<dyn Traffic> {
         match self {
             TrafficConfig::Router(config) => {
-                Box::new(router::RouterTraffic::new(app, config.clone(), clock))
+                Box::new(router::RouterTraffic::new(app, config.clone(), dirs))
             }
             TrafficConfig::Platform => Box::new(platform::PlatformTraffic::default()),
         }

@@ -1,18 +1,25 @@
-//! The built-in router as a traffic mover: it listens on each component's public address
-//! and sends every request to the serving version (or splits by weight for a canary), and
-//! it counts what it forwards, so it is a signal source too.
+//! The built-in router as a traffic mover. It runs as its own process (`rearguard router`),
+//! which this file starts, or takes over when one already runs (a guard restarted): the
+//! router keeps serving the last routes while no guard is there. It counts every request,
+//! per second, so it is a signal source too.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Routes, Traffic, TrafficError};
-use crate::clock::SharedClock;
+use crate::backends::Workdirs;
 use crate::config::Flaw;
-use crate::router::Router;
+use crate::router::control::{Client, PROTOCOL, Request};
 use crate::signals::{Second, SignalError, SignalSource};
+
+/// A router must answer within this long after it is started.
+const START_WITHIN: Duration = Duration::from_secs(10);
 
 /// Settings of the built-in router.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -72,94 +79,208 @@ impl RouterConfig {
         }
         problems
     }
-}
 
-/// The router once it runs, shared with its signal source.
-type Running = Arc<Mutex<Option<Arc<Router>>>>;
+    fn addresses(&self) -> BTreeMap<String, SocketAddr> {
+        self.listen
+            .iter()
+            .map(|(component, address)| (component.clone(), address.0))
+            .collect()
+    }
+}
 
 pub struct RouterTraffic {
     app: String,
     config: RouterConfig,
-    clock: SharedClock,
-    router: Running,
+    dirs: Workdirs,
+    client: Arc<Client>,
+    /// The routes last set, given again to a router that restarted.
+    routes: Mutex<Option<Routes>>,
 }
 
 impl RouterTraffic {
-    pub fn new(app: &str, config: RouterConfig, clock: SharedClock) -> Self {
+    pub fn new(app: &str, config: RouterConfig, dirs: Workdirs) -> Self {
+        let socket = dirs.state_dir.join("routers").join(format!("{app}.sock"));
         Self {
             app: app.to_string(),
             config,
-            clock,
-            router: Running::default(),
+            dirs,
+            client: Arc::new(Client::new(socket)),
+            routes: Mutex::new(None),
         }
     }
 
-    fn router(&self) -> Option<Arc<Router>> {
-        self.router.lock().expect("lock").clone()
+    fn log_path(&self) -> PathBuf {
+        self.dirs
+            .state_dir
+            .join("logs")
+            .join(format!("router--{}.log", self.app))
+    }
+
+    /// Starts a router process and waits (bounded) until it answers.
+    async fn spawn(&self) -> Result<(), TrafficError> {
+        let failed = |why: String| TrafficError::Failed {
+            what: format!("starting the router of {}", self.app),
+            why,
+        };
+        let exe = crate::identity::this_program().map_err(|e| failed(e.to_string()))?;
+        let log_path = self.log_path();
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| failed(format!("cannot open {}: {e}", log_path.display())))?;
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .arg("router")
+            .arg("--app")
+            .arg(&self.app)
+            .arg("--control")
+            .arg(self.client.path());
+        for (component, address) in self.config.addresses() {
+            command
+                .arg("--listen")
+                .arg(format!("{component}={address}"));
+        }
+        // Its own process group and no secrets of the guard's: it outlives the guard.
+        let mut child = command
+            .env_clear()
+            .envs(
+                ["PATH", "RUST_LOG", "REARGUARD_LOG"]
+                    .iter()
+                    .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
+            )
+            .current_dir(&self.dirs.state_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| failed(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + START_WITHIN;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let why = log
+                    .lines()
+                    .rev()
+                    .find(|line| line.starts_with("error:"))
+                    .map(|line| line.trim_start_matches("error: ").to_string())
+                    .unwrap_or_else(|| format!("it exited ({status}); see {}", log_path.display()));
+                return Err(failed(why));
+            }
+            if self.client.hello().await.is_ok() {
+                // Reaped while this guard lives; a guard started later finds it by its socket.
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                tracing::info!(app = %self.app, "router started");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.start_kill();
+                return Err(failed(format!("it did not answer within {START_WITHIN:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn send(&self, routes: &Routes) -> Result<(), TrafficError> {
+        self.client
+            .call(&Request::Route {
+                routes: routes.clone(),
+            })
+            .await
+            .map_err(|e| TrafficError::Failed {
+                what: "routing".into(),
+                why: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// Asks the router to stop and waits (bounded) until it is gone.
+    async fn stop_router(&self) {
+        let _ = self.client.call(&Request::Stop).await;
+        let deadline = tokio::time::Instant::now() + START_WITHIN;
+        while self.client.hello().await.is_ok() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl Traffic for RouterTraffic {
     async fn start(&self) -> Result<(), TrafficError> {
-        if self.router().is_some() {
-            return Ok(());
+        let cached = self.routes.lock().expect("lock").clone();
+        match self.client.hello().await {
+            Ok(hello)
+                if hello.protocol == PROTOCOL
+                    && hello.app == self.app
+                    && hello.listen == self.config.addresses() =>
+            {
+                // A router started again (it died) has lost its routes: give them back.
+                if let Some(routes) = cached.filter(|_| hello.routed.is_empty()) {
+                    self.send(&routes).await?;
+                }
+                return Ok(());
+            }
+            Ok(hello) => {
+                tracing::warn!(app = %self.app, listen = ?hello.listen, protocol = hello.protocol, "replacing a router that listens elsewhere or speaks another protocol");
+                self.stop_router().await;
+            }
+            Err(_) => {}
         }
-        let listen: BTreeMap<String, SocketAddr> = self
-            .config
-            .listen
-            .iter()
-            .map(|(component, address)| (component.clone(), address.0))
-            .collect();
-        let router = Router::start(&self.app, &listen).await?;
-        *self.router.lock().expect("lock") = Some(router);
+        self.spawn().await?;
+        if let Some(routes) = cached {
+            self.send(&routes).await?;
+        }
         Ok(())
     }
 
     async fn route(&self, routes: &Routes) -> Result<(), TrafficError> {
-        let router = self.router().ok_or_else(|| TrafficError::Failed {
-            what: "routing".into(),
-            why: "the router is not running".into(),
-        })?;
-        router.set_routes(routes);
+        self.send(routes).await?;
+        *self.routes.lock().expect("lock") = Some(routes.clone());
         Ok(())
     }
 
     fn routed(&self) -> Vec<String> {
-        self.router()
-            .map(|router| router.routed_versions())
-            .unwrap_or_default()
+        self.routes
+            .lock()
+            .expect("lock")
+            .iter()
+            .flat_map(|routes| {
+                std::iter::once(routes.primary.version.clone())
+                    .chain(routes.canary.iter().map(|(c, _)| c.version.clone()))
+            })
+            .collect()
     }
 
     fn signals(&self) -> Option<Arc<dyn SignalSource>> {
         Some(Arc::new(RouterSignals {
-            router: self.router.clone(),
-            clock: self.clock.clone(),
+            client: self.client.clone(),
         }))
     }
 
     async fn stop(&self) {
-        if let Some(router) = self.router.lock().expect("lock").take() {
-            router.shutdown();
-        }
+        self.stop_router().await;
+        *self.routes.lock().expect("lock") = None;
     }
 }
 
-/// The router's counts, labelled with the second they were taken in.
+/// The router's per-second counts.
 struct RouterSignals {
-    router: Running,
-    clock: SharedClock,
+    client: Arc<Client>,
 }
 
 #[async_trait::async_trait]
 impl SignalSource for RouterSignals {
     async fn take(&self) -> Result<Vec<Second>, SignalError> {
-        let Some(router) = self.router.lock().expect("lock").clone() else {
-            return Ok(Vec::new());
-        };
-        Ok(vec![Second {
-            t: self.clock.now_ms().div_euclid(1000),
-            counts: router.take_counts(),
-        }])
+        self.client.take().await.map_err(|e| SignalError {
+            source_name: "the router".into(),
+            why: e.why,
+        })
     }
 }

@@ -233,16 +233,26 @@ impl Env {
     pub fn steady_traffic(&self) -> Traffic {
         let port = self.port;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let tally: std::sync::Arc<std::sync::Mutex<(u64, u64)>> = Default::default();
+        let (flag, counts) = (stop.clone(), tally.clone());
         let thread = std::thread::spawn(move || {
             // Bounded even if the handle is leaked: at most 10 minutes.
             let deadline = Instant::now() + Duration::from_secs(600);
             while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
-                let _ = get(port, "/");
+                let ok =
+                    matches!(get(port, "/"), Some((status, _)) if (200..300).contains(&status));
+                let mut counts = counts.lock().unwrap();
+                if ok {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+                drop(counts);
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
         Traffic {
+            tally,
             stop,
             thread: Some(thread),
         }
@@ -304,6 +314,21 @@ impl Env {
 }
 
 impl Env {
+    /// The pid of the app's router process, if one runs.
+    pub fn router_pid(&self) -> Option<i32> {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+                let is_router = cmdline.split(|&b| b == 0).any(|arg| arg == b"router")
+                    && cwd.starts_with(self.path());
+                is_router.then_some(pid)
+            })
+    }
+
     /// The pid of the running instance of `version` (from its pid file).
     pub fn instance_pid(&self, version: &str) -> i32 {
         let pid_file = self
@@ -338,10 +363,19 @@ impl Drop for Env {
     }
 }
 
-/// Background traffic; stops when dropped.
+/// Background traffic; stops when dropped. `tally` says how many requests got a 2xx and
+/// how many did not (a refused connection counts as a failure).
 pub struct Traffic {
+    tally: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// (answered 2xx, failed) so far.
+    pub fn tally(&self) -> (u64, u64) {
+        *self.tally.lock().unwrap()
+    }
 }
 
 impl Drop for Traffic {
