@@ -11,6 +11,11 @@ if ! need python3; then
     apt-get update -qq && apt-get install -y -qq python3 >/dev/null
 fi
 
+if ! need haproxy; then
+    echo "installing haproxy (the HAProxy traffic tests drive a real one)"
+    apt-get update -qq && apt-get install -y -qq haproxy >/dev/null
+fi
+
 # Reuse one build across runs on the same machine (CI runs in a fresh clone).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rearguard-target}"
 export CARGO_TERM_COLOR=never

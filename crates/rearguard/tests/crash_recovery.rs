@@ -152,7 +152,23 @@ fn seconds_between(from: &serde_json::Value, to: &serde_json::Value) -> f64 {
 
 #[test]
 fn a_guard_killed_mid_rollback_finishes_it_once_after_restart() {
-    let env = Env::new();
+    killed_mid_rollback(Env::new());
+}
+
+#[test]
+fn a_guard_killed_mid_rollback_behind_haproxy_finishes_it_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let haproxy = support::Haproxy::start(dir.path(), port);
+    killed_mid_rollback(
+        Env::builder()
+            .in_dir(dir, port)
+            .traffic(&haproxy.traffic())
+            .build(),
+    );
+}
+
+fn killed_mid_rollback(env: Env) {
     let mut guard = env.guard_with_env(&[("REARGUARD_FAILPOINT", "after-rollback-recorded")]);
     assert_eq!(deploy_watch(&env, "v1"), 0);
     assert_eq!(deploy_watch(&env, "v2"), 0);

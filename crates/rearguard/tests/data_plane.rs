@@ -35,7 +35,7 @@ fn a_guard_killed_and_started_again_under_load_fails_no_request() {
     let (answered, failed) = traffic.tally();
     drop(traffic);
     assert_eq!(failed, 0, "{answered} requests answered");
-    assert!(answered > 100, "{answered}");
+    assert!(answered > 50, "{answered}");
     assert_eq!(env.router_pid(), router, "the same router serves on");
     assert_eq!(
         env.instance_pid("v1"),

@@ -147,7 +147,9 @@ impl Guardian {
     pub async fn start(context: &Context, app: &str) -> anyhow::Result<Self> {
         let config = context.config.app(app)?.clone();
         let backend = config.backend.build(app, context.workdirs());
-        let traffic = config.traffic.build(app, context.workdirs());
+        let traffic = config
+            .traffic
+            .build(app, context.workdirs(), context.clock.clone());
         traffic
             .start()
             .await

@@ -1,8 +1,9 @@
 //! How requests move between running versions: one trait, one file per kind with its config
 //! beside it, and the tagged enum below as the only list of kinds. The built-in router (its
-//! own process, so traffic outlives a guard restart), or the platform itself (a backend
-//! whose deploy is the switch).
+//! own process, so traffic outlives a guard restart), HAProxy (its runtime API), or the
+//! platform itself (a backend whose deploy is the switch).
 
+pub mod haproxy;
 pub mod platform;
 pub mod router;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::backends::{Instances, Workdirs};
+use crate::clock::SharedClock;
 use crate::config::Flaw;
 use crate::signals::SignalSource;
 
@@ -58,15 +60,20 @@ pub trait Traffic: Send + Sync {
 pub enum TrafficConfig {
     /// rearguard's own reverse proxy, on each component's public address.
     Router(router::RouterConfig),
+    /// A running HAProxy, driven through its runtime API.
+    Haproxy(haproxy::HaproxyConfig),
     /// The platform moves traffic itself: deploying a version is the switch.
     Platform,
 }
 
 impl TrafficConfig {
-    pub fn build(&self, app: &str, dirs: Workdirs) -> Box<dyn Traffic> {
+    pub fn build(&self, app: &str, dirs: Workdirs, clock: SharedClock) -> Box<dyn Traffic> {
         match self {
             TrafficConfig::Router(config) => {
                 Box::new(router::RouterTraffic::new(app, config.clone(), dirs))
+            }
+            TrafficConfig::Haproxy(config) => {
+                Box::new(haproxy::HaproxyTraffic::new(config.clone(), clock))
             }
             TrafficConfig::Platform => Box::new(platform::PlatformTraffic::default()),
         }
@@ -77,6 +84,7 @@ impl TrafficConfig {
     pub fn problems(&self, listening: &[String]) -> Vec<Flaw> {
         match self {
             TrafficConfig::Router(config) => config.problems(listening),
+            TrafficConfig::Haproxy(config) => config.problems(listening),
             TrafficConfig::Platform => Vec::new(),
         }
     }
@@ -85,6 +93,7 @@ impl TrafficConfig {
     pub fn components(&self) -> Vec<String> {
         match self {
             TrafficConfig::Router(config) => config.listen.keys().cloned().collect(),
+            TrafficConfig::Haproxy(config) => config.backends.keys().cloned().collect(),
             TrafficConfig::Platform => Vec::new(),
         }
     }
@@ -96,6 +105,11 @@ impl TrafficConfig {
                 .listen
                 .iter()
                 .map(|(component, address)| (component.clone(), address.0))
+                .collect(),
+            TrafficConfig::Haproxy(config) => config
+                .log
+                .map(|address| ("HAProxy's log".to_string(), address))
+                .into_iter()
                 .collect(),
             TrafficConfig::Platform => Vec::new(),
         }

@@ -41,6 +41,8 @@ pub struct EnvBuilder {
     checks: bool,
     component_env: Vec<(String, String)>,
     extra_components: String,
+    traffic: Option<String>,
+    place: Option<(tempfile::TempDir, u16)>,
 }
 
 impl EnvBuilder {
@@ -74,6 +76,12 @@ impl EnvBuilder {
         self
     }
 
+    /// The `traffic:` block's lines (indented by 6) in place of the built-in router's.
+    pub fn traffic(mut self, yaml: &str) -> Self {
+        self.traffic = Some(yaml.to_string());
+        self
+    }
+
     /// No health check (only the judge and restarts can roll back).
     pub fn without_checks(mut self) -> Self {
         self.checks = false;
@@ -86,9 +94,16 @@ impl EnvBuilder {
         self
     }
 
+    /// Builds in `dir` (where other servers of the test already live), serving on `port`.
+    pub fn in_dir(mut self, dir: tempfile::TempDir, port: u16) -> Self {
+        self.place = Some((dir, port));
+        self
+    }
+
     pub fn build(self) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let (dir, port) = self
+            .place
+            .unwrap_or_else(|| (tempfile::tempdir().unwrap(), free_port()));
         let script = dir.path().join("run-shop.sh");
         // The service for a version: `broken*` exits at once, `bad*` fails 30 % of requests.
         std::fs::write(
@@ -139,14 +154,14 @@ impl EnvBuilder {
 {env}{extra_components}      ready_timeout: 5s
       stop_grace: 2s
     traffic:
-      kind: router
-      listen:
-        web: {port}
-{checks}    policy:
+{traffic}{checks}    policy:
 {policy}{top_level}",
             bake = self.bake,
             top_level = self.top_level,
             extra_components = self.extra_components,
+            traffic = self.traffic.unwrap_or_else(|| format!(
+                "      kind: router\n      listen:\n        web: {port}\n"
+            )),
         );
         std::fs::write(dir.path().join("rearguard.yaml"), config).unwrap();
         Env { dir, port }
@@ -170,6 +185,8 @@ impl Env {
             checks: true,
             component_env: Vec::new(),
             extra_components: String::new(),
+            traffic: None,
+            place: None,
         }
     }
 
@@ -455,7 +472,7 @@ pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
-/// A plain HTTP/1.1 GET on 127.0.0.1: (status, x-rearguard-version header).
+/// A plain HTTP/1.1 GET on 127.0.0.1: (status, the version that answered).
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -467,9 +484,17 @@ pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    // The router names the version in a header; behind another proxy, the demo app's body
+    // ("hello from v1", "v1 failed") does.
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
     let version = response
         .lines()
         .find_map(|l| l.strip_prefix("x-rearguard-version: "))
+        .or_else(|| {
+            body.trim()
+                .strip_prefix("hello from ")
+                .or_else(|| body.trim().strip_suffix(" failed"))
+        })
         .unwrap_or("none")
         .trim()
         .to_string();
@@ -493,4 +518,96 @@ pub fn deploy_watch(env: &Env, version: &str) -> i32 {
         stderr(&out)
     );
     out.status.code().unwrap()
+}
+
+/// A real HAProxy (Debian's) in front of the app: its frontend on the env's public port,
+/// backend `shop_web` with empty slots `s1`..`s3`, its runtime API on a socket in the env's
+/// directory and its per-request log sent to a UDP port. Killed when dropped.
+pub struct Haproxy {
+    child: Child,
+    pub socket: PathBuf,
+    pub log_port: u16,
+}
+
+impl Haproxy {
+    pub fn start(dir: &Path, port: u16) -> Self {
+        let socket = dir.join("haproxy.sock");
+        let log_port = free_udp_port();
+        let config = format!(
+            "global
+  stats socket {socket} mode 600 level admin
+  log 127.0.0.1:{log_port} local0
+defaults
+  mode http
+  log global
+  option httplog
+  option redispatch
+  retries 3
+  timeout connect 2s
+  timeout client 10s
+  timeout server 10s
+frontend shop
+  bind 127.0.0.1:{port}
+  default_backend shop_web
+backend shop_web
+  server s1 127.0.0.1:1 disabled
+  server s2 127.0.0.1:1 disabled
+  server s3 127.0.0.1:1 disabled
+",
+            socket = socket.display()
+        );
+        let config_path = dir.join("haproxy.cfg");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config_path)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("haproxy.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("haproxy is installed (the test script installs it)");
+        wait_until("HAProxy's runtime API", Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        Self {
+            child,
+            socket,
+            log_port,
+        }
+    }
+
+    /// The `traffic:` block driving it.
+    pub fn traffic(&self) -> String {
+        format!(
+            "      kind: haproxy
+      socket: {}
+      log: 127.0.0.1:{}
+      backends:
+        web:
+          backend: shop_web
+          servers: [s1, s2, s3]
+",
+            self.socket.display(),
+            self.log_port
+        )
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
