@@ -342,9 +342,12 @@ pub struct DemoAppArgs {
     /// Version this instance reports.
     #[arg(long = "version", id = "app_version", value_name = "VERSION")]
     pub version: String,
-    /// Port to listen on (127.0.0.1).
+    /// Port to listen on.
     #[arg(long)]
     pub port: u16,
+    /// Address to listen on (0.0.0.0 in a container, for its published port to reach it).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
     /// Share of requests answered with 500.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,

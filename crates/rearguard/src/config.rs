@@ -182,7 +182,19 @@ pub fn parse(
             message: first_line(&error.to_string()),
         }]
     };
-    serde_saphyr::from_str::<Config>(text).map_err(located)?;
+    // A value written as `${NAME}` gets its type once it is replaced: with `${` in the
+    // text, a type error waits for the third pass, which reports it where this one found
+    // it (serde places errors inside tagged blocks at the block).
+    let deferred = match serde_saphyr::from_str::<Config>(text) {
+        Ok(_) => None,
+        Err(error) => {
+            let problem = located(error).remove(0);
+            if !text.contains("${") {
+                return Err(vec![problem]);
+            }
+            Some(problem)
+        }
+    };
     let mut document: serde_json::Value = serde_saphyr::from_str(text).map_err(located)?;
     let locate = Locator { file: &file, text };
     let mut problems = Vec::new();
@@ -197,13 +209,16 @@ pub fn parse(
     // Re-read as YAML, not from the JSON tree, so scalars convert as in the first pass.
     let config: Config = serde_saphyr::to_string(&document)
         .map_err(|e| e.to_string())
-        .and_then(|yaml| serde_saphyr::from_str(&yaml).map_err(|e| first_line(&e.to_string())))
+        .and_then(|yaml| {
+            serde_saphyr::from_str(&yaml).map_err(|e| first_line(&e.without_snippet().to_string()))
+        })
         .map_err(|message| {
             let mut problems = problems.clone();
+            let (line, column) = deferred.as_ref().map_or((1, 1), |p| (p.line, p.column));
             problems.push(Problem {
                 file: file.clone(),
-                line: 1,
-                column: 1,
+                line,
+                column,
                 message: format!("after replacing ${{NAME}} with its value: {message}"),
             });
             problems
@@ -651,8 +666,10 @@ mod tests {
 ";
 
     fn process(config: &Config) -> &crate::backends::process::ProcessConfig {
-        let crate::backends::BackendConfig::Process(process) = &config.apps["shop"].backend;
-        process
+        match &config.apps["shop"].backend {
+            crate::backends::BackendConfig::Process(process) => process,
+            other => panic!("not a process backend: {other:?}"),
+        }
     }
 
     #[test]
@@ -772,6 +789,23 @@ mod tests {
         let web = &process(&config).components["web"];
         assert_eq!(web.command[0], "./shop");
         assert_eq!(web.ready_path.as_deref(), Some("/health"));
+    }
+
+    #[test]
+    fn a_typed_value_may_come_from_the_environment_and_a_bad_one_is_located() {
+        let text = GOOD.replace("web: 8080", "web: \"${PORT:-8081}\"");
+        let config = parse_text(&text).unwrap();
+        assert_eq!(
+            config.apps["shop"].traffic.addresses()[0].1,
+            "127.0.0.1:8081".parse().unwrap()
+        );
+        let text = GOOD.replace("web: 8080", "web: \"${PORT:-eighty}\"");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("4: after replacing ${NAME} with its value: expected a port"),
+            "{found:?}"
+        );
     }
 
     #[test]

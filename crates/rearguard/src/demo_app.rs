@@ -50,18 +50,18 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
         )
         .fallback(serve)
         .with_state(settings.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+    let listener = tokio::net::TcpListener::bind((args.address, args.port))
         .await
         .map_err(|e| {
             crate::UsageError(format!(
-                "demo-app cannot listen on 127.0.0.1:{}: {e}",
-                args.port
+                "demo-app cannot listen on {}:{}: {e}",
+                args.address, args.port
             ))
         })?;
     // One line for its log (an incident keeps the last lines of a bad version's log).
     eprintln!(
-        "demo-app {} listening on 127.0.0.1:{} (error rate {})",
-        settings.version, args.port, settings.error_rate
+        "demo-app {} listening on {}:{} (error rate {})",
+        settings.version, args.address, args.port, settings.error_rate
     );
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

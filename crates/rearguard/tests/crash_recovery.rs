@@ -168,6 +168,20 @@ fn a_guard_killed_mid_rollback_behind_haproxy_finishes_it_once_after_restart() {
     );
 }
 
+#[test]
+fn a_guard_killed_mid_rollback_over_compose_finishes_it_once_after_restart() {
+    let app = support::ComposeApp::build();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    app.write_compose_file(dir.path(), None);
+    killed_mid_rollback(
+        Env::builder()
+            .in_dir(dir, port)
+            .backend(&app.backend(None))
+            .build(),
+    );
+}
+
 fn killed_mid_rollback(env: Env) {
     let mut guard = env.guard_with_env(&[("REARGUARD_FAILPOINT", "after-rollback-recorded")]);
     assert_eq!(deploy_watch(&env, "v1"), 0);
@@ -203,5 +217,11 @@ fn killed_mid_rollback(env: Env) {
     });
     assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
     assert_eq!(env.state_of("v2"), "rolled_back");
+    wait_until(
+        "the rollback's line is logged",
+        Duration::from_secs(10),
+        || !env.rollback_log_lines().is_empty(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(env.rollback_log_lines().len(), 1, "one rollback, one line");
 }

@@ -2,6 +2,7 @@
 //! and the tagged enum below as the only list of kinds. A backend makes a version run and
 //! says what runs; moving traffic between running versions is `traffic`'s job.
 
+pub mod compose;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -105,6 +106,8 @@ pub trait Backend: Send + Sync {
 pub enum BackendConfig {
     /// Local processes, one per component, started from each component's `command`.
     Process(process::ProcessConfig),
+    /// Docker Compose: a version is an image tag for every service of a compose file.
+    Compose(compose::ComposeConfig),
 }
 
 impl BackendConfig {
@@ -113,6 +116,9 @@ impl BackendConfig {
             BackendConfig::Process(config) => {
                 Box::new(process::ProcessBackend::new(app, config.clone(), dirs))
             }
+            BackendConfig::Compose(config) => {
+                Box::new(compose::ComposeBackend::new(app, config.clone(), dirs))
+            }
         }
     }
 
@@ -120,6 +126,7 @@ impl BackendConfig {
     pub fn problems(&self) -> Vec<Flaw> {
         match self {
             BackendConfig::Process(config) => config.problems(),
+            BackendConfig::Compose(config) => config.problems(),
         }
     }
 
@@ -127,6 +134,7 @@ impl BackendConfig {
     pub fn components(&self) -> Vec<String> {
         match self {
             BackendConfig::Process(config) => config.components(),
+            BackendConfig::Compose(config) => config.listening_components(),
         }
     }
 
@@ -134,6 +142,7 @@ impl BackendConfig {
     pub fn listening_components(&self) -> Vec<String> {
         match self {
             BackendConfig::Process(config) => config.listening_components(),
+            BackendConfig::Compose(config) => config.listening_components(),
         }
     }
 }

@@ -171,6 +171,8 @@ impl Guardian {
         self.ledger()
             .finish_rollback(&rollback, true, &format!("traffic back on {}", to.version))
             .await?;
+        // Its line goes out now, not after the slow steps below (verifying, stopping).
+        self.write_rollback_log().await?;
         let verification = self.verify(&instances).await;
         self.ledger()
             .event(&self.app, Some(to.id), "verification", verification.clone())

@@ -42,6 +42,7 @@ pub struct EnvBuilder {
     component_env: Vec<(String, String)>,
     extra_components: String,
     traffic: Option<String>,
+    backend: Option<String>,
     place: Option<(tempfile::TempDir, u16)>,
 }
 
@@ -79,6 +80,12 @@ impl EnvBuilder {
     /// The `traffic:` block's lines (indented by 6) in place of the built-in router's.
     pub fn traffic(mut self, yaml: &str) -> Self {
         self.traffic = Some(yaml.to_string());
+        self
+    }
+
+    /// The `backend:` block's lines (indented by 6) in place of the process backend's.
+    pub fn backend(mut self, yaml: &str) -> Self {
+        self.backend = Some(yaml.to_string());
         self
     }
 
@@ -146,19 +153,22 @@ impl EnvBuilder {
   shop:
     bake: {bake}
 {mode}    backend:
-      kind: process
+{backend}    traffic:
+{traffic}{checks}    policy:
+{policy}{top_level}",
+            bake = self.bake,
+            top_level = self.top_level,
+            backend = self.backend.unwrap_or_else(|| format!(
+                "      kind: process
       components:
         web:
           command: [\"./run-shop.sh\", \"{{version}}\", \"{{port}}\"]
           ready_path: /version
 {env}{extra_components}      ready_timeout: 5s
       stop_grace: 2s
-    traffic:
-{traffic}{checks}    policy:
-{policy}{top_level}",
-            bake = self.bake,
-            top_level = self.top_level,
-            extra_components = self.extra_components,
+",
+                extra_components = self.extra_components
+            )),
             traffic = self.traffic.unwrap_or_else(|| format!(
                 "      kind: router\n      listen:\n        web: {port}\n"
             )),
@@ -186,6 +196,7 @@ impl Env {
             component_env: Vec::new(),
             extra_components: String::new(),
             traffic: None,
+            backend: None,
             place: None,
         }
     }
@@ -610,4 +621,131 @@ pub fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The demo app as compose images `rgtest-PID-N:v1`, `:v2` (fails 30 % of requests, as
+/// examples/compose/docker-compose.yml says), `:v3`, built from this test build's binary
+/// (no registry), with a compose project of its own. Every container, network and image it
+/// made is removed when dropped.
+pub struct ComposeApp {
+    pub image: String,
+    pub project: String,
+}
+
+impl ComposeApp {
+    pub fn build() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("rgtest-{}-{n}", std::process::id());
+        let context = tempfile::tempdir().unwrap();
+        let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut rootfs = Command::new(repository.join("packaging/rootfs.sh"));
+        rootfs.arg(binary()).arg(context.path());
+        let out = run_bounded(rootfs, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let app = Self {
+            image: name.clone(),
+            project: name.replace('-', ""),
+        };
+        let mut build = Command::new("docker");
+        build
+            .args(["build", "-q", "-t", &format!("{name}:v1"), "-f"])
+            .arg(repository.join("packaging/Containerfile"))
+            .arg(context.path());
+        let out = run_bounded(build, Duration::from_secs(180));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for tag in ["v2", "v3"] {
+            let out = Command::new("docker")
+                .args(["tag", &format!("{name}:v1"), &format!("{name}:{tag}")])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        app
+    }
+
+    /// Writes the example compose file into `dir` (in place: with its host port published
+    /// at `published`).
+    pub fn write_compose_file(&self, dir: &Path, published: Option<u16>) {
+        let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut text =
+            std::fs::read_to_string(repository.join("examples/compose/docker-compose.yml"))
+                .unwrap();
+        if let Some(port) = published {
+            text.push_str(&format!("    ports: [\"127.0.0.1:{port}:8080\"]\n"));
+        }
+        std::fs::write(dir.join("docker-compose.yml"), text).unwrap();
+    }
+
+    /// The `backend:` block (blue-green, or in place behind `published`).
+    pub fn backend(&self, published: Option<u16>) -> String {
+        let (strategy, published) = match published {
+            Some(port) => (
+                "inplace",
+                format!("          published: 127.0.0.1:{port}\n"),
+            ),
+            None => ("bluegreen", String::new()),
+        };
+        format!(
+            "      kind: compose
+      file: docker-compose.yml
+      strategy: {strategy}
+      project: {project}
+      services:
+        web:
+          port: 8080
+          ready_path: /health
+{published}      env:
+        DEMO_IMAGE: {image}
+      keep_previous_warm: 10s
+",
+            project = self.project,
+            image = self.image
+        )
+    }
+
+    /// Names of the app's running containers.
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("label=rearguard.app={}", self.project))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for ComposeApp {
+    fn drop(&mut self) {
+        let docker = |args: &[&str]| {
+            Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let label = format!("label=rearguard.app={}", self.project);
+        for id in docker(&["ps", "-aq", "--filter", &label]).split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+        for network in docker(&["network", "ls", "--format", "{{.Name}}"]).lines() {
+            if network.starts_with(&self.project) {
+                docker(&["network", "rm", network]);
+            }
+        }
+        for tag in ["v1", "v2", "v3"] {
+            docker(&["rmi", "-f", &format!("{}:{tag}", self.image)]);
+        }
+    }
 }
