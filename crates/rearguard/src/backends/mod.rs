@@ -2,6 +2,7 @@
 //! and the tagged enum below as the only list of kinds. A backend makes a version run and
 //! says what runs; moving traffic between running versions is `traffic`'s job.
 
+pub mod command;
 pub mod compose;
 pub mod process;
 
@@ -86,6 +87,11 @@ pub trait Backend: Send + Sync {
     /// Makes `version` run (every component ready) and says where; a version running
     /// already is checked and returned, dead parts of it brought back.
     async fn deploy(&self, version: &str) -> Result<Instances, BackendError>;
+    /// Makes `version` (the known-good release) run again after a bad one. Most kinds
+    /// deploy it; a platform with its own rollback command uses that.
+    async fn rollback(&self, version: &str) -> Result<Instances, BackendError> {
+        self.deploy(version).await
+    }
     /// Where `version` runs, if every component of it runs.
     async fn running(&self, version: &str) -> Option<Instances>;
     /// How the components of `version` that died ended (`deploy` brings them back).
@@ -108,6 +114,9 @@ pub enum BackendConfig {
     Process(process::ProcessConfig),
     /// Docker Compose: a version is an image tag for every service of a compose file.
     Compose(compose::ComposeConfig),
+    /// A platform driven by commands (a CLI, an API call): deploy, rollback, current,
+    /// available hooks.
+    Command(command::CommandConfig),
 }
 
 impl BackendConfig {
@@ -119,6 +128,9 @@ impl BackendConfig {
             BackendConfig::Compose(config) => {
                 Box::new(compose::ComposeBackend::new(app, config.clone(), dirs))
             }
+            BackendConfig::Command(config) => {
+                Box::new(command::CommandBackend::new(app, config.clone(), dirs))
+            }
         }
     }
 
@@ -127,6 +139,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Process(config) => config.problems(),
             BackendConfig::Compose(config) => config.problems(),
+            BackendConfig::Command(config) => config.problems(),
         }
     }
 
@@ -135,6 +148,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Process(config) => config.components(),
             BackendConfig::Compose(config) => config.listening_components(),
+            BackendConfig::Command(config) => config.listening_components(),
         }
     }
 
@@ -143,6 +157,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Process(config) => config.listening_components(),
             BackendConfig::Compose(config) => config.listening_components(),
+            BackendConfig::Command(config) => config.listening_components(),
         }
     }
 }

@@ -138,7 +138,7 @@ impl Guardian {
             to: to.version.clone(),
             reason: rollback.reason.clone(),
         });
-        let instances = match self.backend.deploy(&to.version).await {
+        let instances = match self.backend.rollback(&to.version).await {
             Ok(instances) => instances,
             Err(e) => {
                 let note = format!("manual intervention required: {e}");
