@@ -747,6 +747,27 @@ mod tests {
     }
 
     #[test]
+    fn the_platform_examples_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        // Every variable without a default is set; those with one take it.
+        let env = |name: &str| {
+            (!["DEMO_PORT", "DEMO_IMAGE", "KUBECONFIG"].contains(&name))
+                .then(|| format!("<{name}>"))
+        };
+        for example in [
+            "hooks/vercel.yaml",
+            "hooks/github-actions.yaml",
+            "hooks/kubectl.yaml",
+            "compose/rearguard.yaml",
+        ] {
+            let path = root.join(example);
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse(&path, &text, &env, Needs::Everything)
+                .unwrap_or_else(|problems| panic!("{example}: {problems:?}"));
+        }
+    }
+
+    #[test]
     fn paths_resolve_beside_the_config_even_when_it_is_relative() {
         let config = parse_text(GOOD).unwrap();
         assert_eq!(
