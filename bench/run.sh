@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Benchmarks, each against a peer run side by side in the same run (no timed assertions):
 #  (a) the demo: seconds from the bad release taking traffic to traffic back on the good one;
-#  (b) the built-in router against HAProxy, proxying the same backend, loaded by wrk;
+#  (b) the built-in router against HAProxy, proxying the same backend, loaded by wrk
+#      (bench/router.sh; fault onset to failover per traffic kind: bench/failover.py);
 #  (c) the judge: CPU time to judge the public scenario set (beside JUDGE_PEER if set);
 #  (d) the demo's rollback with every notification channel pointing at a dead port, against
 #      the same demo without notifications.
-# Usage: bench/run.sh [demo-runs]   (installs haproxy and wrk from Debian if missing)
+# Usage: bench/run.sh [demo-runs]   (installs nginx, haproxy and wrk from Debian if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-5}"
-for tool in haproxy wrk; do
-    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy wrk >/dev/null; }
+for tool in nginx haproxy wrk; do
+    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk >/dev/null; }
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rearguard-target}"
-cargo build --release --quiet --bin rearguard --example router_proxy
+cargo build --release --quiet --bin rearguard
 bin="$CARGO_TARGET_DIR/release/rearguard"
-proxy="$CARGO_TARGET_DIR/release/examples/router_proxy"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -35,35 +35,8 @@ print(f"detected after: median {statistics.median(d):.1f}s (min {min(d):.1f}, ma
 print(f"restored after: median {statistics.median(r):.1f}s (min {min(r):.1f}, max {max(r):.1f}); goal < 10s")
 PY
 
-echo "== (b) router vs HAProxy, same backend, wrk -t2 -c64 -d10s"
-"$bin" demo-app --version v1 --port 18201 --latency-ms 0 & pids+=($!)
-"$proxy" 18202 18201 & pids+=($!)
-cat > "$work/haproxy.cfg" <<CFG
-global
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-frontend bench
-    bind 127.0.0.1:18203
-    default_backend app
-backend app
-    server app1 127.0.0.1:18201
-CFG
-haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
-sleep 1
-for target in "rearguard router:18202" "haproxy:18203" "backend direct:18201"; do
-    name="${target%%:*}"; port="${target##*:}"
-    wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$port/" > "$work/wrk-$port.txt"
-    rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk-$port.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$work/wrk-$port.txt")
-    echo "$name: $rps requests/s, p99 $p99"
-    echo "$rps" > "$work/rps-$port"
-done
-python3 -c "import sys; r=float(open('$work/rps-18202').read()); h=float(open('$work/rps-18203').read()); print(f'router / haproxy throughput: {r/h:.2f} (goal >= 1)')"
+echo "== (b) the router process vs HAProxy (nbthread 1), same nginx backend, wrk -t1 -c32"
+"$(dirname "$0")/router.sh" 3 10
 
 echo "== (c) judge CPU on the public scenarios (median of 5; JUDGE_PEER=BIN judges beside a peer)"
 public="scenarios/public"

@@ -240,6 +240,9 @@ pub struct RouterArgs {
     /// COMPONENT=ADDRESS:PORT, once per component it serves.
     #[arg(long = "listen", value_parser = component_address, required = true)]
     pub listen: Vec<(String, std::net::SocketAddr)>,
+    /// Threads forwarding requests (1: a single-threaded runtime, the cheapest per request).
+    #[arg(long, default_value = "1")]
+    pub threads: std::num::NonZeroUsize,
 }
 
 fn component_address(text: &str) -> Result<(String, std::net::SocketAddr), String> {

@@ -52,6 +52,22 @@ impl Outcome {
 pub struct UsageError(pub String);
 
 /// Runs a parsed command line to its exit code; errors are printed on one line.
+/// The router forwards on as many threads as it is told (one by default: a
+/// single-threaded runtime is the cheapest per request); every other command uses all cores.
+fn runtime_for(command: &cli::Command) -> tokio::runtime::Builder {
+    match command {
+        cli::Command::Router(args) if args.threads.get() == 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        cli::Command::Router(args) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(args.threads.get());
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+}
+
 pub fn run(cli: cli::Cli) -> ExitCode {
     let default_filter = match cli.command {
         cli::Command::Demo(_) => "error",
@@ -68,10 +84,7 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         .color
         .enabled(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     telemetry::init(cli.global.log_format, &filter, ansi);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -6,6 +6,7 @@
 //! restarts, and keeps the last hour of counts for the guard to take when it is back.
 
 pub mod control;
+mod proxy;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,22 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rearguard_judge::{BUCKETS, Counts, LatencyHistogram};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Instances;
-use crate::clock::{SharedClock, Stopwatch};
+use crate::clock::SharedClock;
 use crate::signals::Second;
 use crate::traffic::{Routes, TrafficError};
 
@@ -75,23 +66,24 @@ impl VersionCounters {
     }
 }
 
-#[derive(Clone)]
 struct Target {
     version: String,
+    /// `version` as the response header value, made once per switch, not per request.
+    version_header: hyper::header::HeaderValue,
     address: SocketAddr,
     counters: Arc<VersionCounters>,
 }
 
 /// The routing table of one component; replaced whole on a switch.
 struct Table {
-    primary: Target,
-    canary: Option<(Target, f64)>,
+    primary: Arc<Target>,
+    canary: Option<(Arc<Target>, f64)>,
     /// Requests routed so far, for an even weighted split.
     sequence: AtomicU64,
 }
 
 impl Table {
-    fn pick(&self) -> &Target {
+    fn pick(&self) -> &Arc<Target> {
         match &self.canary {
             // Request n goes to the canary when floor(n * w) steps up: exactly a share w,
             // evenly spread, no randomness needed.
@@ -134,9 +126,6 @@ impl Router {
         clock: SharedClock,
     ) -> Result<Arc<Self>, TrafficError> {
         let stop = CancellationToken::new();
-        let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build(HttpConnector::new());
         let mut components = BTreeMap::new();
         for (component, &address) in addresses {
             let listener = TcpListener::bind(address)
@@ -147,7 +136,7 @@ impl Router {
                     why: e.to_string(),
                 })?;
             let table: Shared<Table> = Arc::new(RwLock::new(None));
-            tokio::spawn(serve(listener, table.clone(), client.clone(), stop.clone()));
+            tokio::spawn(proxy::serve(listener, table.clone(), stop.clone()));
             components.insert(component.clone(), ComponentRoute { table });
         }
         let router = Arc::new(Self {
@@ -210,11 +199,15 @@ impl Router {
     pub fn set_routes(&self, routes: &Routes) {
         for (component, route) in &self.components {
             let target = |instances: &Instances| {
-                instances.endpoints.get(component).map(|&address| Target {
+                let address = *instances.endpoints.get(component)?;
+                // Versions are validated names, always a valid header value.
+                let version_header = instances.version.parse().ok()?;
+                Some(Arc::new(Target {
                     version: instances.version.clone(),
+                    version_header,
                     address,
                     counters: self.counters_for(&instances.version),
-                })
+                }))
             };
             let Some(primary) = target(&routes.primary) else {
                 continue;
@@ -291,105 +284,4 @@ impl Drop for Router {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    table: Shared<Table>,
-    client: Client<HttpConnector, Incoming>,
-    stop: CancellationToken,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "router accept failed");
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let table = table.clone();
-        let client = client.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service =
-                service_fn(move |request| forward(request, table.clone(), client.clone()));
-            let connection = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
-}
-
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-async fn forward(
-    mut request: Request<Incoming>,
-    table: Shared<Table>,
-    client: Client<HttpConnector, Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    let Some(table) = table.read().expect("lock").clone() else {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no release is serving yet\n",
-        ));
-    };
-    let target = table.pick().clone();
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let uri = match format!("http://{}{}", target.address, path).parse() {
-        Ok(uri) => uri,
-        Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "bad request path\n")),
-    };
-    *request.uri_mut() = uri;
-    let watch = Stopwatch::start();
-    let outcome = client.request(request).await;
-    let latency_ms = watch.elapsed().as_secs_f64() * 1000.0;
-    let version = HeaderValue::from_str(&target.version).ok();
-    match outcome {
-        Ok(response) => {
-            target
-                .counters
-                .record(response.status().is_server_error(), latency_ms);
-            let (mut parts, body) = response.into_parts();
-            if let Some(version) = version {
-                parts
-                    .headers
-                    .insert(HeaderName::from_static(VERSION_HEADER), version);
-            }
-            Ok(Response::from_parts(parts, body.boxed()))
-        }
-        Err(e) => {
-            // An instance that cannot be reached at all has died: restarting it is the
-            // guard's business (and a release that keeps dying is rolled back for it), not
-            // evidence for the judge. A request that failed on its way is.
-            if !e.is_connect() {
-                target.counters.record(true, latency_ms);
-            }
-            tracing::debug!(error = %e, version = %target.version, "upstream failed");
-            let mut response = plain(StatusCode::BAD_GATEWAY, "upstream failed\n");
-            if let Some(version) = version {
-                response
-                    .headers_mut()
-                    .insert(HeaderName::from_static(VERSION_HEADER), version);
-            }
-            Ok(response)
-        }
-    }
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,14 @@ const START_WITHIN: Duration = Duration::from_secs(10);
 pub struct RouterConfig {
     /// Where each component is served: a port (on 127.0.0.1) or `ADDRESS:PORT`.
     pub listen: BTreeMap<String, ListenAddress>,
+    /// Threads forwarding requests. One serves tens of thousands of requests a second
+    /// (bench/router.sh) and leaves the other cores to the app; more spread a heavier load.
+    #[serde(default = "one_thread")]
+    pub threads: NonZeroUsize,
+}
+
+fn one_thread() -> NonZeroUsize {
+    NonZeroUsize::MIN
 }
 
 /// A port on 127.0.0.1 (`8080`) or an address and port (`"0.0.0.0:8080"`).
@@ -138,7 +147,9 @@ impl RouterTraffic {
             .arg("--app")
             .arg(&self.app)
             .arg("--control")
-            .arg(self.client.path());
+            .arg(self.client.path())
+            .arg("--threads")
+            .arg(self.config.threads.to_string());
         for (component, address) in self.config.addresses() {
             command
                 .arg("--listen")
