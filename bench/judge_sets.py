@@ -2,11 +2,14 @@
 """Score the judge on generated scenario sets, pooled, optionally beside a peer binary.
 
   bench/judge_sets.py [--bin BIN] [--peer BIN] [--seeds 11-16,41-46]
-                      [--keep-seeds 21-24] [--stress-seeds 31-38] [--draws 23]
+                      [--keep-seeds 21-24] [--stress-seeds 31-38] [--miss-seeds 61-62]
+                      [--draws 23]
 
 Each standard seed is one set from bench/gen_scenarios.py (25 scenarios per family); each
 keep seed is a set of 75 per good-release family (what a false rollback would come from);
-each stress seed is like a keep seed with a transient episode every 100 s on average.
+each stress seed is like a keep seed with a transient episode every 100 s on average;
+each miss seed is 40 scenarios of each class unseen sets showed the judge missing
+(gen_scenarios.py's MISS_FAMILIES), scored class by class.
 Scenarios are judged with `BIN backtest CSV --meta META --json` through the official
 scorer's functions (scenarios/score.py), and the results are pooled: false
 rollbacks, premature rollbacks, detectable faults caught, and the median delay after onset.
@@ -21,6 +24,7 @@ SCENARIOS = os.path.join(HERE, "..", "scenarios")
 sys.path.insert(0, SCENARIOS)
 import score  # noqa: E402  (the official scorer, beside the public scenarios)
 
+MISS_FAMILIES = ("polluted_history", "low_traffic_clear", "thin_history")
 KEEP_FAMILIES = ("same,bursty_same,improvement,low_traffic_noise,warmup_blip,shared_outage,"
                  "noisy_baseline_small_fault,latency_shift")
 
@@ -96,10 +100,16 @@ def main():
     ap.add_argument("--seeds", default="11-16")
     ap.add_argument("--keep-seeds", default="21-24")
     ap.add_argument("--stress-seeds", default="")
+    ap.add_argument("--miss-seeds", default="")
     ap.add_argument("--draws", type=int, help="faults per draw for the median's spread")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         groups = {"standard": [], "keep": [], "stress": []}
+        for family in MISS_FAMILIES:
+            groups[family] = []
+            for seed in seeds(a.miss_seeds):
+                groups[family].append(os.path.join(work, f"m{seed}-{family}"))
+                generate(groups[family][-1], seed, "--count", "40", "--families", family)
         for seed in seeds(a.seeds):
             groups["standard"].append(os.path.join(work, f"g{seed}"))
             generate(groups["standard"][-1], seed, "--count", "25")

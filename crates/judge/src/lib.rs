@@ -96,6 +96,9 @@ const LATENCY_REFERENCE_REQUESTS: u64 = 300;
 /// The replaced release as it was just before the deploy.
 struct History {
     baseline: Counts,
+    /// The baseline's requests and errors outside its transient error episodes (see
+    /// [`stats::steady_blocks`]): what the candidate's error rate is held against.
+    steady_errors: Counts,
     /// The baseline's requests per second before the deploy.
     requests_per_second: f64,
 }
@@ -172,7 +175,8 @@ impl Judge {
         let deploy_at = self.setup.deploy_at;
         let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
         let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
-        let error_chart = Chart::errors(self.reference_z(), block_dispersion(&error_blocks));
+        let steady = stats::steady_blocks(&error_blocks, block_dispersion(&error_blocks));
+        let error_chart = Chart::errors(self.reference_z(), steady.dispersion);
         let dispersion_above = |ms: Option<f64>| {
             ms.map_or(1.0, |ms| {
                 block_dispersion(
@@ -197,6 +201,11 @@ impl Judge {
         let seconds = error_blocks.len() as f64 * series::DISPERSION_BLOCK_SECONDS as f64;
         self.history = Some(History {
             baseline: history,
+            steady_errors: Counts {
+                requests: steady.trials.round() as u64,
+                errors: steady.events.round() as u64,
+                ..Counts::default()
+            },
             requests_per_second: history.requests as f64 / seconds.max(1.0),
         });
     }
@@ -217,14 +226,17 @@ impl Judge {
         }
     }
 
-    /// The reference for the error rate: a canary's is the baseline over the longest recent
-    /// stretch, up to `STEADY_SECONDS`, whose error rate held steady. Each doubling
+    /// The reference for the error rate: blue-green's is the history without its transient
+    /// episodes; a canary's is the baseline over the longest recent stretch, up to
+    /// `STEADY_SECONDS`, whose error rate held steady. Each doubling
     /// (1, 2, 4 .. s) is kept only if its older half agrees with its newer half, so when a
     /// shared outage starts (or ends) the candidate's seconds are held against the
     /// baseline's same regime at once, instead of a window still mostly from before.
     fn errors_reference(&self, now: i64) -> Counts {
+        if let (Mode::BlueGreen, Some(history)) = (self.setup.mode, &self.history) {
+            return history.steady_errors;
+        }
         let (mut reference, mut seconds) = (self.reference(now, now), 1);
-        // Blue-green's reference is the fixed history: there is no window to choose.
         while self.setup.mode == Mode::Canary && seconds < STEADY_SECONDS {
             let longer = (2 * seconds).min(STEADY_SECONDS);
             let older = self.reference(now - longer + 1, now - seconds);

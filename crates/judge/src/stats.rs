@@ -88,14 +88,87 @@ pub fn dispersion(blocks: &[(f64, f64)], min_trials: f64) -> f64 {
         return 1.0;
     }
     let p = median(used.iter().map(|(e, n)| e / n).collect());
-    if p <= 0.0 || p >= 1.0 {
+    dispersion_around(&used, p)
+}
+
+/// The median block's chi-square contribution around the rate `p`, over that of chance.
+fn dispersion_around(blocks: &[&(f64, f64)], p: f64) -> f64 {
+    if blocks.len() < 3 || p <= 0.0 || p >= 1.0 {
         return 1.0;
     }
-    let contributions = used
+    let contributions = blocks
         .iter()
         .map(|(e, n)| (e - n * p).powi(2) / (n * p * (1.0 - p)))
         .collect();
     median(contributions) / CHI2_1_MEDIAN
+}
+
+/// z of the bound beyond which a block's count is an episode, not the steady rate.
+const EPISODE_Z: f64 = 3.29;
+
+/// The steady rate of per-block (events, trials): blocks whose count lies beyond what the
+/// rate, the environment's `dispersion` and chance allow (at `EPISODE_Z`) are left out, the
+/// rate re-estimated without them, a few times over. Transient episodes are forgiven in
+/// the candidate; a reference that averaged them in would forgive a steady regression of
+/// the same size as well.
+pub fn steady_blocks(blocks: &[(f64, f64)], dispersion: f64) -> Steady {
+    let within = |p: f64, d: f64| {
+        blocks
+            .iter()
+            .filter(|block| !is_episode(block, p, d))
+            .collect::<Vec<_>>()
+    };
+    let total = |kept: &[&(f64, f64)]| {
+        kept.iter().fold((0.0, 0.0), |(e, n), (events, trials)| {
+            (e + events, n + trials)
+        })
+    };
+    // From the median block's rate (robust to a minority of episodes), then the rate and
+    // the environment's movement re-measured on the blocks kept, until they settle: when
+    // episodes hit many blocks, each pass leaves out more of them.
+    let used: Vec<f64> = blocks
+        .iter()
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(e, n)| e / n)
+        .collect();
+    let mut p = if used.is_empty() { 0.0 } else { median(used) };
+    let mut d = dispersion;
+    let mut sums = total(&blocks.iter().collect::<Vec<_>>());
+    for _ in 0..8 {
+        let kept = within(p, d);
+        let next = total(&kept);
+        if next.1 <= 0.0 {
+            break;
+        }
+        let next_p = next.0 / next.1;
+        let next_d = dispersion_around(&kept, next_p).clamp(1.0, dispersion.max(1.0));
+        let settled = next == sums && next_d == d;
+        (sums, p, d) = (next, next_p, next_d);
+        if settled {
+            break;
+        }
+    }
+    Steady {
+        events: sums.0,
+        trials: sums.1,
+        dispersion: d,
+    }
+}
+
+/// Whether a block's (events, trials) lie beyond what the rate `p`, the environment's
+/// dispersion `d` and chance allow.
+fn is_episode(&(events, trials): &(f64, f64), p: f64, d: f64) -> bool {
+    let spread = (d * trials * p * (1.0 - p)).sqrt();
+    events > trials * p + EPISODE_Z * spread + 1.0
+}
+
+/// A baseline's rate outside its transient episodes.
+#[derive(Clone, Copy, Debug)]
+pub struct Steady {
+    pub events: f64,
+    pub trials: f64,
+    /// How much the environment moves the rate beyond chance, on the steady blocks.
+    pub dispersion: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -146,6 +219,27 @@ mod tests {
             .map(|i| (if i % 2 == 0 { 5.0 } else { 15.0 }, 1000.0))
             .collect();
         assert!(dispersion(&moving, 1.0) > 2.0);
+    }
+
+    #[test]
+    fn the_steady_rate_leaves_episodes_out_and_keeps_a_moving_environment() {
+        // 30 blocks of 300 requests at 0.1 % (spread like binomial noise), a third of them
+        // hit by an episode of +10 points: the pooled rate is about 3.4 %.
+        let quiet = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0];
+        let mut blocks: Vec<_> = (0..20).map(|i| (quiet[i % 10], 300.0)).collect();
+        blocks.extend([(30.0, 300.0); 10]);
+        let steady = steady_blocks(&blocks, dispersion(&blocks, 5.0));
+        let rate = steady.events / steady.trials;
+        assert!(rate < 0.003, "{rate}");
+        assert_eq!(steady.trials, 6000.0);
+        // An environment that doubles or halves the rate from block to block is no episode:
+        // every block stays.
+        let moving: Vec<_> = (0..30)
+            .map(|i| ([5.0, 10.0, 20.0][i % 3], 1000.0))
+            .collect();
+        let steady = steady_blocks(&moving, dispersion(&moving, 5.0));
+        assert_eq!(steady.trials, 30_000.0);
+        assert!(steady.dispersion > 2.0, "{}", steady.dispersion);
     }
 
     #[test]

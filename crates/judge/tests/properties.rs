@@ -653,3 +653,109 @@ fn a_latency_warm_up_that_fades_by_its_end_is_no_rollback() {
     });
     assert_eq!(rolled_back, Vec::<i64>::new());
 }
+
+/// Per-second steps summed into steps of `seconds` (each at its last second), as a
+/// metric store that is scraped every 15 or 60 s gives them.
+fn coarsen(steps: &[Step], seconds: i64) -> Vec<Step> {
+    let mut coarse: Vec<Step> = Vec::new();
+    for step in steps {
+        let end = (step.t.div_euclid(seconds) + 1) * seconds - 1;
+        match coarse.last_mut().filter(|last| last.t == end) {
+            Some(last) => {
+                last.baseline.add(&step.baseline);
+                last.candidate.add(&step.candidate);
+            }
+            None => coarse.push(Step { t: end, ..*step }),
+        }
+    }
+    coarse
+}
+
+/// The first rollback, if any, over steps of `seconds`.
+fn first_coarse_rollback(mode: Mode, steps: &[Step], seconds: u32) -> Option<i64> {
+    let setup = Setup {
+        mode,
+        deploy_at: 300,
+        step_seconds: seconds,
+    };
+    let mut judge = Judge::new(Policy::default(), setup);
+    coarsen(steps, i64::from(seconds)).iter().find_map(|step| {
+        judge
+            .observe(*step)
+            .unwrap()
+            .verdict
+            .is_rollback()
+            .then_some(step.t)
+    })
+}
+
+#[test]
+fn identical_releases_in_15_and_60_second_steps_never_roll_back() {
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let traffic = traffic(&mut rng);
+        let steps = series(&mut rng, &traffic, traffic.error_rate, traffic.median_ms);
+        for seconds in [15, 60] {
+            let at = first_coarse_rollback(traffic.mode, &steps, seconds);
+            assert_eq!(
+                at, None,
+                "seed {seed}, {seconds} s steps, {} req/s",
+                traffic.rps
+            );
+        }
+    }
+}
+
+#[test]
+fn regressions_in_15_and_60_second_steps_are_caught_after_the_warm_up() {
+    let warmup_end = 300 + Policy::default().warmup.whole_seconds();
+    for mode in [Mode::BlueGreen, Mode::Canary] {
+        let traffic = Traffic {
+            error_rate: 0.002,
+            ..Traffic::steady(mode)
+        };
+        for seed in 1..=10u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let errors = series(&mut rng, &traffic, 0.06, traffic.median_ms);
+            let slower = series(&mut rng, &traffic, 0.002, 2.5 * traffic.median_ms);
+            let outage = series(&mut rng, &traffic, 1.0, traffic.median_ms);
+            for seconds in [15, 60] {
+                for (what, steps) in [("+6 points", &errors), ("x2.5 latency", &slower)] {
+                    let at = first_coarse_rollback(mode, steps, seconds);
+                    let at = at.unwrap_or_else(|| {
+                        panic!("{what} kept: {mode:?} seed {seed}, {seconds} s")
+                    });
+                    // Its evidence comes from after the warm-up, in whole steps.
+                    assert!(at >= warmup_end + i64::from(seconds) - 1, "{what} at {at}");
+                }
+                // An outage is caught at the first step that holds it.
+                let at = first_coarse_rollback(mode, &outage, seconds);
+                assert_eq!(
+                    at,
+                    Some(300 + i64::from(seconds) - 1),
+                    "{mode:?} seed {seed}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_transient_episode_inside_a_coarse_step_is_no_rollback() {
+    // 15 s of +20 points well after the warm-up, at 60 req/s: inside one 15 s or 60 s step
+    // it is one transient, whatever the step's length.
+    let traffic = Traffic {
+        rps: 60.0,
+        error_rate: 0.005,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    for seed in 1..=10u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let episode = |t: i64| if (480..495).contains(&t) { 0.2 } else { 0.0 };
+        let steps = series_over_time(&mut rng, &traffic, |t| (0.005 + episode(t), 100.0));
+        for seconds in [15, 60] {
+            let at = first_coarse_rollback(Mode::BlueGreen, &steps, seconds);
+            assert_eq!(at, None, "seed {seed}, {seconds} s steps");
+        }
+    }
+}

@@ -310,7 +310,9 @@ impl Chart {
         let trials = step.candidate.requests as f64;
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
         let transient = policy.transient.whole_seconds();
-        let after_warmup = step.t >= setup.deploy_at + policy.warmup.whole_seconds();
+        // A step counts as after the warm-up only when all of it is (steps may be 60 s long).
+        let first_second = step.t - i64::from(setup.step_seconds.max(1)) + 1;
+        let after_warmup = first_second >= setup.deploy_at + policy.warmup.whole_seconds();
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
             // The window starts from the statistic standing `transient` seconds ago: the
             // latest entry at or before then (seconds without traffic may have no step), or
