@@ -6,20 +6,15 @@
 #  (c) the judge: CPU time to judge the public scenario set (beside JUDGE_PEER if set);
 #  (d) the demo's rollback with every notification channel pointing at a dead port, against
 #      the same demo without notifications.
-# Usage: bench/run.sh [demo-runs]   (installs nginx, haproxy and wrk from Debian if missing)
+# Usage: bench/run.sh [demo-runs]   ((b) installs nginx, haproxy and wrk from Debian if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-5}"
-for tool in nginx haproxy wrk; do
-    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk >/dev/null; }
-done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rearguard-target}"
 cargo build --release --quiet --bin rearguard
 bin="$CARGO_TARGET_DIR/release/rearguard"
 work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 

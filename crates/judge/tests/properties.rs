@@ -200,15 +200,7 @@ fn first_rollback_over_time(
 
 /// The first rollback decision, if any.
 fn first_rollback(mode: Mode, steps: &[Step]) -> Option<i64> {
-    let mut judge = Judge::new(Policy::default(), setup(mode));
-    steps.iter().find_map(|step| {
-        judge
-            .observe(*step)
-            .unwrap()
-            .verdict
-            .is_rollback()
-            .then_some(step.t)
-    })
+    first_coarse_rollback(mode, steps, 1)
 }
 
 fn traffic(rng: &mut Rng) -> Traffic {
@@ -674,9 +666,8 @@ fn coarsen(steps: &[Step], seconds: i64) -> Vec<Step> {
 /// The first rollback, if any, over steps of `seconds`.
 fn first_coarse_rollback(mode: Mode, steps: &[Step], seconds: u32) -> Option<i64> {
     let setup = Setup {
-        mode,
-        deploy_at: 300,
         step_seconds: seconds,
+        ..setup(mode)
     };
     let mut judge = Judge::new(Policy::default(), setup);
     coarsen(steps, i64::from(seconds)).iter().find_map(|step| {

@@ -101,18 +101,9 @@ fn blue_green_compose_rolls_back_by_hand_and_restarts_a_killed_container() {
 fn a_guard_restarted_under_load_over_compose_fails_no_request() {
     let app = ComposeApp::build();
     let env = compose_env(&app, false);
-    let mut guard = env.guard();
+    let guard = env.guard();
     assert_eq!(deploy_watch(&env, "v1"), 0);
-    let traffic = env.steady_traffic();
-    std::thread::sleep(Duration::from_secs(1));
-    guard.kill_hard();
-    std::thread::sleep(Duration::from_millis(1500));
-    let _guard = env.guard();
-    std::thread::sleep(Duration::from_secs(2));
-    let (answered, failed) = traffic.tally();
-    drop(traffic);
-    assert_eq!(failed, 0, "{answered} answered");
-    assert!(answered > 50, "{answered}");
+    let _guard = support::restart_guard_under_load(&env, guard);
 }
 
 #[test]

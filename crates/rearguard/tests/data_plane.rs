@@ -23,19 +23,10 @@ fn bake_seconds(env: &Env) -> Option<f64> {
 #[test]
 fn a_guard_killed_and_started_again_under_load_fails_no_request() {
     let env = Env::new();
-    let mut guard = env.guard();
+    let guard = env.guard();
     assert_eq!(deploy_watch(&env, "v1"), 0);
-    let traffic = env.steady_traffic();
     let (router, instance) = (env.router_pid(), env.instance_pid("v1"));
-    std::thread::sleep(Duration::from_secs(1));
-    guard.kill_hard();
-    std::thread::sleep(Duration::from_millis(1500));
-    let _guard = env.guard();
-    std::thread::sleep(Duration::from_secs(2));
-    let (answered, failed) = traffic.tally();
-    drop(traffic);
-    assert_eq!(failed, 0, "{answered} requests answered");
-    assert!(answered > 50, "{answered}");
+    let _guard = support::restart_guard_under_load(&env, guard);
     assert_eq!(env.router_pid(), router, "the same router serves on");
     assert_eq!(
         env.instance_pid("v1"),

@@ -79,16 +79,7 @@ fn a_manual_rollback_through_haproxy_goes_to_the_named_version() {
 #[test]
 fn a_guard_killed_and_started_again_behind_haproxy_fails_no_request() {
     let (env, _haproxy) = env_with_haproxy();
-    let mut guard = env.guard();
+    let guard = env.guard();
     assert_eq!(deploy_watch(&env, "v1"), 0);
-    let traffic = env.steady_traffic();
-    std::thread::sleep(Duration::from_secs(1));
-    guard.kill_hard();
-    std::thread::sleep(Duration::from_millis(1500));
-    let _guard = env.guard();
-    std::thread::sleep(Duration::from_secs(2));
-    let (answered, failed) = traffic.tally();
-    drop(traffic);
-    assert_eq!(failed, 0, "{answered} answered");
-    assert!(answered > 50, "{answered}");
+    let _guard = support::restart_guard_under_load(&env, guard);
 }

@@ -24,6 +24,15 @@ pub struct Routes {
     pub canary: Option<(Instances, f64)>,
 }
 
+impl Routes {
+    /// The versions taking traffic: the primary, then any canary.
+    pub fn versions(&self) -> Vec<String> {
+        std::iter::once(self.primary.version.clone())
+            .chain(self.canary.iter().map(|(c, _)| c.version.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrafficError {
     #[error(

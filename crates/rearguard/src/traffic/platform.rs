@@ -18,9 +18,7 @@ impl Traffic for PlatformTraffic {
     }
 
     async fn route(&self, routes: &Routes) -> Result<(), TrafficError> {
-        let mut serving = vec![routes.primary.version.clone()];
-        serving.extend(routes.canary.iter().map(|(c, _)| c.version.clone()));
-        *self.serving.lock().expect("lock") = serving;
+        *self.serving.lock().expect("lock") = routes.versions();
         Ok(())
     }
 

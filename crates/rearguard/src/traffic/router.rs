@@ -258,15 +258,8 @@ impl Traffic for RouterTraffic {
     }
 
     fn routed(&self) -> Vec<String> {
-        self.routes
-            .lock()
-            .expect("lock")
-            .iter()
-            .flat_map(|routes| {
-                std::iter::once(routes.primary.version.clone())
-                    .chain(routes.canary.iter().map(|(c, _)| c.version.clone()))
-            })
-            .collect()
+        let routes = self.routes.lock().expect("lock");
+        routes.as_ref().map_or_else(Vec::new, Routes::versions)
     }
 
     fn signals(&self) -> Option<Arc<dyn SignalSource>> {

@@ -521,6 +521,22 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// Deploys `version` with --watch through the running guard and returns the exit code.
+/// Kills `guard` with SIGKILL under steady traffic and starts another: no request may fail
+/// meanwhile. Returns the new guard.
+pub fn restart_guard_under_load(env: &Env, mut guard: Guard) -> Guard {
+    let traffic = env.steady_traffic();
+    std::thread::sleep(Duration::from_secs(1));
+    guard.kill_hard();
+    std::thread::sleep(Duration::from_millis(1500));
+    let guard = env.guard();
+    std::thread::sleep(Duration::from_secs(2));
+    let (answered, failed) = traffic.tally();
+    drop(traffic);
+    assert_eq!(failed, 0, "{answered} requests answered");
+    assert!(answered > 50, "{answered}");
+    guard
+}
+
 pub fn deploy_watch(env: &Env, version: &str) -> i32 {
     let out = env.run(&["deploy", "shop", version, "--watch", "--json"]);
     assert!(
