@@ -3,6 +3,7 @@
 # `return 200`, loaded in turns by `wrk -t1 -c32` in one run: requests/s and p99 of each,
 # and their ratios. No timed assertion: a benchmark, compared side by side.
 #   bench/router.sh [rounds] [seconds]     (installs nginx, haproxy and wrk if missing)
+#   PEER_BIN=path/to/other/rearguard bench/router.sh   adds another build's router beside them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
@@ -18,6 +19,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 backend=18301 router=18302 haproxy=18303
+# With two cores or more, the load (wrk and nginx) runs on core 0 and the proxies on core 1:
+# each proxy then has a core to itself and the comparison is of their work per request,
+# not of how the scheduler shared two cores among four busy processes.
+load="" proxy=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    load="taskset -c 0" proxy="taskset -c 1"
+fi
 cat > "$work/nginx.conf" <<CFG
 worker_processes 1;
 daemon off;
@@ -32,7 +40,7 @@ http {
     }
 }
 CFG
-nginx -c "$work/nginx.conf" & pids+=($!)
+$load nginx -c "$work/nginx.conf" & pids+=($!)
 cat > "$work/haproxy.cfg" <<CFG
 global
     nbthread 1
@@ -49,12 +57,13 @@ frontend bench
 backend app
     server app1 127.0.0.1:$backend
 CFG
-haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+$proxy haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
 # The router process the guard runs, on its default single thread, routed as a guard
 # routes it: over its control socket.
-"$bin" router --app bench --control "$work/router.sock" --listen "web=127.0.0.1:$router" \
-    --threads "${ROUTER_THREADS:-1}" & pids+=($!)
-python3 - "$work/router.sock" "$backend" <<'PY'
+start_router() {  # binary port name
+    $proxy "$1" router --app bench --control "$work/$3.sock" --listen "web=127.0.0.1:$2" \
+        --threads "${ROUTER_THREADS:-1}" & pids+=($!)
+    python3 - "$work/$3.sock" "$backend" <<'PY'
 import json, socket, sys, time
 for _ in range(100):
     try:
@@ -70,22 +79,29 @@ answer = json.loads(s.makefile().readline())
 if answer.get("answer") != "done":
     sys.exit(f"the router refused the route: {answer}")
 PY
+}
+start_router "$bin" "$router" router
+names=(haproxy router)
+if [ -n "${PEER_BIN:-}" ]; then
+    start_router "$PEER_BIN" 18304 peer
+    names+=(peer)
+fi
 sleep 0.5
 for round in $(seq "$rounds"); do
-    for target in haproxy:$haproxy router:$router; do
+    for target in haproxy:$haproxy router:$router ${PEER_BIN:+peer:18304}; do
         name="${target%%:*}"; port="${target##*:}"
-        wrk -t1 -c32 -d"${seconds}s" --latency "http://127.0.0.1:$port/" > "$work/$name-$round.txt"
+        $load wrk -t1 -c32 -d"${seconds}s" --latency "http://127.0.0.1:$port/" > "$work/$name-$round.txt"
         awk '/Requests\/sec/ {print $2}' "$work/$name-$round.txt" >> "$work/$name.rps"
         awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$work/$name-$round.txt" >> "$work/$name.p99"
     done
 done
-python3 - "$work" <<'PY'
+python3 - "$work" "${names[@]}" <<'PY'
 import statistics, sys
-w = sys.argv[1]
+w, names = sys.argv[1], sys.argv[2:]
 read = lambda f: [float(x) for x in open(f"{w}/{f}")]
-rps = {n: statistics.median(read(f"{n}.rps")) for n in ("router", "haproxy")}
-p99 = {n: statistics.median(read(f"{n}.p99")) for n in ("router", "haproxy")}
-for n in ("router", "haproxy"):
+rps = {n: statistics.median(read(f"{n}.rps")) for n in names}
+p99 = {n: statistics.median(read(f"{n}.p99")) for n in names}
+for n in names:
     print(f"{n:8} {rps[n]:9.0f} req/s  p99 {p99[n]:.2f} ms  (median of rounds)")
 print(f"router / haproxy: throughput {rps['router'] / rps['haproxy']:.2f}x (goal >= 1.0), "
       f"p99 {p99['router'] / p99['haproxy']:.2f}x (goal <= 1.0)")

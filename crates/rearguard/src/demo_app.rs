@@ -1,5 +1,8 @@
 //! The bundled demo service: a tiny HTTP app that reports its version and fails a chosen
-//! share of requests, so `rearguard demo` and the tests need nothing but this binary.
+//! share of requests, so `rearguard demo` and the tests need nothing but this binary. It
+//! exposes `/metrics` the way most services do (`http_requests_total` by version and status
+//! code, `http_request_duration_seconds` by version), so every signal source can be tried
+//! on it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +11,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header;
 use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::cli::DemoAppArgs;
 
@@ -18,6 +27,48 @@ struct Settings {
     error_rate: f64,
     latency: Duration,
     served: AtomicU64,
+    metrics: Metrics,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Its own registry (no global one), and what it counts.
+struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        // The judge's own bucket bounds, so nothing is lost re-bucketing.
+        let duration = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(rearguard_judge::BUCKET_BOUNDS_MS.map(|ms| ms / 1000.0))
+        });
+        registry.register("http_requests", "Requests served", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a request",
+            duration.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+        }
+    }
+
+    fn record(&self, version: &str, status: StatusCode, seconds: f64) {
+        let code = status.as_u16().to_string();
+        self.requests
+            .get_or_create(&vec![("version", version.to_string()), ("code", code)])
+            .inc();
+        self.duration
+            .get_or_create(&vec![("version", version.to_string())])
+            .observe(seconds);
+    }
 }
 
 pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
@@ -41,6 +92,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
         version: args.version,
         latency: Duration::from_millis(args.latency_ms),
         served: AtomicU64::new(0),
+        metrics: Metrics::new(),
     });
     let app = Router::new()
         .route("/health", get(move || async move { (health, "health\n") }))
@@ -48,6 +100,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
             "/version",
             get(|State(s): State<Arc<Settings>>| async move { s.version.clone() }),
         )
+        .route("/metrics", get(metrics))
         .fallback(serve)
         .with_state(settings.clone());
     let listener = tokio::net::TcpListener::bind((args.address, args.port))
@@ -75,15 +128,35 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
 }
 
 async fn serve(State(settings): State<Arc<Settings>>) -> (StatusCode, String) {
+    let watch = crate::clock::Stopwatch::start();
     tokio::time::sleep(settings.latency).await;
     let n = settings.served.fetch_add(1, Ordering::Relaxed) as f64;
     let fails = ((n + 1.0) * settings.error_rate).floor() > (n * settings.error_rate).floor();
-    if fails {
+    let answer = if fails {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{} failed\n", settings.version),
         )
     } else {
         (StatusCode::OK, format!("hello from {}\n", settings.version))
-    }
+    };
+    let seconds = watch.elapsed().as_secs_f64();
+    settings
+        .metrics
+        .record(&settings.version, answer.0, seconds);
+    answer
+}
+
+async fn metrics(
+    State(settings): State<Arc<Settings>>,
+) -> Result<([(header::HeaderName, &'static str); 1], String), StatusCode> {
+    let mut text = String::new();
+    encode(&mut text, &settings.metrics.registry).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
 }

@@ -150,3 +150,55 @@ fn completions_and_a_man_page_are_generated() {
     );
     assert!(page.contains("rollback"), "subcommands are listed");
 }
+
+#[test]
+fn the_demo_app_exposes_its_requests_and_latency_in_the_prometheus_format() {
+    use std::io::{Read, Write};
+    let port = support::free_port();
+    let mut app = Command::new(support::binary())
+        .args(["demo-app", "--version", "v7", "--error-rate", "0.5"])
+        .args(["--port", &port.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until("the demo app answers", Duration::from_secs(10), || {
+        support::get(port, "/health").is_some()
+    });
+    for _ in 0..10 {
+        support::get(port, "/").unwrap();
+    }
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    stream.read_to_string(&mut metrics).unwrap();
+    let _ = app.kill();
+    let _ = app.wait();
+    for line in [
+        r#"http_requests_total{version="v7",code="200"} 5"#,
+        r#"http_requests_total{version="v7",code="500"} 5"#,
+        r#"http_request_duration_seconds_count{version="v7"} 10"#,
+        "# EOF",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
+    // Buckets at the judge's own bounds, every request within the last.
+    let bucket = |le: &str| {
+        metrics.lines().find(|l| {
+            l.starts_with("http_request_duration_seconds_bucket{")
+                && l.contains(&format!("le=\"{le}\""))
+                && l.contains(r#"version="v7""#)
+        })
+    };
+    assert!(bucket("0.005").is_some(), "{metrics}");
+    assert!(
+        bucket("+Inf").is_some_and(|l| l.ends_with(" 10")),
+        "{metrics}"
+    );
+}

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Shared, Table, Target, VERSION_HEADER};
 use crate::clock::Stopwatch;
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The instance's answer as it streams in, or one of the router's own (no box per
+/// response).
+type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// A client connection's own connections to instances (a canary split uses two).
 type Upstreams = Arc<std::sync::Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>>;
@@ -114,7 +116,7 @@ async fn forward(
                 strip_hop_by_hop(&mut parts.headers);
             }
             name_version(&mut parts.headers, &target);
-            Response::from_parts(parts, body.boxed())
+            Response::from_parts(parts, Either::Left(body))
         }
         Err(failure) => {
             if matches!(failure, Failure::Broken) {
@@ -325,11 +327,9 @@ fn name_version(headers: &mut HeaderMap, target: &Target) {
 }
 
 pub(super) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
     *response.status_mut() = status;
     response
 }
