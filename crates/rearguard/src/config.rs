@@ -156,6 +156,12 @@ impl Flaw {
             message: message.into(),
         }
     }
+
+    /// "KEY must be above 0s" when `span`, at `keys`, is zero.
+    pub fn if_zero(keys: &[&str], span: Span) -> Option<Self> {
+        let key = keys.last().copied().unwrap_or_default();
+        (span.as_millis() == 0).then(|| Self::at(keys, format!("{key} must be above 0s")))
+    }
 }
 
 /// Parses config text; `env` answers `${NAME}` look-ups. Returns every problem found.

@@ -96,12 +96,7 @@ impl CommandConfig {
                 "the current hook prints the version: it is given none ({version})",
             ));
         }
-        if self.timeout.as_millis() == 0 {
-            problems.push(Flaw::at(
-                &["backend", "timeout"],
-                "timeout must be above 0s",
-            ));
-        }
+        problems.extend(Flaw::if_zero(&["backend", "timeout"], self.timeout));
         problems
     }
 

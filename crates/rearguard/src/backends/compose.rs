@@ -53,7 +53,7 @@ pub struct ComposeConfig {
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: Span,
     /// Blue-green: how long the replaced version's project keeps running.
-    #[serde(default = "default_keep_warm")]
+    #[serde(default = "super::default_keep_warm")]
     pub keep_previous_warm: Span,
 }
 
@@ -82,10 +82,6 @@ pub struct ComposeService {
 
 fn default_ready_timeout() -> Span {
     Span::from_secs(60)
-}
-
-fn default_keep_warm() -> Span {
-    Span::from_secs(300)
 }
 
 impl ComposeConfig {
@@ -126,12 +122,10 @@ impl ComposeConfig {
                 format!("project name {e}"),
             ));
         }
-        if self.ready_timeout.as_millis() == 0 {
-            problems.push(Flaw::at(
-                &["backend", "ready_timeout"],
-                "ready_timeout must be above 0s",
-            ));
-        }
+        problems.extend(Flaw::if_zero(
+            &["backend", "ready_timeout"],
+            self.ready_timeout,
+        ));
         problems
     }
 

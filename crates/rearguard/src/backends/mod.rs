@@ -22,6 +22,11 @@ pub struct Instances {
     pub endpoints: BTreeMap<String, SocketAddr>,
 }
 
+/// How long a replaced version stays warm for an instant switch back, unless configured.
+fn default_keep_warm() -> rearguard_judge::Span {
+    rearguard_judge::Span::from_secs(300)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("version {version} does not exist or is incomplete: {}", missing.join("; "))]

@@ -42,7 +42,7 @@ pub struct ProcessConfig {
     pub stop_grace: Span,
     /// How long the replaced version keeps running after a deploy, for an instant
     /// switch-back.
-    #[serde(default = "default_keep_warm")]
+    #[serde(default = "super::default_keep_warm")]
     pub keep_previous_warm: Span,
 }
 
@@ -81,10 +81,6 @@ fn default_ready_timeout() -> Span {
 
 fn default_stop_grace() -> Span {
     Span::from_secs(10)
-}
-
-fn default_keep_warm() -> Span {
-    Span::from_secs(300)
 }
 
 impl ProcessConfig {
@@ -144,12 +140,10 @@ impl ProcessConfig {
                 }
             }
         }
-        if self.ready_timeout.as_millis() == 0 {
-            problems.push(Flaw::at(
-                &["backend", "ready_timeout"],
-                "ready_timeout must be above 0s",
-            ));
-        }
+        problems.extend(Flaw::if_zero(
+            &["backend", "ready_timeout"],
+            self.ready_timeout,
+        ));
         problems
     }
 

@@ -404,6 +404,14 @@ impl Traffic {
     pub fn tally(&self) -> (u64, u64) {
         *self.tally.lock().unwrap()
     }
+
+    /// Stops the traffic and asserts that no request failed (and that there were plenty).
+    pub fn stop_all_answered(self) {
+        let (answered, failed) = self.tally();
+        drop(self);
+        assert_eq!(failed, 0, "{answered} requests answered");
+        assert!(answered > 50, "{answered}");
+    }
 }
 
 impl Drop for Traffic {
@@ -530,10 +538,7 @@ pub fn restart_guard_under_load(env: &Env, mut guard: Guard) -> Guard {
     std::thread::sleep(Duration::from_millis(1500));
     let guard = env.guard();
     std::thread::sleep(Duration::from_secs(2));
-    let (answered, failed) = traffic.tally();
-    drop(traffic);
-    assert_eq!(failed, 0, "{answered} requests answered");
-    assert!(answered > 50, "{answered}");
+    traffic.stop_all_answered();
     guard
 }
 
