@@ -6,14 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need python3; then
-    echo "installing python3 (the scenario scorer and generator need it)"
-    apt-get update -qq && apt-get install -y -qq python3 >/dev/null
-fi
-
-if ! need haproxy; then
-    echo "installing haproxy (the HAProxy traffic tests drive a real one)"
-    apt-get update -qq && apt-get install -y -qq haproxy >/dev/null
+# Real servers the integration tests start on 127.0.0.1: command, Debian package, why.
+missing=()
+while read -r command package why; do
+    if ! need "$command"; then
+        echo "installing $package ($why)"
+        missing+=("$package")
+    fi
+done <<'EOF_PACKAGES'
+python3 python3 the scenario scorer and generator
+haproxy haproxy the HAProxy traffic tests drive a real one
+prometheus prometheus the Prometheus signal tests query a real one
+prometheus-alertmanager prometheus-alertmanager an alert from a real Alertmanager rolls a release back
+EOF_PACKAGES
+if ((${#missing[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Reuse one build across runs on the same machine (CI runs in a fresh clone).

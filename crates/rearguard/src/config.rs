@@ -157,6 +157,14 @@ impl Flaw {
         }
     }
 
+    /// "KEY must be whole seconds, at least 1s" when `span`, at `keys`, is not.
+    pub fn if_not_whole_seconds(keys: &[&str], span: Span) -> Option<Self> {
+        let key = keys.last().copied().unwrap_or_default();
+        let millis = span.as_millis();
+        (millis == 0 || !millis.is_multiple_of(1000))
+            .then(|| Self::at(keys, format!("{key} must be whole seconds, at least 1s")))
+    }
+
     /// "KEY must be above 0s" when `span`, at `keys`, is zero.
     pub fn if_zero(keys: &[&str], span: Span) -> Option<Self> {
         let key = keys.last().copied().unwrap_or_default();
@@ -398,6 +406,9 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
         }
         let listening = app.backend.listening_components();
         for flaw in app.traffic.problems(&listening) {
+            add_under(&[], flaw);
+        }
+        for flaw in app.signals.problems(&listening) {
             add_under(&[], flaw);
         }
         for (component, address) in app.traffic.addresses() {

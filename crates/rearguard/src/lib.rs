@@ -16,11 +16,20 @@ pub mod names;
 pub mod notify;
 pub mod rollback_log;
 pub mod router;
+pub mod secret;
 pub mod signals;
 pub mod telemetry;
 pub mod traffic;
 
 use std::process::ExitCode;
+
+/// An HTTP client whose requests give up after `timeout`. The binary installs ring as the
+/// process's TLS provider first thing; a library caller (a test) may not have, and reqwest
+/// panics without one, so it is installed here too (a second install is a no-op).
+pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, reqwest::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(timeout).build()
+}
 
 /// How a command ended, as the exit code tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -109,6 +109,7 @@ impl Workspace {
             holder: identity::lease_holder(),
             progress,
             alerts,
+            prometheus: Default::default(),
         })
     }
 

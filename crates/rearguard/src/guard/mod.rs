@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use progress::Progress;
+pub use watch::HISTORY_SECONDS;
 use watch::Watch;
 
 use crate::backends::{Backend, Workdirs};
@@ -61,6 +62,8 @@ pub struct Context {
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
     /// Notifications, when channels are configured.
     pub alerts: Option<Arc<incidents::Alerts>>,
+    /// The Prometheus servers the apps' signals come from, shared so one query serves all.
+    pub prometheus: crate::signals::prometheus::Servers,
 }
 
 impl Context {
@@ -154,7 +157,7 @@ impl Guardian {
             .start()
             .await
             .map_err(|e| crate::UsageError(e.to_string()))?;
-        let signals = config.signals.build(traffic.as_ref());
+        let signals = config.signals.build(traffic.as_ref(), &context.prometheus);
         Ok(Self {
             app: app.to_string(),
             config,
@@ -238,6 +241,10 @@ impl Guardian {
         }
         if !self.leased {
             self.backend.recover().await;
+            // Steps another guard recorded are not counted again.
+            if let Some(t) = self.ledger().last_recorded_step(&self.app).await? {
+                self.last_step_t = self.last_step_t.max(t);
+            }
             self.leased = true;
         }
         // Takes over a running router, or starts one again if it died.

@@ -9,7 +9,7 @@ use super::watch::{HISTORY_SECONDS, Watch};
 use super::{CHECK_EVERY_MS, Guardian, PROMOTE_BELOW_EVIDENCE, Progress};
 use crate::checks::Health;
 use crate::ledger::VersionStep;
-use crate::signals::Second;
+use crate::signals::{Ask, Reading};
 
 /// Steps no watch needs any more are forgotten this often.
 const FORGET_STEPS_EVERY_S: i64 = 60;
@@ -20,10 +20,29 @@ impl Guardian {
     pub(super) async fn observe(&mut self) -> anyhow::Result<()> {
         let now = self.now_ms().div_euclid(1000);
         let seconds = match &self.signals {
-            Some(source) => source.take().await?,
+            Some(source) => {
+                let mut serving = Vec::new();
+                for version in self.traffic.routed() {
+                    serving.extend(self.backend.running(&version).await);
+                }
+                let ask = Ask {
+                    app: &self.app,
+                    serving: &serving,
+                    recorded_until: self.last_step_t,
+                    now,
+                };
+                match source.take(&ask).await {
+                    Ok(readings) => readings,
+                    // No evidence, no decision (nor a promotion); the rest of the tick goes on.
+                    Err(e) => {
+                        tracing::warn!(app = %self.app, error = %e, "no signals this tick");
+                        return Ok(());
+                    }
+                }
+            }
             // Nothing counts requests: the judge still sees time pass (only checks and the
             // bake decide then).
-            None => vec![Second {
+            None => vec![Reading {
                 t: now,
                 counts: BTreeMap::new(),
             }],
@@ -34,7 +53,7 @@ impl Guardian {
         Ok(())
     }
 
-    async fn observe_second(&mut self, second: Second) -> anyhow::Result<()> {
+    async fn observe_second(&mut self, second: Reading) -> anyhow::Result<()> {
         let mut counts = second.counts;
         for (version, carried) in std::mem::take(&mut self.carry) {
             counts.entry(version).or_default().add(&carried);

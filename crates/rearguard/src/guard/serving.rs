@@ -165,7 +165,15 @@ impl Guardian {
     }
 
     pub(super) async fn load_watch(&self, release: Release) -> anyhow::Result<Watch> {
-        Ok(Watch::load(self.ledger(), release, &self.config.policy, self.now_ms()).await?)
+        let step_seconds = self.signals.as_ref().map_or(1, |s| s.step_seconds());
+        Ok(Watch::load(
+            self.ledger(),
+            release,
+            &self.config.policy,
+            step_seconds,
+            self.now_ms(),
+        )
+        .await?)
     }
 
     /// The replaced version keeps running for an instant switch-back, then stops.

@@ -24,11 +24,13 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Builds the judge of `release` at `now_ms` from the steps in the ledger.
+    /// Builds the judge of `release` at `now_ms` from the steps in the ledger, which are
+    /// `step_seconds` long.
     pub async fn load(
         ledger: &Ledger,
         release: Release,
         policy: &Policy,
+        step_seconds: u32,
         now_ms: i64,
     ) -> Result<Self, LedgerError> {
         // A release that never took traffic under a watch (an old ledger) is judged from now,
@@ -46,7 +48,7 @@ impl Watch {
                 Setup {
                     mode: setup.mode,
                     deploy_at,
-                    step_seconds: 1,
+                    step_seconds,
                 },
             ),
             release,

@@ -121,6 +121,15 @@ impl Ledger {
         Ok(row.try_get("t")?)
     }
 
+    /// The end of the last step of any version of `app`, if any.
+    pub async fn last_recorded_step(&self, app: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(t) AS t FROM steps WHERE app = $1")
+            .bind(app)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("t")?)
+    }
+
     /// Forgets the steps of `app` before `before`, except those of `keep.0` from `keep.1`
     /// on (the history the current watch is judged against).
     pub async fn forget_steps(

@@ -21,32 +21,7 @@ use crate::ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-/// A value that must not be shown: `Debug` and `Serialize` print `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn expose_mut(&mut self) -> &mut String {
-        &mut self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("***")
-    }
-}
+pub use crate::secret::Secret;
 
 /// The `notifications:` section of the config.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -359,16 +334,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 impl Notifier {
     /// Starts the delivery worker; `retries` are the waits before each retry.
     pub fn start(ledger: Ledger, retries: Vec<Duration>) -> Self {
-        // The binary installs ring as the process's TLS provider first thing; a library
-        // caller (a test) may not have: reqwest panics without one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let (queue, mut jobs) = mpsc::channel::<Job>(1000);
         let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let done = in_flight.clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .timeout(TIMEOUT)
-                .build()
+            let client = crate::http_client(TIMEOUT)
                 .map_err(|e| format!("cannot build an HTTP client: {e}"));
             while let Some(job) = jobs.recv().await {
                 // Each delivery retries on its own, so a dead channel holds up no other.

@@ -15,7 +15,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use crate::signals::Second;
+use crate::signals::Reading;
 use crate::traffic::Routes;
 
 /// Bumped when requests or answers change: a guard replaces a router speaking another.
@@ -49,7 +49,7 @@ pub struct Hello {
 pub enum Answer {
     Hello(Hello),
     Done,
-    Seconds { seconds: Vec<Second> },
+    Seconds { seconds: Vec<Reading> },
     Error { message: String },
 }
 
@@ -194,7 +194,7 @@ impl Client {
         }
     }
 
-    pub async fn take(&self) -> Result<Vec<Second>, ClientError> {
+    pub async fn take(&self) -> Result<Vec<Reading>, ClientError> {
         match self.call(&Request::Take).await? {
             Answer::Seconds { seconds } => Ok(seconds),
             other => Err(self.unexpected(other)),

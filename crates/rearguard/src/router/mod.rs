@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::Instances;
 use crate::clock::SharedClock;
-use crate::signals::Second;
+use crate::signals::Reading;
 use crate::traffic::{Routes, TrafficError};
 
 /// Seconds of counts kept for a guard to take (an hour without a guard loses the oldest).
@@ -113,7 +113,7 @@ pub struct Router {
     components: BTreeMap<String, ComponentRoute>,
     counters: RwLock<BTreeMap<String, Arc<VersionCounters>>>,
     /// Completed seconds not taken yet, oldest first.
-    seconds: Mutex<VecDeque<Second>>,
+    seconds: Mutex<VecDeque<Reading>>,
     stop: CancellationToken,
 }
 
@@ -160,7 +160,7 @@ impl Router {
     }
 
     /// The completed seconds since the last call, oldest first.
-    pub fn take_seconds(&self) -> Vec<Second> {
+    pub fn take_seconds(&self) -> Vec<Reading> {
         self.seconds.lock().expect("lock").drain(..).collect()
     }
 
@@ -177,7 +177,7 @@ impl Router {
             .filter(|(version, c)| c.requests > 0 || routed.contains(version))
             .collect();
         let mut seconds = self.seconds.lock().expect("lock");
-        seconds.push_back(Second { t, counts });
+        seconds.push_back(Reading { t, counts });
         while seconds.len() > KEPT_SECONDS {
             seconds.pop_front();
         }

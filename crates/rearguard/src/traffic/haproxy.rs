@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::{Routes, Traffic, TrafficError};
 use crate::clock::SharedClock;
 use crate::config::Flaw;
-use crate::signals::{Second, SignalError, SignalSource};
+use crate::signals::{Ask, Reading, SignalError, SignalSource};
 
 /// The runtime API answers within this long.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -389,15 +389,15 @@ impl LogCounts {
     }
 
     /// Every second completed by `now` (epoch seconds) since the last call, empty ones too.
-    fn take(&self, now: i64) -> Vec<Second> {
+    fn take(&self, now: i64) -> Vec<Reading> {
         let mut seconds = self.seconds.lock().expect("lock");
         let mut closed = self.closed.lock().expect("lock");
         let first = closed.map_or_else(
             || seconds.keys().next().copied().unwrap_or(now).min(now),
             |c| c + 1,
         );
-        let taken: Vec<Second> = (first..=now)
-            .map(|t| Second {
+        let taken: Vec<Reading> = (first..=now)
+            .map(|t| Reading {
                 t,
                 counts: seconds.remove(&t).unwrap_or_default(),
             })
@@ -417,7 +417,7 @@ struct LogSignals {
 
 #[async_trait::async_trait]
 impl SignalSource for LogSignals {
-    async fn take(&self) -> Result<Vec<Second>, SignalError> {
+    async fn take(&self, _ask: &Ask<'_>) -> Result<Vec<Reading>, SignalError> {
         let counts = self.counts.lock().expect("lock").clone();
         // A second is complete once the clock has passed it (its label is its end).
         let now = self.clock.now_ms().div_euclid(1000);

@@ -17,7 +17,7 @@ use super::{Routes, Traffic, TrafficError};
 use crate::backends::Workdirs;
 use crate::config::Flaw;
 use crate::router::control::{Client, PROTOCOL, Request};
-use crate::signals::{Second, SignalError, SignalSource};
+use crate::signals::{Ask, Reading, SignalError, SignalSource};
 
 /// A router must answer within this long after it is started.
 const START_WITHIN: Duration = Duration::from_secs(10);
@@ -281,7 +281,7 @@ struct RouterSignals {
 
 #[async_trait::async_trait]
 impl SignalSource for RouterSignals {
-    async fn take(&self) -> Result<Vec<Second>, SignalError> {
+    async fn take(&self, _ask: &Ask<'_>) -> Result<Vec<Reading>, SignalError> {
         self.client.take().await.map_err(|e| SignalError {
             source_name: "the router".into(),
             why: e.why,

@@ -42,6 +42,7 @@ pub struct EnvBuilder {
     component_env: Vec<(String, String)>,
     extra_components: String,
     traffic: Option<String>,
+    signals: String,
     backend: Option<String>,
     place: Option<(tempfile::TempDir, u16)>,
 }
@@ -80,6 +81,12 @@ impl EnvBuilder {
     /// The `traffic:` block's lines (indented by 6) in place of the built-in router's.
     pub fn traffic(mut self, yaml: &str) -> Self {
         self.traffic = Some(yaml.to_string());
+        self
+    }
+
+    /// The `signals:` block (its lines indented by 4, the key included).
+    pub fn signals(mut self, yaml: &str) -> Self {
+        self.signals = yaml.to_string();
         self
     }
 
@@ -154,10 +161,11 @@ impl EnvBuilder {
     bake: {bake}
 {mode}    backend:
 {backend}    traffic:
-{traffic}{checks}    policy:
+{traffic}{signals}{checks}    policy:
 {policy}{top_level}",
             bake = self.bake,
             top_level = self.top_level,
+            signals = self.signals,
             backend = self.backend.unwrap_or_else(|| format!(
                 "      kind: process
       components:
@@ -196,6 +204,7 @@ impl Env {
             component_env: Vec::new(),
             extra_components: String::new(),
             traffic: None,
+            signals: String::new(),
             backend: None,
             place: None,
         }
@@ -768,5 +777,110 @@ impl Drop for ComposeApp {
         for tag in ["v1", "v2", "v3"] {
             docker(&["rmi", "-f", &format!("{}:{tag}", self.image)]);
         }
+    }
+}
+
+/// Debian's `prometheus`, scraping every second the instances the process backend runs
+/// for the env (found from their pid files, as service discovery would: the test writes
+/// its `file_sd` targets, labelled `app: shop`). Killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    discovering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    discovery: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prometheus {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let targets = dir.join("targets.json");
+        std::fs::write(&targets, "[]").unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: shop\n    file_sd_configs:\n      - files: [{}]\n        refresh_interval: 1s\n",
+            targets.display()
+        );
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("prometheus.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("prometheus is installed (the test script installs it)");
+        wait_until("Prometheus ready", Duration::from_secs(30), || {
+            get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
+        });
+        let discovering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let discovery = {
+            let discovering = discovering.clone();
+            let instances = dir.join(".rearguard/instances");
+            std::thread::spawn(move || {
+                let mut written = String::new();
+                while discovering.load(std::sync::atomic::Ordering::Relaxed) {
+                    let json = Self::targets(&instances);
+                    if json != written {
+                        let temporary = targets.with_extension("tmp");
+                        std::fs::write(&temporary, &json).unwrap();
+                        std::fs::rename(&temporary, &targets).unwrap();
+                        written = json;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        Self {
+            child,
+            port,
+            discovering,
+            discovery: Some(discovery),
+        }
+    }
+
+    /// The `file_sd` targets: each instance's port, from its pid file (`pid started port`).
+    fn targets(instances: &Path) -> String {
+        let mut addresses: Vec<String> = std::fs::read_dir(instances)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let record = std::fs::read_to_string(entry.path()).ok()?;
+                let port = record.split_whitespace().nth(2)?;
+                Some(format!("\"127.0.0.1:{port}\""))
+            })
+            .collect();
+        addresses.sort();
+        format!(
+            "[{{\"targets\": [{}], \"labels\": {{\"app\": \"shop\"}}}}]",
+            addresses.join(", ")
+        )
+    }
+
+    /// The `signals:` block reading from it, with `step`.
+    pub fn signals(&self, step: &str) -> String {
+        format!(
+            "    signals:\n      kind: prometheus\n      url: http://127.0.0.1:{}\n      step: {step}\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.discovering
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(discovery) = self.discovery.take() {
+            let _ = discovery.join();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,537 @@
+//! Signals from a Prometheus server: three PromQL queries (requests, errors, latency
+//! buckets) evaluated at each step's end by `query_range`, their counters turned into
+//! per-step increases series by series, then summed per version. The same range query
+//! gives a fresh guard its baseline's history.
+//!
+//! At scale, apps share queries: a template without `{app}` is one query for every app of
+//! the guard (grouped `by (app, version, ...)`), asked once per step and split by the app
+//! label; a template with `{app}` is asked per app.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rearguard_judge::{Counts, Span};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{Ask, Buckets, Reading, SignalError, SignalSource};
+use crate::config::Flaw;
+use crate::secret::Secret;
+
+/// Seconds of history a fresh guard reads (the judge's baseline history).
+const HISTORY_SECONDS: i64 = crate::guard::HISTORY_SECONDS;
+/// A query must be answered within this long.
+const QUERY_WITHIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// The server, for example `http://127.0.0.1:9090`.
+    pub url: String,
+    /// The judge's step: the queries are evaluated at multiples of it. At least the
+    /// scrape interval.
+    #[serde(default = "default_step")]
+    pub step: Span,
+    #[serde(default)]
+    pub queries: Queries,
+    /// The label carrying the app's name (in queries without `{app}`).
+    #[serde(default = "default_app_label")]
+    pub app_label: String,
+    /// The label carrying the version.
+    #[serde(default = "default_version_label")]
+    pub version_label: String,
+    /// `bearer: TOKEN` or `basic: {username, password}`; write secrets as `${NAME}`.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+}
+
+/// PromQL returning counters (never rates): each series' increase between steps is taken
+/// here, so a restarted instance is counted right. `{app}` is replaced by the app's name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queries {
+    #[serde(default = "default_requests")]
+    pub requests: String,
+    #[serde(default = "default_errors")]
+    pub errors: String,
+    /// Cumulative bucket counters, with their `le` label, in seconds.
+    #[serde(default = "default_latency")]
+    pub latency: String,
+}
+
+impl Default for Queries {
+    fn default() -> Self {
+        Self {
+            requests: default_requests(),
+            errors: default_errors(),
+            latency: default_latency(),
+        }
+    }
+}
+
+fn default_step() -> Span {
+    Span::from_secs(15)
+}
+
+fn default_app_label() -> String {
+    "app".into()
+}
+
+fn default_version_label() -> String {
+    "version".into()
+}
+
+fn default_requests() -> String {
+    "sum by (app, version, instance) (http_requests_total)".into()
+}
+
+fn default_errors() -> String {
+    r#"sum by (app, version, instance) (http_requests_total{code=~"5.."})"#.into()
+}
+
+fn default_latency() -> String {
+    "sum by (app, version, instance, le) (http_request_duration_seconds_bucket)".into()
+}
+
+impl Queries {
+    fn all(&self) -> [(&'static str, &str); 3] {
+        [
+            ("requests", &self.requests),
+            ("errors", &self.errors),
+            ("latency", &self.latency),
+        ]
+    }
+}
+
+impl PrometheusConfig {
+    pub fn problems(&self) -> Vec<Flaw> {
+        let mut problems = Vec::new();
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => problems.push(Flaw::at(
+                &["signals", "url"],
+                format!("{:?} is no http(s) URL", self.url),
+            )),
+        }
+        problems.extend(Flaw::if_not_whole_seconds(&["signals", "step"], self.step));
+        for (name, template) in self.queries.all() {
+            if let Err(e) = promql_parser::parser::parse(&render(template, "app")) {
+                problems.push(Flaw::at(
+                    &["signals", "queries", name],
+                    format!("not PromQL: {}", e.trim()),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+fn render(template: &str, app: &str) -> String {
+    template.replace("{app}", app)
+}
+
+/// The Prometheus servers the guard reads, shared by every app's source.
+#[derive(Clone, Default)]
+pub struct Servers {
+    servers: Arc<std::sync::Mutex<BTreeMap<String, Arc<Server>>>>,
+}
+
+impl Servers {
+    pub fn source(&self, config: &PrometheusConfig) -> PrometheusSignals {
+        let key = format!(
+            "{} {} {:?}",
+            config.url,
+            config.step.as_millis(),
+            config.auth.as_ref().map(auth_key)
+        );
+        let server = self
+            .servers
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_insert_with(|| Arc::new(Server::new(config)))
+            .clone();
+        PrometheusSignals {
+            config: config.clone(),
+            server,
+        }
+    }
+}
+
+fn auth_key(auth: &Auth) -> String {
+    match auth {
+        Auth::Bearer(token) => token.expose().to_string(),
+        Auth::Basic { username, password } => format!("{username}:{}", password.expose()),
+    }
+}
+
+/// One series' value at one step.
+#[derive(Debug, Clone)]
+struct Point {
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A query's answers, by step end, and which step ends were asked (a step may have none).
+#[derive(Default)]
+struct Answers {
+    points: BTreeMap<i64, Vec<Point>>,
+    asked: BTreeSet<i64>,
+}
+
+struct Server {
+    url: String,
+    step: i64,
+    auth: Option<Auth>,
+    client: reqwest::Client,
+    answers: Mutex<BTreeMap<String, Answers>>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    status: String,
+    #[serde(default)]
+    data: Option<Matrix>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Matrix {
+    result: Vec<Series>,
+}
+
+#[derive(Deserialize)]
+struct Series {
+    metric: BTreeMap<String, String>,
+    values: Vec<(f64, String)>,
+}
+
+impl Server {
+    fn new(config: &PrometheusConfig) -> Self {
+        Self {
+            url: config.url.trim_end_matches('/').to_string(),
+            step: config.step.whole_seconds().max(1),
+            auth: config.auth.clone(),
+            client: crate::http_client(QUERY_WITHIN).unwrap_or_default(),
+            answers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The points of `query` at each step end from `from` to `to`, asking the server only
+    /// for the step ends no app asked before. Answers older than `from` minus the history
+    /// are forgotten.
+    async fn points(
+        &self,
+        query: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeMap<i64, Vec<Point>>, String> {
+        let mut all = self.answers.lock().await;
+        let answers = all.entry(query.to_string()).or_default();
+        let missing = (from..=to)
+            .step_by(self.step as usize)
+            .find(|t| !answers.asked.contains(t));
+        if let Some(first) = missing {
+            for series in self.query_range(query, first, to).await? {
+                for (t, value) in series.values {
+                    let t = t as i64;
+                    // Kept from an earlier answer (another app asked for it).
+                    if answers.asked.contains(&t) {
+                        continue;
+                    }
+                    let Ok(value) = value.parse::<f64>() else {
+                        continue;
+                    };
+                    answers.points.entry(t).or_default().push(Point {
+                        labels: series.metric.clone(),
+                        value,
+                    });
+                }
+            }
+            answers
+                .asked
+                .extend((first..=to).step_by(self.step as usize));
+        }
+        let forget_before = to - HISTORY_SECONDS - 2 * self.step;
+        answers.points = answers.points.split_off(&forget_before);
+        answers.asked = answers.asked.split_off(&forget_before);
+        Ok(answers
+            .points
+            .range(from..=to)
+            .map(|(t, points)| (*t, points.clone()))
+            .collect())
+    }
+
+    async fn query_range(&self, query: &str, from: i64, to: i64) -> Result<Vec<Series>, String> {
+        let url = format!("{}/api/v1/query_range", self.url);
+        let mut request = self.client.get(&url).query(&[
+            ("query", query),
+            ("start", &from.to_string()),
+            ("end", &to.to_string()),
+            ("step", &format!("{}s", self.step)),
+        ]);
+        request = match &self.auth {
+            Some(Auth::Bearer(token)) => request.bearer_auth(token.expose()),
+            Some(Auth::Basic { username, password }) => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let body: Response = response
+            .json()
+            .await
+            .map_err(|e| format!("{url} answered {status} with no Prometheus answer: {e}"))?;
+        if body.status != "success" {
+            return Err(format!(
+                "{url} refused {query:?}: {}",
+                body.error.unwrap_or_else(|| status.to_string())
+            ));
+        }
+        Ok(body.data.map(|d| d.result).unwrap_or_default())
+    }
+}
+
+/// The points of step `t` (none when Prometheus had none).
+fn at(answers: &BTreeMap<i64, Vec<Point>>, t: i64) -> &[Point] {
+    answers.get(&t).map_or(&[], Vec::as_slice)
+}
+
+pub struct PrometheusSignals {
+    config: PrometheusConfig,
+    server: Arc<Server>,
+}
+
+/// A series' identity within its version: every label but the bucket bound.
+type SeriesKey = BTreeMap<String, String>;
+
+impl PrometheusSignals {
+    /// The points that are this app's, by version and series (without `le`).
+    fn of_app<'a>(
+        &self,
+        template: &str,
+        app: &str,
+        points: &'a [Point],
+    ) -> BTreeMap<(String, SeriesKey), Vec<&'a Point>> {
+        let per_app = template.contains("{app}");
+        let mut mine: BTreeMap<(String, SeriesKey), Vec<&Point>> = BTreeMap::new();
+        for point in points {
+            if !per_app && point.labels.get(&self.config.app_label).map(String::as_str) != Some(app)
+            {
+                continue;
+            }
+            let Some(version) = point.labels.get(&self.config.version_label) else {
+                continue;
+            };
+            let mut key = point.labels.clone();
+            key.remove("le");
+            mine.entry((version.clone(), key)).or_default().push(point);
+        }
+        mine
+    }
+
+    /// Each version's increase of a counter query from `before` to `after`.
+    fn increases(
+        &self,
+        template: &str,
+        app: &str,
+        before: &[Point],
+        after: &[Point],
+    ) -> BTreeMap<String, f64> {
+        let before = self.of_app(template, app, before);
+        let mut sums = BTreeMap::new();
+        for ((version, key), points) in self.of_app(template, app, after) {
+            let was = before
+                .get(&(version.clone(), key))
+                .and_then(|p| p.first())
+                .map_or(0.0, |p| p.value);
+            let value = points.first().map_or(0.0, |p| p.value);
+            *sums.entry(version).or_default() += super::increase(was, value);
+        }
+        sums
+    }
+
+    /// Each version's latency buckets' increase from `before` to `after`.
+    fn bucket_increases(
+        &self,
+        app: &str,
+        before: &[Point],
+        after: &[Point],
+    ) -> BTreeMap<String, Buckets> {
+        let template = &self.config.queries.latency;
+        let buckets = |points: Vec<&Point>| {
+            let mut buckets = Buckets::default();
+            for point in points {
+                if let Some(le) = point.labels.get("le") {
+                    buckets.add(le, point.value);
+                }
+            }
+            buckets
+        };
+        let before: BTreeMap<_, _> = self
+            .of_app(template, app, before)
+            .into_iter()
+            .map(|(key, points)| (key, buckets(points)))
+            .collect();
+        let mut sums: BTreeMap<String, Buckets> = BTreeMap::new();
+        for ((version, key), points) in self.of_app(template, app, after) {
+            let now = buckets(points);
+            let was = before
+                .get(&(version.clone(), key))
+                .cloned()
+                .unwrap_or_default();
+            let sum = sums.entry(version).or_default();
+            for (bound, count) in now.increase_since(&was).0 {
+                *sum.0.entry(bound).or_default() += count;
+            }
+        }
+        sums
+    }
+}
+
+#[async_trait::async_trait]
+impl SignalSource for PrometheusSignals {
+    fn step_seconds(&self) -> u32 {
+        self.server.step as u32
+    }
+
+    async fn take(&self, ask: &Ask<'_>) -> Result<Vec<Reading>, SignalError> {
+        let step = self.server.step;
+        let align = |t: i64| t - t.rem_euclid(step);
+        // A step is read once Prometheus has scraped past its end (a scrape interval up to
+        // the step later).
+        let ready = align(ask.now - step);
+        let first = (ask.recorded_until + step).max(align(ask.now - HISTORY_SECONDS));
+        let first = align(first + step - 1);
+        if first > ready {
+            return Ok(Vec::new());
+        }
+        let error = |why: String| SignalError {
+            source_name: format!("Prometheus at {}", self.server.url),
+            why,
+        };
+        let mut answers = Vec::new();
+        for (_, template) in self.config.queries.all() {
+            let query = render(template, ask.app);
+            answers.push(
+                self.server
+                    .points(&query, first - step, ready)
+                    .await
+                    .map_err(error)?,
+            );
+        }
+        let [requests, errors, latency] = [&answers[0], &answers[1], &answers[2]];
+        let queries = &self.config.queries;
+        let mut readings = Vec::new();
+        for t in (first..=ready).step_by(step as usize) {
+            let requests = self.increases(
+                &queries.requests,
+                ask.app,
+                at(requests, t - step),
+                at(requests, t),
+            );
+            let mut errors = self.increases(
+                &queries.errors,
+                ask.app,
+                at(errors, t - step),
+                at(errors, t),
+            );
+            let mut latency = self.bucket_increases(ask.app, at(latency, t - step), at(latency, t));
+            let counts: BTreeMap<String, Counts> = requests
+                .into_iter()
+                .map(|(version, requests)| {
+                    let errors = errors.remove(&version).unwrap_or(0.0);
+                    let latency = latency.remove(&version).unwrap_or_default();
+                    (version, super::counts(requests, errors, &latency))
+                })
+                .collect();
+            readings.push(Reading { t, counts });
+        }
+        Ok(readings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(queries: Queries) -> PrometheusConfig {
+        PrometheusConfig {
+            url: "http://127.0.0.1:9090".into(),
+            step: Span::from_secs(15),
+            queries,
+            app_label: default_app_label(),
+            version_label: default_version_label(),
+            auth: None,
+        }
+    }
+
+    #[test]
+    fn queries_are_checked_as_promql() {
+        assert!(config(Queries::default()).problems().is_empty());
+        let bad = Queries {
+            errors: "sum by (version (x".into(),
+            ..Queries::default()
+        };
+        let problems = config(bad).problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].at, ["signals", "queries", "errors"]);
+        let per_app = Queries {
+            requests: r#"sum by (version) (http_requests_total{job="{app}"})"#.into(),
+            ..Queries::default()
+        };
+        assert!(config(per_app).problems().is_empty());
+    }
+
+    fn point(labels: &[(&str, &str)], value: f64) -> Point {
+        Point {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn increases_are_taken_per_series_then_summed_per_version_of_the_app() {
+        let source = Servers::default().source(&config(Queries::default()));
+        let template = &source.config.queries.requests;
+        let before = [
+            point(
+                &[("app", "web"), ("version", "v1"), ("instance", "a")],
+                100.0,
+            ),
+            point(
+                &[("app", "web"), ("version", "v1"), ("instance", "b")],
+                50.0,
+            ),
+            point(&[("app", "api"), ("version", "v1"), ("instance", "c")], 7.0),
+        ];
+        let after = [
+            // a served 10; b restarted and served 5; a new instance d served 3.
+            point(
+                &[("app", "web"), ("version", "v1"), ("instance", "a")],
+                110.0,
+            ),
+            point(&[("app", "web"), ("version", "v1"), ("instance", "b")], 5.0),
+            point(&[("app", "web"), ("version", "v2"), ("instance", "d")], 3.0),
+            point(&[("app", "api"), ("version", "v1"), ("instance", "c")], 9.0),
+        ];
+        let increases = source.increases(template, "web", &before, &after);
+        assert_eq!(
+            increases,
+            BTreeMap::from([("v1".to_string(), 15.0), ("v2".to_string(), 3.0)])
+        );
+    }
+}
