@@ -37,6 +37,10 @@ pub struct Config {
     /// Who is told about incidents, how and when (none by default).
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// Alertmanager's webhook receiver: a firing alert rolls the app's watched release
+    /// back (none by default).
+    #[serde(default)]
+    pub alertmanager: Option<crate::signals::alertmanager::AlertmanagerConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -428,6 +432,14 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
                 add_under(&["checks", &index], flaw);
             }
         }
+    }
+    for flaw in config
+        .alertmanager
+        .iter()
+        .flat_map(|alertmanager| alertmanager.problems())
+    {
+        let keys: Vec<&str> = flaw.at.iter().map(String::as_str).collect();
+        add(&keys, flaw.message);
     }
     for flaw in crate::notify::problems(&config.notifications) {
         let keys: Vec<&str> = std::iter::once("notifications")

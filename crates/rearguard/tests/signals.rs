@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Env, EnvBuilder, Prometheus, deploy_watch};
+use support::{Alertmanager, Env, EnvBuilder, Prometheus, deploy_watch};
 
 /// A bad release is rolled back on the evidence of `signals` alone (no health check), and a
 /// good one before it became stable on the same evidence.
@@ -62,4 +62,85 @@ fn signal_sources_with_problems_are_refused_where_they_are_written() {
         text.contains("not PromQL: unclosed left parenthesis"),
         "{text}"
     );
+}
+
+#[test]
+fn an_alert_from_alertmanager_rolls_the_watched_release_back_and_is_the_incidents_evidence() {
+    // The release is good by every count the judge sees; only the alert rule knows better.
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = support::free_port();
+    let token = "alertmanager-token-0123456789";
+    let alertmanager = Alertmanager::start(
+        dir.path(),
+        &format!("http://127.0.0.1:{receiver}/alertmanager"),
+        token,
+    );
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: shop\n    rules:\n      - alert: AlarmingVersionServes\n\
+         \x20       expr: sum by (app, version) (http_requests_total{version=~\"alarm.*\"}) > 0\n\
+         \x20       annotations:\n          summary: \"{{ $labels.version }} is serving\"\n",
+    )
+    .unwrap();
+    let _prometheus = Prometheus::start_with(
+        dir.path(),
+        &format!(
+            "rule_files: [{}]\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{}\"]\n",
+            rules.display(),
+            alertmanager.port
+        ),
+    );
+    let env = Env::builder()
+        .in_dir(dir, support::free_port())
+        .bake("15s")
+        .top_level(&format!(
+            "alertmanager:\n  listen: 127.0.0.1:{receiver}\n  token: ${{SHOP_ALERT_TOKEN}}\n"
+        ))
+        .build();
+
+    // Without the token, or with another, the receiver takes nothing.
+    let _guard = env.guard_with_env(&[("SHOP_ALERT_TOKEN", token)]);
+    for authorization in ["", "Authorization: Bearer wrong-token-0123456789\r\n"] {
+        assert_eq!(
+            post_status(receiver, authorization),
+            401,
+            "{authorization:?}"
+        );
+    }
+
+    let traffic = env.steady_traffic();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert_eq!(deploy_watch(&env, "alarm-v2"), 3);
+    drop(traffic);
+    let versions = env.versions_json();
+    let reason = versions["rollbacks"][0]["reason"].as_str().unwrap();
+    assert_eq!(
+        reason,
+        "alert AlarmingVersionServes fired: alarm-v2 is serving"
+    );
+    let incidents = env.run(&["incidents", "--json"]);
+    let text = support::stdout(&incidents);
+    assert!(text.contains("AlarmingVersionServes"), "{text}");
+    assert!(!text.contains(token), "the token leaked: {text}");
+    assert_eq!(env.traffic(10).0.get("v1"), Some(&10));
+}
+
+/// The status of an (empty) notification posted to the receiver with `authorization`.
+fn post_status(port: u16, authorization: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let body = r#"{"version":"4","alerts":[]}"#;
+    write!(
+        stream,
+        "POST /alertmanager HTTP/1.1\r\nHost: x\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer[9..12].parse().unwrap()
 }

@@ -110,6 +110,7 @@ impl Workspace {
             progress,
             alerts,
             prometheus: Default::default(),
+            alerts_received: None,
         })
     }
 

@@ -64,6 +64,8 @@ pub struct Context {
     pub alerts: Option<Arc<incidents::Alerts>>,
     /// The Prometheus servers the apps' signals come from, shared so one query serves all.
     pub prometheus: crate::signals::prometheus::Servers,
+    /// Alerts Alertmanager sent, once its receiver listens.
+    pub alerts_received: Option<Arc<crate::signals::alertmanager::Inbox>>,
 }
 
 impl Context {
@@ -92,12 +94,25 @@ pub struct Ending {
 /// Guards `apps` until `ending` says so. `started` is called once every app's traffic
 /// moves (its router listens).
 pub async fn run(
-    context: Context,
+    mut context: Context,
     apps: Vec<String>,
     ending: Ending,
     started: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let stop = ending.stop.clone();
+    if let Some(config) = &context.config.alertmanager {
+        let listening = tokio_util::sync::CancellationToken::new();
+        let (stop, detach, until) = (stop.clone(), ending.detach.clone(), listening.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = detach.cancelled() => {}
+            }
+            until.cancel();
+        });
+        context.alerts_received =
+            Some(crate::signals::alertmanager::serve(config, listening).await?);
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for app in apps {
         let guardian = Guardian::start(&context, &app).await?;
@@ -257,6 +272,7 @@ impl Guardian {
         }
         self.ensure_serving().await?;
         self.observe().await?;
+        self.act_on_alerts().await?;
         self.count_unwatched().await?;
         self.run_checks().await?;
         self.retire_warm_versions().await;

@@ -8,7 +8,7 @@ use rearguard_judge::{Counts, Verdict, WaitReason};
 use super::watch::{HISTORY_SECONDS, Watch};
 use super::{CHECK_EVERY_MS, Guardian, PROMOTE_BELOW_EVIDENCE, Progress};
 use crate::checks::Health;
-use crate::ledger::VersionStep;
+use crate::ledger::{ReleaseState, VersionStep};
 use crate::signals::{Ask, Reading};
 
 /// Steps no watch needs any more are forgotten this often.
@@ -132,6 +132,38 @@ impl Guardian {
             Verdict::Wait { .. } => {}
         }
         Ok(())
+    }
+
+    /// Rolls the watched release back on an alert Alertmanager sent for the app; an alert
+    /// with no release watched is left to people (Alertmanager told them already).
+    pub(super) async fn act_on_alerts(&mut self) -> anyhow::Result<()> {
+        let Some(inbox) = &self.context.alerts_received else {
+            return Ok(());
+        };
+        let alerts = inbox.take(&self.app);
+        let Some(since) = self
+            .watch
+            .as_ref()
+            .filter(|w| !w.halted && w.release.state == ReleaseState::Watching)
+            .map(Watch::judged_from_ms)
+        else {
+            if let Some(alert) = alerts.first() {
+                tracing::info!(app = %self.app, alert = %alert.reason(), "an alert with no release watched; left to people");
+            }
+            return Ok(());
+        };
+        // An alert already firing before the release took traffic says nothing about it.
+        let Some(alert) = alerts.into_iter().find(|alert| {
+            alert
+                .starts_at
+                .parse::<jiff::Timestamp>()
+                .is_ok_and(|t| t.as_millisecond() >= since)
+        }) else {
+            return Ok(());
+        };
+        let reason = alert.reason();
+        let evidence = serde_json::json!({ "alert": alert });
+        self.auto_rollback(&reason, Some(evidence)).await
     }
 
     /// Forgets recorded steps no watch will need: older than the judge's lookback and the

@@ -138,6 +138,11 @@ impl Watch {
         Ok(Some(judgement))
     }
 
+    /// When the release began to be judged (epoch milliseconds).
+    pub fn judged_from_ms(&self) -> i64 {
+        self.setup.judged_from
+    }
+
     fn judge_deploy_at(&self) -> i64 {
         self.setup.judged_from.div_euclid(1000)
     }

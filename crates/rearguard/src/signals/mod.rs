@@ -2,6 +2,7 @@
 //! trait, one file per kind, and the tagged enum below as the only list of kinds. The
 //! default is the traffic mover's own counts (the built-in router's, HAProxy's log).
 
+pub mod alertmanager;
 pub mod prometheus;
 pub mod scrape;
 

@@ -792,11 +792,17 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// With more top-level config (`rule_files:`, `alerting:`); rules are evaluated every
+    /// second.
+    pub fn start_with(dir: &Path, more: &str) -> Self {
         let port = free_port();
         let targets = dir.join("targets.json");
         std::fs::write(&targets, "[]").unwrap();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{more}\
              scrape_configs:\n  - job_name: shop\n    file_sd_configs:\n      - files: [{}]\n        refresh_interval: 1s\n",
             targets.display()
         );
@@ -880,6 +886,52 @@ impl Drop for Prometheus {
         if let Some(discovery) = self.discovery.take() {
             let _ = discovery.join();
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's Alertmanager, sending every alert at once (grouped for 1 s) to `webhook` with
+/// `token` as its bearer token. Killed when dropped.
+pub struct Alertmanager {
+    child: Child,
+    pub port: u16,
+}
+
+impl Alertmanager {
+    pub fn start(dir: &Path, webhook: &str, token: &str) -> Self {
+        let port = free_port();
+        let config = format!(
+            "route:\n  receiver: rearguard\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: rearguard\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: false\n\
+             \x20       http_config:\n          authorization:\n            credentials: {token}\n"
+        );
+        let config_path = dir.join("alertmanager.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.join("alertmanager").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("alertmanager.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("prometheus-alertmanager is installed (the test script installs it)");
+        wait_until("Alertmanager ready", Duration::from_secs(30), || {
+            get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
+        });
+        Self { child, port }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
