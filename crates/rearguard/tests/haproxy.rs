@@ -42,16 +42,7 @@ fn a_switch_through_haproxy_under_load_loses_no_request_and_a_good_release_becom
 fn a_bad_release_behind_haproxy_is_rolled_back_on_the_evidence_of_its_log() {
     // No health check: only the judge, fed by HAProxy's log, can tell.
     let (env, _haproxy) = env_with_haproxy_and(EnvBuilder::without_checks);
-    let _guard = env.guard();
-    let traffic = env.steady_traffic();
-    assert_eq!(deploy_watch(&env, "v1"), 0);
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(deploy_watch(&env, "bad-v2"), 3);
-    drop(traffic);
-    let versions = env.versions_json();
-    let reason = versions["rollbacks"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("error rate"), "{reason}");
-    assert_eq!(env.traffic(10).0.get("v1"), Some(&10));
+    support::bad_release_is_rolled_back_on_error_rate(&env);
 }
 
 #[test]

@@ -808,23 +808,16 @@ impl Prometheus {
         );
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("prometheus.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("prometheus is installed (the test script installs it)");
-        wait_until("Prometheus ready", Duration::from_secs(30), || {
-            get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
-        });
+        let child = start_server(
+            dir,
+            "prometheus",
+            &[
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ],
+            port,
+        );
         let discovering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let discovery = {
             let discovering = discovering.clone();
@@ -908,24 +901,17 @@ impl Alertmanager {
         );
         let config_path = dir.join("alertmanager.yml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.join("alertmanager").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("alertmanager.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("prometheus-alertmanager is installed (the test script installs it)");
-        wait_until("Alertmanager ready", Duration::from_secs(30), || {
-            get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
-        });
+        let child = start_server(
+            dir,
+            "prometheus-alertmanager",
+            &[
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.path={}", dir.join("alertmanager").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=".into(),
+            ],
+            port,
+        );
         Self { child, port }
     }
 }
@@ -935,4 +921,37 @@ impl Drop for Alertmanager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts Debian's `program` (its log in `dir`) and waits until `/-/ready` on `port` answers
+/// 200, as Prometheus and Alertmanager do once they serve.
+fn start_server(dir: &Path, program: &str, args: &[String], port: u16) -> Child {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join(format!("{program}.log"))).unwrap(),
+        ))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is installed (the test script installs it): {e}"));
+    wait_until(&format!("{program} ready"), Duration::from_secs(30), || {
+        get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
+    });
+    child
+}
+
+/// A bad release (30 % errors) after a good one, with steady traffic: rolled back on the
+/// judge's error-rate evidence alone, and the good one serves again.
+pub fn bad_release_is_rolled_back_on_error_rate(env: &Env) {
+    let _guard = env.guard();
+    let traffic = env.steady_traffic();
+    assert_eq!(deploy_watch(env, "v1"), 0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(deploy_watch(env, "bad-v2"), 3);
+    drop(traffic);
+    let versions = env.versions_json();
+    let reason = versions["rollbacks"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("error rate"), "{reason}");
+    assert_eq!(env.traffic(10).0.get("v1"), Some(&10));
 }
