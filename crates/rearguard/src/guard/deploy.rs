@@ -126,7 +126,10 @@ impl Guardian {
 
     /// A release healthy for its whole bake becomes the known-good one; a canary then takes
     /// all the traffic.
-    pub(super) async fn promote_if_baked(&mut self) -> anyhow::Result<()> {
+    /// `judged_until` is the end of the last step judged (epoch seconds): the bake counts
+    /// the time the evidence covers, not the clock, so signals that arrive late (a
+    /// Prometheus step or two) cannot promote a release before its evidence is in.
+    pub(super) async fn promote_if_baked(&mut self, judged_until: i64) -> anyhow::Result<()> {
         let Some(watch) = self.watch.as_ref() else {
             return Ok(());
         };
@@ -134,7 +137,7 @@ impl Guardian {
         if release.state != ReleaseState::Watching {
             return Ok(());
         }
-        if release.watched_ms(self.now_ms()) < self.config.bake.as_millis() as i64 {
+        if release.watched_ms(judged_until * 1000) < self.config.bake.as_millis() as i64 {
             return Ok(());
         }
         self.ledger().mark_stable(release).await?;

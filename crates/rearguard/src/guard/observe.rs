@@ -126,7 +126,7 @@ impl Guardian {
                         .get(&version)
                         .is_none_or(|r| r.quiet(self.now_ms()))
                 {
-                    self.promote_if_baked().await?;
+                    self.promote_if_baked(t).await?;
                 }
             }
             Verdict::Wait { .. } => {}
