@@ -101,17 +101,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let stop = ending.stop.clone();
     if let Some(config) = &context.config.alertmanager {
-        let listening = tokio_util::sync::CancellationToken::new();
-        let (stop, detach, until) = (stop.clone(), ending.detach.clone(), listening.clone());
-        tokio::spawn(async move {
+        let (stop, detach) = (stop.clone(), ending.detach.clone());
+        let ended = async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = detach.cancelled() => {}
             }
-            until.cancel();
-        });
-        context.alerts_received =
-            Some(crate::signals::alertmanager::serve(config, listening).await?);
+        };
+        context.alerts_received = Some(crate::signals::alertmanager::serve(config, ended).await?);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for app in apps {

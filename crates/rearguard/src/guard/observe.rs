@@ -1,4 +1,4 @@
-//! Watching: each second's counts are written to the ledger, then fed to the judge, whose
+//! Watching: each step's counts are written to the ledger, then fed to the judge, whose
 //! verdict is acted on; checks run every few seconds against the watched release.
 
 use std::collections::BTreeMap;
@@ -15,15 +15,19 @@ use crate::signals::{Ask, Reading};
 const FORGET_STEPS_EVERY_S: i64 = 60;
 
 impl Guardian {
-    /// Records the seconds the signals completed since the last tick, feeds them to the
+    /// Records the steps the signals completed since the last tick, feeds them to the
     /// judge and acts on its verdicts.
     pub(super) async fn observe(&mut self) -> anyhow::Result<()> {
         let now = self.now_ms().div_euclid(1000);
-        let seconds = match &self.signals {
+        let readings = match &self.signals {
             Some(source) => {
+                // Asking a backend what runs may cost a platform call (Compose): only for a
+                // source that reads the instances.
                 let mut serving = Vec::new();
-                for version in self.traffic.routed() {
-                    serving.extend(self.backend.running(&version).await);
+                if source.reads_instances() {
+                    for version in self.traffic.routed() {
+                        serving.extend(self.backend.running(&version).await);
+                    }
                 }
                 let ask = Ask {
                     app: &self.app,
@@ -47,19 +51,19 @@ impl Guardian {
                 counts: BTreeMap::new(),
             }],
         };
-        for second in seconds {
-            self.observe_second(second).await?;
+        for reading in readings {
+            self.observe_step(reading).await?;
         }
         Ok(())
     }
 
-    async fn observe_second(&mut self, second: Reading) -> anyhow::Result<()> {
-        let mut counts = second.counts;
+    async fn observe_step(&mut self, reading: Reading) -> anyhow::Result<()> {
+        let mut counts = reading.counts;
         for (version, carried) in std::mem::take(&mut self.carry) {
             counts.entry(version).or_default().add(&carried);
         }
-        let t = second.t;
-        // A second already recorded (two takes in one second): its counts go to the next.
+        let t = reading.t;
+        // A step already recorded (two takes in one step): its counts go to the next.
         if t <= self.last_step_t {
             self.carry = counts;
             return Ok(());

@@ -113,10 +113,11 @@ struct Receiver {
     inbox: Arc<Inbox>,
 }
 
-/// Listens on the configured address until `stop`; returns the inbox the guardians read.
+/// Listens on the configured address until `stop` completes; returns the inbox the
+/// guardians read.
 pub async fn serve(
     config: &AlertmanagerConfig,
-    stop: tokio_util::sync::CancellationToken,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Arc<Inbox>> {
     let inbox = Arc::new(Inbox::default());
     let receiver = Arc::new(Receiver {
@@ -137,7 +138,7 @@ pub async fn serve(
         })?;
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
+            .with_graceful_shutdown(stop)
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "the Alertmanager receiver stopped");

@@ -33,7 +33,8 @@ pub struct SignalError {
 /// What the guard asks a source for on each tick.
 pub struct Ask<'a> {
     pub app: &'a str,
-    /// The instances of the versions taking traffic.
+    /// The instances of the versions taking traffic (empty unless the source
+    /// [reads instances](SignalSource::reads_instances)).
     pub serving: &'a [Instances],
     /// The end of the last step the ledger holds for the app (0: none): a source that
     /// keeps history (Prometheus) answers from the next step on, so nothing is counted
@@ -49,6 +50,10 @@ pub trait SignalSource: Send + Sync {
     /// Length of its steps in seconds.
     fn step_seconds(&self) -> u32 {
         1
+    }
+    /// Whether it reads the serving instances themselves (then [`Ask::serving`] is filled).
+    fn reads_instances(&self) -> bool {
+        false
     }
     /// The steps completed since the previous call, oldest first.
     async fn take(&self, ask: &Ask<'_>) -> Result<Vec<Reading>, SignalError>;

@@ -153,6 +153,10 @@ impl SignalSource for Scrape {
         self.config.every.whole_seconds().max(1) as u32
     }
 
+    fn reads_instances(&self) -> bool {
+        true
+    }
+
     async fn take(&self, ask: &Ask<'_>) -> Result<Vec<Reading>, SignalError> {
         let step = i64::from(self.step_seconds());
         let t = ask.now - ask.now.rem_euclid(step);

@@ -806,13 +806,11 @@ impl Prometheus {
              scrape_configs:\n  - job_name: shop\n    file_sd_configs:\n      - files: [{}]\n        refresh_interval: 1s\n",
             targets.display()
         );
-        let config_path = dir.join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
         let child = start_server(
             dir,
             "prometheus",
+            &config,
             &[
-                format!("--config.file={}", config_path.display()),
                 format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
             ],
@@ -899,13 +897,11 @@ impl Alertmanager {
              receivers:\n  - name: rearguard\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: false\n\
              \x20       http_config:\n          authorization:\n            credentials: {token}\n"
         );
-        let config_path = dir.join("alertmanager.yml");
-        std::fs::write(&config_path, config).unwrap();
         let child = start_server(
             dir,
             "prometheus-alertmanager",
+            &config,
             &[
-                format!("--config.file={}", config_path.display()),
                 format!("--storage.path={}", dir.join("alertmanager").display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
                 "--cluster.listen-address=".into(),
@@ -923,10 +919,13 @@ impl Drop for Alertmanager {
     }
 }
 
-/// Starts Debian's `program` (its log in `dir`) and waits until `/-/ready` on `port` answers
-/// 200, as Prometheus and Alertmanager do once they serve.
-fn start_server(dir: &Path, program: &str, args: &[String], port: u16) -> Child {
+/// Starts Debian's `program` with `config` (its file and log in `dir`) and waits until
+/// `/-/ready` on `port` answers 200, as Prometheus and Alertmanager do once they serve.
+fn start_server(dir: &Path, program: &str, config: &str, args: &[String], port: u16) -> Child {
+    let config_path = dir.join(format!("{program}.yml"));
+    std::fs::write(&config_path, config).unwrap();
     let child = Command::new(program)
+        .arg(format!("--config.file={}", config_path.display()))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
