@@ -18,6 +18,8 @@ python3 python3 the scenario scorer and generator
 haproxy haproxy the HAProxy traffic tests drive a real one
 prometheus prometheus the Prometheus signal tests query a real one
 prometheus-alertmanager prometheus-alertmanager an alert from a real Alertmanager rolls a release back
+redis-server redis-server the Redis check PINGs a real one
+pg_ctlcluster postgresql the PostgreSQL check connects to a real one
 EOF_PACKAGES
 if ((${#missing[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

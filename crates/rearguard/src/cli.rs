@@ -94,6 +94,11 @@ pub enum Command {
     Versions(AppJsonArgs),
     /// Current release, state and live signals, of one app or all.
     Status(StatusArgs),
+    /// Run an app's checks once, now, against the release the guard serves.
+    ///
+    /// All at once, each bounded by its timeout. --json prints application/health+json.
+    /// Exit codes: 0 pass (warnings included), 4 a check fails.
+    Check(AppJsonArgs),
     /// What happened to an app, oldest first: releases recorded and watched, promotions,
     /// rollbacks, restarts of instances that died, watches resumed after a guard restart.
     Events(EventsArgs),

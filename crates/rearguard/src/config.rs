@@ -927,7 +927,9 @@ mod tests {
             Span::from_millis(300),
             "not rounded up to 1 s"
         );
-        let crate::checks::CheckConfig::Http(check) = &shop.checks[0];
+        let crate::checks::CheckConfig::Http(check) = &shop.checks[0] else {
+            panic!("an http check")
+        };
         assert_eq!(
             (check.timeout, check.warn_above),
             (Span::from_millis(250), Some(Span::from_millis(150)))

@@ -2,7 +2,7 @@
 //! share of requests, so `rearguard demo` and the tests need nothing but this binary. It
 //! exposes `/metrics` the way most services do (`http_requests_total` by version and status
 //! code, `http_request_duration_seconds` by version), so every signal source can be tried
-//! on it.
+//! on it. `/status` answers JSON (`version`, `served`) for checks that read a JSON body.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +101,15 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
             get(|State(s): State<Arc<Settings>>| async move { s.version.clone() }),
         )
         .route("/metrics", get(metrics))
+        .route(
+            "/status",
+            get(|State(s): State<Arc<Settings>>| async move {
+                axum::Json(serde_json::json!({
+                    "version": s.version,
+                    "served": s.served.load(Ordering::Relaxed),
+                }))
+            }),
+        )
         .fallback(serve)
         .with_state(settings.clone());
     let listener = tokio::net::TcpListener::bind((args.address, args.port))

@@ -1,6 +1,7 @@
 //! rearguard: guarded releases. This crate is the application around the pure judge
 //! (`rearguard-judge`): ledger, guard loop, backends, router, checks and the CLI.
 
+pub mod argv;
 pub mod backends;
 pub mod checks;
 pub mod cli;

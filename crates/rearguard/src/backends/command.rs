@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Backend, BackendError, Capture, Instances, Workdirs};
 use crate::config::Flaw;
-use crate::{names, telemetry};
+use crate::names;
 
 /// Hook runs whose output an incident keeps.
 const KEPT_RUNS: usize = 10;
@@ -147,10 +146,6 @@ impl CommandBackend {
         }
     }
 
-    fn secrets(&self) -> Vec<&str> {
-        self.config.env.values().map(String::as_str).collect()
-    }
-
     /// Runs one hook (for `version`, when it is about one) bounded, keeps its output, and
     /// returns it, or why it failed.
     async fn hook(
@@ -170,38 +165,19 @@ impl CommandBackend {
             what: format!("the {hook} hook"),
             why,
         };
-        let run = tokio::process::Command::new(&args[0])
-            .args(&args[1..])
-            .env_clear()
-            .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
-            .envs(&self.config.env)
-            .env("REARGUARD_APP", &self.app)
-            .envs(version.map(|v| ("REARGUARD_VERSION", v)))
-            .current_dir(&self.dirs.config_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output();
-        let timeout = self.config.timeout;
-        let result = tokio::time::timeout(timeout.std(), run).await;
-        let (outcome, output, ok) = match result {
-            Err(_) => (format!("no end within {timeout}"), String::new(), false),
-            Ok(Err(e)) => (
-                format!("cannot run {:?}: {e}", args[0]),
-                String::new(),
-                false,
-            ),
-            Ok(Ok(output)) => {
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                (output.status.to_string(), text, output.status.success())
-            }
-        };
-        let output = telemetry::redact_secrets(&output, &self.secrets());
+        let version_env: Vec<(&str, &str)> = std::iter::once(("REARGUARD_APP", self.app.as_str()))
+            .chain(version.map(|v| ("REARGUARD_VERSION", v)))
+            .collect();
+        let ran = crate::argv::run(
+            &args,
+            &self.config.env,
+            &version_env,
+            &self.dirs.config_dir,
+            self.config.timeout,
+        )
+        .await;
+        let output = ran.output.clone();
+        let outcome = ran.outcome.clone();
         let kept: String = output
             .chars()
             .rev()
@@ -221,11 +197,10 @@ impl CommandBackend {
             runs.pop_front();
         }
         drop(runs);
-        if ok {
+        if ran.succeeded() {
             Ok(output)
         } else {
-            let last = output.trim().lines().last().unwrap_or("").to_string();
-            Err(failed(format!("{outcome}: {last}")))
+            Err(failed(format!("{outcome}: {}", ran.last_line())))
         }
     }
 

@@ -1,7 +1,6 @@
 //! HTTP check: GET a path on one component of the release and judge the status code, an
-//! optional text in the body, and the response time.
+//! optional text in the body, an optional value in a JSON body, and the response time.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use rearguard_judge::Span;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, CheckResult, Health};
+use super::{Check, Health, Subject, component_problem, default_failures, default_timeout};
 use crate::clock::Stopwatch;
 use crate::config::Flaw;
 
@@ -33,6 +32,9 @@ pub struct HttpCheck {
     /// Text the body must contain.
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// A value the JSON body must hold.
+    #[serde(default)]
+    pub json: Option<JsonCondition>,
     /// No answer within this long is a failure.
     #[serde(default = "default_timeout")]
     pub timeout: Span,
@@ -48,6 +50,32 @@ pub struct HttpCheck {
     pub failures: u32,
 }
 
+/// `pointer` (RFC 6901, `/checks/db/status`) into the body must equal `equals`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCondition {
+    pub pointer: String,
+    pub equals: serde_json::Value,
+}
+
+impl JsonCondition {
+    /// Why `body` does not meet it, if it does not.
+    fn unmet(&self, body: &str) -> Option<String> {
+        let document: serde_json::Value = match serde_json::from_str(body) {
+            Ok(document) => document,
+            Err(e) => return Some(format!("the body is no JSON: {e}")),
+        };
+        match document.pointer(&self.pointer) {
+            Some(value) if *value == self.equals => None,
+            Some(value) => Some(format!(
+                "{} is {value}, expected {}",
+                self.pointer, self.equals
+            )),
+            None => Some(format!("the body has no {}", self.pointer)),
+        }
+    }
+}
+
 fn default_path() -> String {
     "/health".into()
 }
@@ -56,46 +84,42 @@ fn default_status() -> u16 {
     200
 }
 
-fn default_timeout() -> Span {
-    Span::from_secs(2)
-}
+#[async_trait::async_trait]
+impl Check for HttpCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
 
-fn default_failures() -> u32 {
-    3
-}
+    fn failures_to_rollback(&self) -> u32 {
+        self.failures
+    }
 
-impl HttpCheck {
-    /// Problems, with keys below the check.
-    pub fn problems(&self, listening: &[String]) -> Vec<Flaw> {
-        let mut problems = Vec::new();
+    fn timeout(&self) -> Span {
+        self.timeout
+    }
+
+    fn component_mut(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.component)
+    }
+
+    fn problems(&self, listening: &[String]) -> Vec<Flaw> {
         let name = &self.name;
-        if let Some(component) = &self.component
-            && !listening.contains(component)
-        {
-            problems.push(Flaw::at(
-                &["component"],
-                format!(
-                    "check {name}: unknown component {component:?}, or one that does not listen (listening: {})",
-                    listening.join(", ")
-                ),
-            ));
-        }
+        let mut problems: Vec<Flaw> = component_problem(name, self.component.as_ref(), listening)
+            .into_iter()
+            .collect();
         if !self.path.starts_with('/') {
             problems.push(Flaw::at(
                 &["path"],
                 format!("check {name}: path must start with '/'"),
             ));
         }
-        if self.failures == 0 {
+        if let Some(json) = &self.json
+            && !json.pointer.is_empty()
+            && !json.pointer.starts_with('/')
+        {
             problems.push(Flaw::at(
-                &["failures"],
-                format!("check {name}: failures must be at least 1"),
-            ));
-        }
-        if self.timeout.as_millis() == 0 {
-            problems.push(Flaw::at(
-                &["timeout"],
-                format!("check {name}: timeout must be above 0s"),
+                &["json", "pointer"],
+                format!("check {name}: a JSON pointer starts with '/' (/status, /checks/0/ok)"),
             ));
         }
         if self.warn_above_ms.is_some() {
@@ -108,61 +132,41 @@ impl HttpCheck {
         }
         problems
     }
-}
 
-impl Check for HttpCheck {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn failures_to_rollback(&self) -> u32 {
-        self.failures
-    }
-
-    async fn run(&self, endpoints: &BTreeMap<String, SocketAddr>) -> CheckResult {
-        let target = match &self.component {
-            Some(component) => endpoints.get(component),
-            None => endpoints.values().next(),
-        };
-        let result = |health, detail: String| CheckResult {
-            check: self.name.clone(),
-            health,
-            detail,
-        };
-        let Some(&address) = target else {
-            return result(Health::Fail, "the component is not running".into());
+    async fn look(&self, subject: &Subject<'_>) -> (Health, String) {
+        let address = match super::endpoint(self.component.as_deref(), subject) {
+            Ok(address) => address,
+            Err(why) => return (Health::Fail, why),
         };
         let watch = Stopwatch::start();
-        let timeout = self.timeout.std();
-        match get(address, &self.path, timeout).await {
-            Err(e) => result(Health::Fail, e),
-            Ok((status, _)) if status != self.expect_status => result(
+        let (status, body) = match get(address, &self.path, self.timeout.std()).await {
+            Ok(answer) => answer,
+            Err(e) => return (Health::Fail, e),
+        };
+        let path = &self.path;
+        if status != self.expect_status {
+            let expected = self.expect_status;
+            return (
                 Health::Fail,
-                format!(
-                    "{} answered {status}, expected {}",
-                    self.path, self.expect_status
-                ),
-            ),
-            Ok((_, body))
-                if self
-                    .body_contains
-                    .as_ref()
-                    .is_some_and(|text| !body.contains(text.as_str())) =>
-            {
-                result(
-                    Health::Fail,
-                    format!("{} body lacks the expected text", self.path),
-                )
+                format!("{path} answered {status}, expected {expected}"),
+            );
+        }
+        if self
+            .body_contains
+            .as_ref()
+            .is_some_and(|text| !body.contains(text.as_str()))
+        {
+            return (Health::Fail, format!("{path} body lacks the expected text"));
+        }
+        if let Some(why) = self.json.as_ref().and_then(|json| json.unmet(&body)) {
+            return (Health::Fail, format!("{path}: {why}"));
+        }
+        let ms = watch.elapsed().as_millis() as u64;
+        match self.warn_above {
+            Some(limit) if ms > limit.as_millis() => {
+                (Health::Warn, format!("slow: {ms} ms > {limit}"))
             }
-            Ok(_) => {
-                let ms = watch.elapsed().as_millis() as u64;
-                match self.warn_above {
-                    Some(limit) if ms > limit.as_millis() => {
-                        result(Health::Warn, format!("slow: {ms} ms > {limit}"))
-                    }
-                    _ => result(Health::Pass, format!("{} ms", ms)),
-                }
-            }
+            _ => (Health::Pass, format!("{ms} ms")),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One file per command; `dispatch` is the only place that lists them.
 
 pub mod backtest;
+pub mod check;
 pub mod demo;
 pub mod deploy;
 pub mod events;
@@ -33,6 +34,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Rollback(args) => rollback::run(config_path, args).await,
         Command::Versions(args) => versions::run(config_path, args).await,
         Command::Status(args) => status::run(config_path, args).await,
+        Command::Check(args) => check::run(config_path, args).await,
         Command::Events(args) => events::run(config_path, args).await,
         Command::Guard(args) => guard::run(config_path, args).await,
         Command::Incidents(args) => incident::list(config_path, args).await,

@@ -61,7 +61,7 @@ impl Guardian {
                 canary: None,
             },
         };
-        self.traffic.route(&routes).await?;
+        self.route(&routes).await?;
         if let (Mode::BlueGreen, Some(previous)) = (mode, &previous)
             && previous.version != release.version
         {
@@ -157,12 +157,11 @@ impl Guardian {
                 .running(&promoted.version)
                 .await
                 .context("the canary is not running")?;
-            self.traffic
-                .route(&Routes {
-                    primary: instances,
-                    canary: None,
-                })
-                .await?;
+            self.route(&Routes {
+                primary: instances,
+                canary: None,
+            })
+            .await?;
             self.retire_later(&baseline);
             let promoted = self
                 .ledger()

@@ -31,7 +31,7 @@ use crate::config::{AppConfig, Config};
 use crate::ledger::Ledger;
 use crate::rollback_log::RollbackLog;
 use crate::signals::SignalSource;
-use crate::traffic::Traffic;
+use crate::traffic::{Routes, Traffic};
 use crate::{incidents, notify};
 
 /// How often the guard looks.
@@ -154,6 +154,8 @@ pub struct Guardian {
     /// Versions kept warm after a switch, to stop at the given time.
     retiring: Vec<(String, i64)>,
     leased: bool,
+    /// Where traffic was last sent, for the status snapshot (`rearguard check` reads it).
+    routes: Option<Routes>,
 }
 
 impl Guardian {
@@ -186,6 +188,7 @@ impl Guardian {
             restarts: BTreeMap::new(),
             resumed: false,
             leased: false,
+            routes: None,
         })
     }
 
@@ -279,6 +282,13 @@ impl Guardian {
         Ok(())
     }
 
+    /// Sends traffic to `routes`, and remembers them.
+    async fn route(&mut self, routes: &Routes) -> anyhow::Result<()> {
+        self.traffic.route(routes).await?;
+        self.routes = Some(routes.clone());
+        Ok(())
+    }
+
     /// Tells level 1 about a step of an incident (when notifications are configured).
     async fn alert(
         &self,
@@ -319,6 +329,7 @@ impl Guardian {
             "baseline_version": watch.and_then(|w| w.canary_baseline()),
             "judgement": watch.and_then(|w| w.last.clone()),
             "bake_seconds": self.config.bake.as_secs_f64(),
+            "routes": self.routes,
         });
         self.ledger().put_snapshot(&self.app, &body).await?;
         Ok(())

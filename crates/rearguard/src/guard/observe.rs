@@ -7,7 +7,8 @@ use rearguard_judge::{Counts, Verdict, WaitReason};
 
 use super::watch::{HISTORY_SECONDS, Watch};
 use super::{CHECK_EVERY_MS, Guardian, PROMOTE_BELOW_EVIDENCE, Progress};
-use crate::checks::Health;
+use crate::backends::Instances;
+use crate::checks::{self, CheckResult, Health, Subject};
 use crate::ledger::{ReleaseState, VersionStep};
 use crate::signals::{Ask, Reading};
 
@@ -189,6 +190,17 @@ impl Guardian {
         Ok(())
     }
 
+    /// Runs every check of the app once against `instances`, at the same time.
+    pub(super) async fn check(&self, instances: &Instances) -> Vec<CheckResult> {
+        let config_dir = self.context.workdirs().config_dir;
+        let subject = Subject {
+            app: &self.app,
+            instances,
+            config_dir: &config_dir,
+        };
+        checks::run_all(&self.config.checks, &subject).await
+    }
+
     /// Runs the checks against the watched release, every `CHECK_EVERY_MS`; a check failing
     /// its number of times in a row rolls the release back.
     pub(super) async fn run_checks(&mut self) -> anyhow::Result<()> {
@@ -204,8 +216,8 @@ impl Guardian {
             return Ok(());
         };
         let mut failing = None;
-        for check in &self.config.checks {
-            let result = check.run(&instances.endpoints).await;
+        let results = self.check(&instances).await;
+        for (check, result) in self.config.checks.iter().zip(results) {
             let failures = self.check_failures.entry(result.check.clone()).or_default();
             if result.health == Health::Fail {
                 *failures += 1;

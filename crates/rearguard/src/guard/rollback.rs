@@ -162,12 +162,11 @@ impl Guardian {
                 return Ok(());
             }
         };
-        self.traffic
-            .route(&Routes {
-                primary: instances.clone(),
-                canary: None,
-            })
-            .await?;
+        self.route(&Routes {
+            primary: instances.clone(),
+            canary: None,
+        })
+        .await?;
         self.ledger()
             .finish_rollback(&rollback, true, &format!("traffic back on {}", to.version))
             .await?;
@@ -203,10 +202,7 @@ impl Guardian {
 
     /// Runs the checks once against the restored release: is service back?
     async fn verify(&self, instances: &Instances) -> serde_json::Value {
-        let mut results = Vec::new();
-        for check in &self.config.checks {
-            results.push(check.run(&instances.endpoints).await);
-        }
+        let results = self.check(instances).await;
         let passed = results.iter().all(|r| r.health != Health::Fail);
         serde_json::json!({"passed": passed, "checks": results})
     }

@@ -59,7 +59,7 @@ impl Guardian {
                 canary: None,
             },
         };
-        self.traffic.route(&routes).await?;
+        self.route(&routes).await?;
         tracing::info!(app = %self.app, version = %current.version, "serving the current release");
         if !watching_current {
             self.watch = Some(self.load_watch(current).await?);

@@ -38,7 +38,7 @@ pub struct EnvBuilder {
     mode: Option<(String, String)>,
     policy: Vec<(String, String)>,
     top_level: String,
-    checks: bool,
+    checks: Option<String>,
     component_env: Vec<(String, String)>,
     extra_components: String,
     traffic: Option<String>,
@@ -98,7 +98,13 @@ impl EnvBuilder {
 
     /// No health check (only the judge and restarts can roll back).
     pub fn without_checks(mut self) -> Self {
-        self.checks = false;
+        self.checks = Some(String::new());
+        self
+    }
+
+    /// The `checks:` block's list items (indented by 6) in place of the HTTP health check.
+    pub fn checks(mut self, yaml: &str) -> Self {
+        self.checks = Some(format!("    checks:\n{yaml}"));
         self
     }
 
@@ -134,11 +140,9 @@ impl EnvBuilder {
             .mode
             .map(|(mode, weight)| format!("    mode: {mode}\n    canary_weight: {weight}\n"))
             .unwrap_or_default();
-        let checks = if self.checks {
-            "    checks:\n      - kind: http\n        name: health\n        path: /health\n"
-        } else {
-            ""
-        };
+        let checks = self.checks.unwrap_or_else(|| {
+            "    checks:\n      - kind: http\n        name: health\n        path: /health\n".into()
+        });
         let env: String = if self.component_env.is_empty() {
             String::new()
         } else {
@@ -200,7 +204,7 @@ impl Env {
                 ("transient".into(), "2s".into()),
             ],
             top_level: String::new(),
-            checks: true,
+            checks: None,
             component_env: Vec::new(),
             extra_components: String::new(),
             traffic: None,
@@ -220,9 +224,15 @@ impl Env {
 
     /// Runs `rearguard ARGS --config <this config>` to completion (bounded).
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    /// [`Env::run`] with more environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(binary());
         command
             .args(args)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(self.config())
             .stdin(Stdio::null());
@@ -953,4 +963,135 @@ pub fn bad_release_is_rolled_back_on_error_rate(env: &Env) {
     let reason = versions["rollbacks"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("error rate"), "{reason}");
     assert_eq!(env.traffic(10).0.get("v1"), Some(&10));
+}
+
+/// Debian's PostgreSQL (the newest under /usr/lib/postgresql), a cluster of its own in
+/// `dir` run as the `postgres` user on 127.0.0.1, with user `shop` and `password`
+/// (scram-sha-256). Killed when dropped.
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+}
+
+impl Postgres {
+    pub fn start(dir: &Path, password: &str) -> Self {
+        use std::os::unix::process::CommandExt;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (the test script installs it)")
+            .flatten()
+            .map(|entry| entry.path().join("bin"))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql");
+        let user = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("a postgres user");
+        let as_postgres = |program: &str| {
+            let mut command = Command::new(bin.join(program));
+            command
+                .uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(dir.join(format!("{program}.log"))).unwrap(),
+                ));
+            command
+        };
+        // The test's directory is root's; the cluster's is postgres'.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let data = dir.join("pg");
+        let password_file = dir.join("pg-password");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(&password_file, password).unwrap();
+        for path in [&data, &password_file] {
+            nix::unistd::chown(path.as_path(), Some(user.uid), Some(user.gid)).unwrap();
+        }
+        let mut initdb = as_postgres("initdb");
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "shop", "--auth=scram-sha-256"])
+            .arg(format!("--pwfile={}", password_file.display()));
+        let out = run_bounded(initdb, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            std::fs::read_to_string(dir.join("initdb.log")).unwrap_or_default()
+        );
+        let port = free_port();
+        let child = as_postgres("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(&data)
+            .spawn()
+            .unwrap();
+        wait_until(
+            "PostgreSQL accepting connections",
+            Duration::from_secs(30),
+            || {
+                Command::new(bin.join("pg_isready"))
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
+        Self { child, port }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's `redis-server` on 127.0.0.1 with `password`, keeping nothing on disk. Killed
+/// when dropped (or by [`Redis::stop`]).
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start(dir: &Path, password: &str) -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--requirepass",
+                password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.join("redis.log")).unwrap(),
+            ))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (the test script installs it)");
+        wait_until("Redis listening", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self { child, port }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
