@@ -200,11 +200,21 @@ impl Buckets {
         )
     }
 
-    /// The same requests in the judge's buckets. A judge bound between two of these is
-    /// interpolated linearly (as `histogram_quantile` does); above the highest finite
-    /// bound, requests count as slower than every judge bound they might exceed.
-    pub fn to_judge(&self) -> LatencyHistogram {
+    /// The same distribution in the judge's buckets, over `requests` (the request counter,
+    /// which the judge and the ledger take as the histogram's total: a histogram read a
+    /// moment apart from the counter is scaled to it). A judge bound between two of these
+    /// is interpolated linearly (as `histogram_quantile` does); above the highest finite
+    /// bound, requests count as slower than every judge bound they might exceed. Without a
+    /// histogram, latency is unknown and every request counts as fast: latency is then not
+    /// held against any version.
+    pub fn to_judge(&self, requests: u64) -> LatencyHistogram {
         let total = self.0.last_key_value().map_or(0.0, |(_, &count)| count);
+        if total <= 0.0 {
+            return LatencyHistogram {
+                cumulative: [requests; BUCKETS],
+            };
+        }
+        let scale = requests as f64 / total;
         let finite: Vec<(f64, f64)> = self
             .0
             .iter()
@@ -227,14 +237,14 @@ impl Buckets {
             lower.1
         };
         let mut cumulative = [0u64; BUCKETS];
-        let total = total.max(0.0).round() as u64;
         let mut previous = 0;
         for (i, &bound_ms) in BUCKET_BOUNDS_MS.iter().enumerate() {
-            let count = (at(bound_ms / 1000.0).max(0.0).round() as u64).clamp(previous, total);
+            let count =
+                ((at(bound_ms / 1000.0) * scale).max(0.0).round() as u64).clamp(previous, requests);
             cumulative[i] = count;
             previous = count;
         }
-        cumulative[BUCKETS - 1] = total;
+        cumulative[BUCKETS - 1] = requests;
         LatencyHistogram { cumulative }
     }
 }
@@ -245,7 +255,7 @@ pub fn counts(requests: f64, errors: f64, latency: &Buckets) -> Counts {
     Counts {
         requests,
         errors: (errors.max(0.0).round() as u64).min(requests),
-        latency: latency.to_judge(),
+        latency: latency.to_judge(requests),
     }
 }
 
@@ -278,7 +288,7 @@ mod tests {
             .map(|(i, le)| (le.as_str(), (i * 10) as f64))
             .collect();
         pairs.push(("+Inf", 200.0));
-        let judge = buckets(&pairs).to_judge();
+        let judge = buckets(&pairs).to_judge(200);
         let expected: Vec<u64> = (0..11).map(|i| i * 10).chain([200]).collect();
         assert_eq!(judge.cumulative.to_vec(), expected);
     }
@@ -286,7 +296,7 @@ mod tests {
     #[test]
     fn other_bounds_are_interpolated_and_requests_beyond_them_are_slow() {
         // 100 requests: 40 at or below 20 ms, 80 at or below 200 ms, 20 slower.
-        let judge = buckets(&[("0.02", 40.0), ("0.2", 80.0), ("+Inf", 100.0)]).to_judge();
+        let judge = buckets(&[("0.02", 40.0), ("0.2", 80.0), ("+Inf", 100.0)]).to_judge(100);
         // 5 ms: a quarter of the way from 0 to 20 ms; 10 ms: half.
         assert_eq!(judge.cumulative[0], 10);
         assert_eq!(judge.cumulative[1], 20);
@@ -296,6 +306,17 @@ mod tests {
         assert_eq!(judge.cumulative[5], 80);
         assert_eq!(judge.cumulative[10], 80);
         assert_eq!(judge.total(), 100);
+    }
+
+    #[test]
+    fn the_histogram_is_scaled_to_the_request_counter_and_its_absence_is_no_slowness() {
+        let histogram = buckets(&[("0.01", 50.0), ("+Inf", 100.0)]);
+        // Read a moment after the counter: 100 in the histogram, 98 counted.
+        let judge = histogram.to_judge(98);
+        assert_eq!((judge.cumulative[1], judge.total()), (49, 98));
+        assert!(LatencyHistogram::try_from_cumulative(judge.cumulative).is_ok());
+        let unknown = Buckets::default().to_judge(7);
+        assert_eq!(unknown.cumulative, [7; BUCKETS]);
     }
 
     #[test]
