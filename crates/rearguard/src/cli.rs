@@ -116,7 +116,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Replay recorded traffic through the judge: check a policy against your own data.
     ///
-    /// CSV columns: t, version (baseline|candidate), requests, errors, le_5 .. le_10000,
+    /// From a file (CSV and --meta), or a real release from the ledger (--app and
+    /// --release, judged with the app's policy unless --policy), which --export writes in
+    /// the file format. CSV columns: t, version (baseline|candidate), requests, errors, le_5 .. le_10000,
     /// le_inf (per-step counts, latency buckets cumulative in milliseconds). META is JSON:
     /// {"mode": "bluegreen"|"canary", "deploy_at": SECONDS, "step_seconds": 1}.
     ///
@@ -333,10 +335,20 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
     /// Recorded traffic, one row per step per version.
-    pub csv: PathBuf,
+    #[arg(required_unless_present = "app", conflicts_with = "app")]
+    pub csv: Option<PathBuf>,
     /// The scenario's metadata (mode, deploy time, step length).
-    #[arg(long)]
-    pub meta: PathBuf,
+    #[arg(long, required_unless_present = "app")]
+    pub meta: Option<PathBuf>,
+    /// Replay a release of this app from the ledger (with --release).
+    #[arg(long, requires = "release")]
+    pub app: Option<String>,
+    /// The version to replay, as recorded (its latest watch).
+    #[arg(long, requires = "app")]
+    pub release: Option<String>,
+    /// Write the replayed traffic to DIR/APP-VERSION.csv and .json (the scenario format).
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
     /// A YAML file with policy keys (as under an app's `policy:`); default policy otherwise.
     #[arg(long)]
     pub policy: Option<PathBuf>,

@@ -362,3 +362,53 @@ fn a_bad_first_release_with_nothing_to_roll_back_to_fails_and_says_so() {
         "shop sick-v1 is bad and cannot be rolled back"
     );
 }
+
+#[test]
+fn a_real_release_replayed_from_the_ledger_gets_the_guards_verdict_and_exports_as_a_scenario() {
+    let env = Env::builder().without_checks().build();
+    support::bad_release_is_rolled_back_on_error_rate(&env);
+    let replay = |args: &[&str]| -> serde_json::Value {
+        let out = env.run(args);
+        serde_json::from_str(support::stdout(&out).trim().lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{e}: {}{}", support::stdout(&out), support::stderr(&out)))
+    };
+    let export = env.path().join("exported");
+    let from_ledger = replay(&[
+        "backtest",
+        "--app",
+        "shop",
+        "--release",
+        "bad-v2",
+        "--json",
+        "--export",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(from_ledger["verdict"], "rollback", "{from_ledger}");
+    assert!(
+        from_ledger["reason"]
+            .as_str()
+            .unwrap()
+            .contains("error rate"),
+        "{from_ledger}"
+    );
+    // The exported files are a scenario: the same decision, for the same reason.
+    std::fs::write(
+        env.path().join("policy.yaml"),
+        "warmup: 2s\ntransient: 2s\n",
+    )
+    .unwrap();
+    let from_file = replay(&[
+        "backtest",
+        export.join("shop-bad-v2.csv").to_str().unwrap(),
+        "--meta",
+        export.join("shop-bad-v2.json").to_str().unwrap(),
+        "--policy",
+        env.path().join("policy.yaml").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(from_file["reason"], from_ledger["reason"], "{from_file}");
+    assert_eq!(from_file["rule"], from_ledger["rule"], "{from_file}");
+    let out = env.run(&["backtest", "--app", "shop", "--release", "v9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(support::stderr(&out).contains("shop has no release v9"));
+}

@@ -8,14 +8,14 @@ use rearguard_judge::{
     BUCKETS, Counts, Judge, Judgement, LatencyHistogram, Mode, Policy, Setup, Step, Verdict,
     bucket_name,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cli::BacktestArgs;
 use crate::{Outcome, UsageError};
 
 /// The scenario's metadata file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct Meta {
     pub mode: Mode,
     pub deploy_at: i64,
@@ -27,13 +27,31 @@ fn one_second() -> u32 {
     1
 }
 
-pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
-    let meta = read_meta(&args.meta)?;
+pub async fn run(config_path: &Path, args: BacktestArgs) -> anyhow::Result<Outcome> {
+    let (meta, steps, policy, source) = match (&args.csv, &args.meta, &args.app, &args.release) {
+        (Some(csv), Some(meta), None, None) => (
+            read_meta(meta)?,
+            read_steps(csv)?,
+            Policy::default(),
+            csv.display().to_string(),
+        ),
+        (None, _, Some(app), Some(version)) => {
+            let (meta, steps, policy) = from_ledger(config_path, app, version).await?;
+            (meta, steps, policy, format!("{app} {version}"))
+        }
+        _ => {
+            return Err(
+                UsageError("give a CSV file and --meta, or --app and --release".into()).into(),
+            );
+        }
+    };
     let policy = match &args.policy {
         Some(path) => crate::config::read_policy_file(path)?,
-        None => Policy::default(),
+        None => policy,
     };
-    let steps = read_steps(&args.csv)?;
+    if let (Some(dir), Some(app), Some(version)) = (&args.export, &args.app, &args.release) {
+        export(dir, &format!("{app}-{version}"), &meta, &steps)?;
+    }
     let setup = Setup {
         mode: meta.mode,
         deploy_at: meta.deploy_at,
@@ -45,7 +63,7 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
     for step in steps {
         let judgement = judge
             .observe(step)
-            .map_err(|e| UsageError(format!("{}: {e}", args.csv.display())))?;
+            .map_err(|e| UsageError(format!("{source}: {e}")))?;
         if !args.json {
             story.tell(step.t, &judgement);
         }
@@ -85,6 +103,118 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<Outcome> {
         (Some(_), false) => Outcome::RolledBack,
         _ => Outcome::Success,
     })
+}
+
+/// The steps a release was judged on, rebuilt from the ledger as the guard's watch is: the
+/// baseline's history before the deploy, then both versions' counts after it.
+async fn from_ledger(
+    config_path: &Path,
+    app: &str,
+    version: &str,
+) -> anyhow::Result<(Meta, Vec<Step>, Policy)> {
+    let workspace = super::Workspace::open(config_path).await?;
+    workspace.check_app(app)?;
+    let policy = workspace.config.app(app)?.policy.clone();
+    let ledger = &workspace.ledger;
+    let release = ledger
+        .releases(app)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|r| r.version == version)
+        .ok_or_else(|| UsageError(format!("{app} has no release {version}")))?;
+    let watch = release.watch.clone().ok_or_else(|| {
+        UsageError(format!(
+            "{app} {version} was never watched: nothing to replay"
+        ))
+    })?;
+    let deploy_at = watch.judged_from.div_euclid(1000);
+    let mut steps: std::collections::BTreeMap<i64, Step> = std::collections::BTreeMap::new();
+    let mut add = |t: i64, counts: &Counts, candidate: bool| {
+        let step = steps.entry(t).or_insert(Step {
+            t,
+            ..Step::default()
+        });
+        if candidate {
+            step.candidate.add(counts);
+        } else {
+            step.baseline.add(counts);
+        }
+    };
+    let history_from = deploy_at - crate::guard::HISTORY_SECONDS;
+    if let Some(baseline) = &watch.baseline_version {
+        // Before the deploy the baseline's traffic is the history; after it, only a
+        // canary's baseline serves beside the candidate.
+        let until = match watch.mode {
+            Mode::BlueGreen => deploy_at - 1,
+            Mode::Canary => i64::MAX,
+        };
+        for step in ledger.steps(app, baseline, history_from, until).await? {
+            add(step.t, &step.counts, false);
+        }
+    }
+    for step in ledger.steps(app, version, deploy_at, i64::MAX).await? {
+        add(step.t, &step.counts, true);
+    }
+    if !steps.values().any(|s| s.t >= deploy_at) {
+        return Err(UsageError(format!(
+            "the ledger holds no traffic of {app} {version} (steps are kept for the policy's lookback)"
+        ))
+        .into());
+    }
+    let step_seconds = steps
+        .keys()
+        .zip(steps.keys().skip(1))
+        .map(|(a, b)| b - a)
+        .min()
+        .unwrap_or(1)
+        .max(1) as u32;
+    let meta = Meta {
+        mode: watch.mode,
+        deploy_at,
+        step_seconds,
+    };
+    Ok((meta, steps.into_values().collect(), policy))
+}
+
+/// Writes `steps` as `DIR/NAME.csv` and its metadata as `DIR/NAME.json`, times counted
+/// from the first step (as the scenario sets are).
+fn export(dir: &Path, name: &str, meta: &Meta, steps: &[Step]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let origin = steps.first().map_or(meta.deploy_at, |s| s.t);
+    let csv_path = dir.join(format!("{name}.csv"));
+    let mut writer = csv::Writer::from_path(&csv_path)
+        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    let header: Vec<String> = COLUMNS_BEFORE_BUCKETS
+        .iter()
+        .map(|c| c.to_string())
+        .chain((0..BUCKETS).map(bucket_name))
+        .collect();
+    writer.write_record(&header)?;
+    for step in steps {
+        for (version, counts) in [("baseline", &step.baseline), ("candidate", &step.candidate)] {
+            let row: Vec<String> = [
+                (step.t - origin).to_string(),
+                version.to_string(),
+                counts.requests.to_string(),
+                counts.errors.to_string(),
+            ]
+            .into_iter()
+            .chain(counts.latency.cumulative.iter().map(u64::to_string))
+            .collect();
+            writer.write_record(&row)?;
+        }
+    }
+    writer.flush()?;
+    let relative = Meta {
+        deploy_at: meta.deploy_at - origin,
+        ..*meta
+    };
+    let meta_path = dir.join(format!("{name}.json"));
+    std::fs::write(&meta_path, serde_json::to_string_pretty(&relative)?)
+        .with_context(|| format!("cannot write {}", meta_path.display()))?;
+    eprintln!("wrote {} and {}", csv_path.display(), meta_path.display());
+    Ok(())
 }
 
 /// A readable account of how the decision formed: phase changes and evidence milestones.

@@ -41,7 +41,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Incident(args) => incident::act(config_path, args.action).await,
         Command::Postmortem(args) => incident::postmortem(config_path, args).await,
         Command::Report(args) => incident::report(config_path, args).await,
-        Command::Backtest(args) => backtest::run(args).await,
+        Command::Backtest(args) => backtest::run(config_path, args).await,
         Command::DemoApp(args) => crate::demo_app::run(args).await,
         Command::Router(args) => router::run(args).await,
         Command::Completions { shell } => {
