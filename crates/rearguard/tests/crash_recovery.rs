@@ -76,6 +76,9 @@ fn bad_release_is_rolled_back_after_a_kill_at(kill_after: Duration, router_too: 
     let versions = env.versions_json();
     assert_eq!(versions["rollbacks"][0]["trigger"], "auto", "{versions}");
     assert_eq!(env.traffic(5).0.get("v1"), Some(&5));
+    // An uninterrupted judge over the same recorded steps decides on the same step: the
+    // restart cost the decision nothing.
+    support::assert_rolled_back_on_the_replayed_step(&env, "bad-v2");
 }
 
 #[test]
@@ -114,6 +117,7 @@ fn baked(env: &Env, version: &str) -> f64 {
 fn a_good_release_whose_guard_restarts_is_promoted_once_baked_the_router_counted_meanwhile() {
     let (env, _guard, state, _) = deploy_and_kill("v2", Duration::from_secs(WARMUP_S + 2), false);
     assert_eq!(state, "stable");
+    assert_eq!(support::replay(&env, "v2")["verdict"], "keep");
     let baked = baked(&env, "v2");
     // The router kept counting while no guard ran: those seconds were watched.
     assert!(
@@ -180,6 +184,34 @@ fn a_guard_killed_mid_rollback_over_compose_finishes_it_once_after_restart() {
             .backend(&app.backend(None))
             .build(),
     );
+}
+
+#[test]
+fn a_guard_killed_between_judging_a_rollback_and_acting_acts_on_it_after_restart() {
+    let env = env();
+    let mut guard = env.guard_with_env(&[("REARGUARD_FAILPOINT", "after-rollback-judged")]);
+    let traffic = env.steady_traffic();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    let out = env.run(&["deploy", "shop", "bad-v2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The step that decided is recorded; the guard stops before it records the rollback.
+    wait_until(
+        "the guard pauses at its failpoint",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(env.path().join("guard.log"))
+                .is_ok_and(|log| log.contains("paused at failpoint"))
+        },
+    );
+    assert_eq!(env.state_of("bad-v2"), "watching");
+    guard.kill_hard();
+    let _restarted = env.guard();
+    wait_until("the rollback is done", Duration::from_secs(30), || {
+        env.versions_json()["rollbacks"][0]["status"] == "done"
+    });
+    drop(traffic);
+    // On the very step the killed guard had judged, not a later one.
+    support::assert_rolled_back_on_the_replayed_step(&env, "bad-v2");
 }
 
 fn killed_mid_rollback(env: Env) {

@@ -384,6 +384,12 @@ fn a_real_release_replayed_from_the_ledger_gets_the_guards_verdict_and_exports_a
         export.to_str().unwrap(),
     ]);
     assert_eq!(from_ledger["verdict"], "rollback", "{from_ledger}");
+    let versions = env.versions_json();
+    assert_eq!(
+        from_ledger["evidence"]["window_end"],
+        versions["rollbacks"][0]["evidence"]["evidence"]["window_end"],
+        "replay {from_ledger}, guard {versions}"
+    );
     assert!(
         from_ledger["reason"]
             .as_str()

@@ -15,13 +15,50 @@ use support::{Alertmanager, Env, EnvBuilder, Prometheus, deploy_watch};
 fn a_bad_release_is_rolled_back_with_prometheus_as_the_only_signal_source() {
     let dir = tempfile::tempdir().unwrap();
     let prometheus = Prometheus::start(dir.path());
+    // A new version's series reach Prometheus a scrape or two after it takes traffic:
+    // until then the judge sees none, so the bake must outlast that.
     let env = Env::builder()
         .in_dir(dir, support::free_port())
         .without_checks()
+        .bake("20s")
         .signals(&prometheus.signals("2s"))
         .build();
     // No health check: only the judge, fed by these signals, can tell.
     support::bad_release_is_rolled_back_on_error_rate(&env);
+}
+
+#[test]
+fn a_guard_killed_while_prometheus_shows_a_bad_release_resumes_and_decides_on_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = Prometheus::start(dir.path());
+    let env = Env::builder()
+        .in_dir(dir, support::free_port())
+        .without_checks()
+        .bake("20s")
+        .policy("warmup", "6s")
+        .policy("transient", "4s")
+        .signals(&prometheus.signals("2s"))
+        .build();
+    let mut guard = env.guard();
+    let traffic = env.steady_traffic();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    assert!(env.run(&["deploy", "shop", "bad-v2"]).status.success());
+    support::wait_until("bad-v2 is watched", Duration::from_secs(30), || {
+        env.state_of("bad-v2") == "watching"
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        env.state_of("bad-v2"),
+        "watching",
+        "the kill must land mid-watch"
+    );
+    guard.kill_hard();
+    let _restarted = env.guard();
+    support::wait_until("bad-v2 is rolled back", Duration::from_secs(60), || {
+        env.state_of("bad-v2") == "rolled_back"
+    });
+    drop(traffic);
+    support::assert_rolled_back_on_the_replayed_step(&env, "bad-v2");
 }
 
 #[test]

@@ -19,6 +19,10 @@ impl Guardian {
     /// Records the steps the signals completed since the last tick, feeds them to the
     /// judge and acts on its verdicts.
     pub(super) async fn observe(&mut self) -> anyhow::Result<()> {
+        if let Some(finding) = self.watch.as_mut().and_then(|w| w.decided.take()) {
+            let evidence = serde_json::to_value(&finding)?;
+            return self.auto_rollback(&finding.reason, Some(evidence)).await;
+        }
         let now = self.now_ms().div_euclid(1000);
         let readings = match &self.signals {
             Some(source) => {
@@ -109,6 +113,7 @@ impl Guardian {
         });
         match judgement.verdict {
             Verdict::Rollback(finding) => {
+                super::failpoint("after-rollback-judged").await;
                 let reason = finding.reason.clone();
                 let evidence = serde_json::to_value(&finding)?;
                 self.auto_rollback(&reason, Some(evidence)).await?;

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use rearguard_judge::{Counts, Judge, Judgement, Mode, OutOfOrder, Policy, Setup, Step};
+use rearguard_judge::{
+    Counts, Finding, Judge, Judgement, Mode, OutOfOrder, Policy, Setup, Step, Verdict,
+};
 
 use crate::ledger::{self, Ledger, LedgerError, Release};
 
@@ -21,6 +23,8 @@ pub struct Watch {
     pub last: Option<Judgement>,
     /// Set when a rollback is impossible (no known-good release): do not retry each tick.
     pub halted: bool,
+    /// A rollback the recorded steps already decided (the guard died before acting on it).
+    pub decided: Option<Finding>,
 }
 
 impl Watch {
@@ -56,6 +60,7 @@ impl Watch {
             last_t: deploy_at - HISTORY_SECONDS - 1,
             last: None,
             halted: false,
+            decided: None,
         };
         // The judge looks back no further than its lookback; older evidence has long been
         // reset by healthy stretches.
@@ -76,10 +81,19 @@ impl Watch {
                     .insert(step.version, step.counts);
             }
         }
-        for (t, counts) in seconds.range(..now) {
+        // Every recorded step is complete (one is written once its time is over), the one
+        // ending this second included: the source will not hand it over again.
+        for (t, counts) in seconds.range(..=now) {
             if *t < deploy_at || *t >= since {
                 // Steps come in order from a map: never out of order.
-                let _ = watch.observe(*t, counts);
+                if let Ok(Some(judgement)) = watch.observe(*t, counts)
+                    && let Verdict::Rollback(finding) = judgement.verdict
+                {
+                    // A guard killed between recording a step and acting on its verdict:
+                    // the decision stands, to be acted on now.
+                    watch.decided = Some(finding);
+                    break;
+                }
             }
         }
         watch.last = None;

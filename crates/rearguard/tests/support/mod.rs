@@ -1095,3 +1095,24 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// `rearguard backtest --app shop --release VERSION --json`: the judge, uninterrupted, over
+/// what the ledger recorded of the release.
+pub fn replay(env: &Env, version: &str) -> serde_json::Value {
+    let out = env.run(&["backtest", "--app", "shop", "--release", version, "--json"]);
+    serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)))
+}
+
+/// The guard's rollback decided on the step an uninterrupted judge over the recorded steps
+/// decides on.
+pub fn assert_rolled_back_on_the_replayed_step(env: &Env, version: &str) {
+    let replay = replay(env, version);
+    assert_eq!(replay["verdict"], "rollback", "{replay}");
+    let versions = env.versions_json();
+    assert_eq!(
+        replay["evidence"]["window_end"],
+        versions["rollbacks"][0]["evidence"]["evidence"]["window_end"],
+        "replay {replay}, guard {versions}"
+    );
+}
