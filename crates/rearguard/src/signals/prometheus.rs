@@ -7,7 +7,7 @@
 //! the guard (grouped `by (app, version, ...)`), asked once per step and split by the app
 //! label; a template with `{app}` is asked per app.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,9 +147,10 @@ pub struct Servers {
 impl Servers {
     pub fn source(&self, config: &PrometheusConfig) -> PrometheusSignals {
         let key = format!(
-            "{} {} {:?}",
+            "{} {} {} {:?}",
             config.url,
             config.step.as_millis(),
+            config.app_label,
             config.auth.as_ref().map(auth_key)
         );
         let server = self
@@ -173,23 +174,74 @@ fn auth_key(auth: &Auth) -> String {
     }
 }
 
-/// One series' value at one step.
+/// One series' value at one step; the series' labels are shared by all its values.
 #[derive(Debug, Clone)]
 struct Point {
-    labels: BTreeMap<String, String>,
+    labels: Arc<BTreeMap<String, String>>,
     value: f64,
 }
 
-/// A query's answers, by step end, and which step ends were asked (a step may have none).
+/// A query's answers, by step end and by the app label's value (so each app finds its own
+/// points without looking at the others'), and which step ends were asked (a step may
+/// have none).
 #[derive(Default)]
 struct Answers {
-    points: BTreeMap<i64, Vec<Point>>,
+    points: BTreeMap<i64, HashMap<String, Vec<Point>>>,
     asked: BTreeSet<i64>,
+}
+
+impl Answers {
+    /// Adds what the server answered, filed by the series' `app_label` (step ends already
+    /// asked keep their earlier answer).
+    fn add(&mut self, answer: Vec<Series>, app_label: &str) {
+        for series in answer {
+            let owner = series.metric.get(app_label).cloned().unwrap_or_default();
+            let labels = Arc::new(series.metric);
+            for (t, value) in series.values {
+                let t = t as i64;
+                let Ok(value) = value.parse::<f64>() else {
+                    continue;
+                };
+                if self.asked.contains(&t) {
+                    continue;
+                }
+                self.points
+                    .entry(t)
+                    .or_default()
+                    .entry(owner.clone())
+                    .or_default()
+                    .push(Point {
+                        labels: labels.clone(),
+                        value,
+                    });
+            }
+        }
+    }
+
+    /// The points from `from` to `to`: `app`'s, or all when `None`.
+    fn of(&self, app: Option<&str>, from: i64, to: i64) -> BTreeMap<i64, Vec<Point>> {
+        self.points
+            .range(from..=to)
+            .map(|(t, by_app)| {
+                let points = match app {
+                    Some(app) => by_app.get(app).cloned().unwrap_or_default(),
+                    None => by_app.values().flatten().cloned().collect(),
+                };
+                (*t, points)
+            })
+            .collect()
+    }
+
+    fn forget_before(&mut self, t: i64) {
+        self.points = self.points.split_off(&t);
+        self.asked = self.asked.split_off(&t);
+    }
 }
 
 struct Server {
     url: String,
     step: i64,
+    app_label: String,
     auth: Option<Auth>,
     client: reqwest::Client,
     answers: Mutex<BTreeMap<String, Answers>>,
@@ -220,18 +272,20 @@ impl Server {
         Self {
             url: config.url.trim_end_matches('/').to_string(),
             step: config.step.whole_seconds().max(1),
+            app_label: config.app_label.clone(),
             auth: config.auth.clone(),
             client: crate::http_client(QUERY_WITHIN).unwrap_or_default(),
             answers: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The points of `query` at each step end from `from` to `to`, asking the server only
-    /// for the step ends no app asked before. Answers older than `from` minus the history
-    /// are forgotten.
+    /// The points of `query` at each step end from `from` to `to` (those labelled as
+    /// `app`'s, when given), asking the server only for the step ends no app asked before.
+    /// Answers older than `to` minus the history are forgotten.
     async fn points(
         &self,
         query: &str,
+        app: Option<&str>,
         from: i64,
         to: i64,
     ) -> Result<BTreeMap<i64, Vec<Point>>, String> {
@@ -241,34 +295,14 @@ impl Server {
             .step_by(self.step as usize)
             .find(|t| !answers.asked.contains(t));
         if let Some(first) = missing {
-            for series in self.query_range(query, first, to).await? {
-                for (t, value) in series.values {
-                    let t = t as i64;
-                    // Kept from an earlier answer (another app asked for it).
-                    if answers.asked.contains(&t) {
-                        continue;
-                    }
-                    let Ok(value) = value.parse::<f64>() else {
-                        continue;
-                    };
-                    answers.points.entry(t).or_default().push(Point {
-                        labels: series.metric.clone(),
-                        value,
-                    });
-                }
-            }
+            let series = self.query_range(query, first, to).await?;
+            answers.add(series, &self.app_label);
             answers
                 .asked
                 .extend((first..=to).step_by(self.step as usize));
         }
-        let forget_before = to - HISTORY_SECONDS - 2 * self.step;
-        answers.points = answers.points.split_off(&forget_before);
-        answers.asked = answers.asked.split_off(&forget_before);
-        Ok(answers
-            .points
-            .range(from..=to)
-            .map(|(t, points)| (*t, points.clone()))
-            .collect())
+        answers.forget_before(to - HISTORY_SECONDS - 2 * self.step);
+        Ok(answers.of(app, from, to))
     }
 
     async fn query_range(&self, query: &str, from: i64, to: i64) -> Result<Vec<Series>, String> {
@@ -316,24 +350,14 @@ pub struct PrometheusSignals {
 type SeriesKey = BTreeMap<String, String>;
 
 impl PrometheusSignals {
-    /// The points that are this app's, by version and series (without `le`).
-    fn of_app<'a>(
-        &self,
-        template: &str,
-        app: &str,
-        points: &'a [Point],
-    ) -> BTreeMap<(String, SeriesKey), Vec<&'a Point>> {
-        let per_app = template.contains("{app}");
+    /// The points by version and series (without `le`).
+    fn by_series<'a>(&self, points: &'a [Point]) -> BTreeMap<(String, SeriesKey), Vec<&'a Point>> {
         let mut mine: BTreeMap<(String, SeriesKey), Vec<&Point>> = BTreeMap::new();
         for point in points {
-            if !per_app && point.labels.get(&self.config.app_label).map(String::as_str) != Some(app)
-            {
-                continue;
-            }
             let Some(version) = point.labels.get(&self.config.version_label) else {
                 continue;
             };
-            let mut key = point.labels.clone();
+            let mut key = (*point.labels).clone();
             key.remove("le");
             mine.entry((version.clone(), key)).or_default().push(point);
         }
@@ -341,16 +365,10 @@ impl PrometheusSignals {
     }
 
     /// Each version's increase of a counter query from `before` to `after`.
-    fn increases(
-        &self,
-        template: &str,
-        app: &str,
-        before: &[Point],
-        after: &[Point],
-    ) -> BTreeMap<String, f64> {
-        let before = self.of_app(template, app, before);
+    fn increases(&self, before: &[Point], after: &[Point]) -> BTreeMap<String, f64> {
+        let before = self.by_series(before);
         let mut sums = BTreeMap::new();
-        for ((version, key), points) in self.of_app(template, app, after) {
+        for ((version, key), points) in self.by_series(after) {
             let was = before
                 .get(&(version.clone(), key))
                 .and_then(|p| p.first())
@@ -362,13 +380,7 @@ impl PrometheusSignals {
     }
 
     /// Each version's latency buckets' increase from `before` to `after`.
-    fn bucket_increases(
-        &self,
-        app: &str,
-        before: &[Point],
-        after: &[Point],
-    ) -> BTreeMap<String, Buckets> {
-        let template = &self.config.queries.latency;
+    fn bucket_increases(&self, before: &[Point], after: &[Point]) -> BTreeMap<String, Buckets> {
         let buckets = |points: Vec<&Point>| {
             let mut buckets = Buckets::default();
             for point in points {
@@ -379,12 +391,12 @@ impl PrometheusSignals {
             buckets
         };
         let before: BTreeMap<_, _> = self
-            .of_app(template, app, before)
+            .by_series(before)
             .into_iter()
             .map(|(key, points)| (key, buckets(points)))
             .collect();
         let mut sums: BTreeMap<String, Buckets> = BTreeMap::new();
-        for ((version, key), points) in self.of_app(template, app, after) {
+        for ((version, key), points) in self.by_series(after) {
             let now = buckets(points);
             let was = before
                 .get(&(version.clone(), key))
@@ -422,31 +434,26 @@ impl SignalSource for PrometheusSignals {
         };
         let mut answers = Vec::new();
         for (_, template) in self.config.queries.all() {
-            let query = render(template, ask.app);
+            // A query of every app's series is split by the app label; one asked for this
+            // app alone is all its own.
+            let (query, only) = if template.contains("{app}") {
+                (render(template, ask.app), None)
+            } else {
+                (template.to_string(), Some(ask.app))
+            };
             answers.push(
                 self.server
-                    .points(&query, first - step, ready)
+                    .points(&query, only, first - step, ready)
                     .await
                     .map_err(error)?,
             );
         }
         let [requests, errors, latency] = [&answers[0], &answers[1], &answers[2]];
-        let queries = &self.config.queries;
         let mut readings = Vec::new();
         for t in (first..=ready).step_by(step as usize) {
-            let requests = self.increases(
-                &queries.requests,
-                ask.app,
-                at(requests, t - step),
-                at(requests, t),
-            );
-            let mut errors = self.increases(
-                &queries.errors,
-                ask.app,
-                at(errors, t - step),
-                at(errors, t),
-            );
-            let mut latency = self.bucket_increases(ask.app, at(latency, t - step), at(latency, t));
+            let requests = self.increases(at(requests, t - step), at(requests, t));
+            let mut errors = self.increases(at(errors, t - step), at(errors, t));
+            let mut latency = self.bucket_increases(at(latency, t - step), at(latency, t));
             let counts: BTreeMap<String, Counts> = requests
                 .into_iter()
                 .map(|(version, requests)| {
@@ -493,45 +500,55 @@ mod tests {
         assert!(config(per_app).problems().is_empty());
     }
 
-    fn point(labels: &[(&str, &str)], value: f64) -> Point {
-        Point {
-            labels: labels
+    fn series(labels: &[(&str, &str)], values: &[(i64, f64)]) -> Series {
+        Series {
+            metric: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            value,
+            values: values
+                .iter()
+                .map(|(t, v)| (*t as f64, v.to_string()))
+                .collect(),
         }
     }
 
     #[test]
-    fn increases_are_taken_per_series_then_summed_per_version_of_the_app() {
+    fn increases_are_taken_per_series_then_summed_per_version_of_each_app() {
         let source = Servers::default().source(&config(Queries::default()));
-        let template = &source.config.queries.requests;
-        let before = [
-            point(
-                &[("app", "web"), ("version", "v1"), ("instance", "a")],
-                100.0,
-            ),
-            point(
-                &[("app", "web"), ("version", "v1"), ("instance", "b")],
-                50.0,
-            ),
-            point(&[("app", "api"), ("version", "v1"), ("instance", "c")], 7.0),
-        ];
-        let after = [
-            // a served 10; b restarted and served 5; a new instance d served 3.
-            point(
-                &[("app", "web"), ("version", "v1"), ("instance", "a")],
-                110.0,
-            ),
-            point(&[("app", "web"), ("version", "v1"), ("instance", "b")], 5.0),
-            point(&[("app", "web"), ("version", "v2"), ("instance", "d")], 3.0),
-            point(&[("app", "api"), ("version", "v1"), ("instance", "c")], 9.0),
-        ];
-        let increases = source.increases(template, "web", &before, &after);
+        let mut answers = Answers::default();
+        answers.add(
+            vec![
+                // a served 10; b restarted and served 5; a new instance d served 3.
+                series(
+                    &[("app", "web"), ("version", "v1"), ("instance", "a")],
+                    &[(0, 100.0), (15, 110.0)],
+                ),
+                series(
+                    &[("app", "web"), ("version", "v1"), ("instance", "b")],
+                    &[(0, 50.0), (15, 5.0)],
+                ),
+                series(
+                    &[("app", "web"), ("version", "v2"), ("instance", "d")],
+                    &[(15, 3.0)],
+                ),
+                series(
+                    &[("app", "api"), ("version", "v1"), ("instance", "c")],
+                    &[(0, 7.0), (15, 9.0)],
+                ),
+            ],
+            "app",
+        );
+        let web = answers.of(Some("web"), 0, 15);
         assert_eq!(
-            increases,
+            source.increases(at(&web, 0), at(&web, 15)),
             BTreeMap::from([("v1".to_string(), 15.0), ("v2".to_string(), 3.0)])
         );
+        let api = answers.of(Some("api"), 0, 15);
+        assert_eq!(
+            source.increases(at(&api, 0), at(&api, 15)),
+            BTreeMap::from([("v1".to_string(), 2.0)])
+        );
+        assert_eq!(answers.of(None, 15, 15)[&15].len(), 4);
     }
 }
