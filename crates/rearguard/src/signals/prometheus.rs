@@ -7,7 +7,7 @@
 //! the guard (grouped `by (app, version, ...)`), asked once per step and split by the app
 //! label; a template with `{app}` is asked per app.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ use crate::secret::Secret;
 
 /// Seconds of history a fresh guard reads (the judge's baseline history).
 const HISTORY_SECONDS: i64 = crate::guard::HISTORY_SECONDS;
+/// Steps asked in one `query_range` at most.
+const STEPS_PER_QUERY: i64 = 10;
 /// A query must be answered within this long.
 const QUERY_WITHIN: Duration = Duration::from_secs(10);
 
@@ -186,8 +188,12 @@ struct Point {
 /// have none).
 #[derive(Default)]
 struct Answers {
-    points: BTreeMap<i64, HashMap<String, Vec<Point>>>,
+    points: BTreeMap<i64, HashMap<Arc<str>, Vec<Point>>>,
     asked: BTreeSet<i64>,
+    /// Every series' labels once, shared by all its points across answers (each answer
+    /// repeats them: 10,000 apps' series re-allocated every step grew by 56 MiB a step).
+    labels: HashSet<Arc<BTreeMap<String, String>>>,
+    owners: HashSet<Arc<str>>,
 }
 
 impl Answers {
@@ -195,14 +201,26 @@ impl Answers {
     /// asked keep their earlier answer).
     fn add(&mut self, answer: Vec<Series>, app_label: &str) {
         for series in answer {
-            let owner = series.metric.get(app_label).cloned().unwrap_or_default();
-            let labels = Arc::new(series.metric);
-            for (t, value) in series.values {
+            let owner = series.metric.get(app_label).map_or("", String::as_str);
+            let owner = match self.owners.get(owner) {
+                Some(owner) => owner.clone(),
+                None => {
+                    let owner: Arc<str> = Arc::from(owner);
+                    self.owners.insert(owner.clone());
+                    owner
+                }
+            };
+            let labels = match self.labels.get(&series.metric) {
+                Some(labels) => labels.clone(),
+                None => {
+                    let labels = Arc::new(series.metric);
+                    self.labels.insert(labels.clone());
+                    labels
+                }
+            };
+            for (t, Sample(value)) in series.values {
                 let t = t as i64;
-                let Ok(value) = value.parse::<f64>() else {
-                    continue;
-                };
-                if self.asked.contains(&t) {
+                if self.asked.contains(&t) || !value.is_finite() {
                     continue;
                 }
                 self.points
@@ -233,8 +251,14 @@ impl Answers {
     }
 
     fn forget_before(&mut self, t: i64) {
+        let steps = self.points.len();
         self.points = self.points.split_off(&t);
         self.asked = self.asked.split_off(&t);
+        if self.points.len() < steps {
+            // Series no point refers to any more (their app or version is gone).
+            self.labels.retain(|labels| Arc::strong_count(labels) > 1);
+            self.owners.retain(|owner| Arc::strong_count(owner) > 1);
+        }
     }
 }
 
@@ -264,7 +288,21 @@ struct Matrix {
 #[derive(Deserialize)]
 struct Series {
     metric: BTreeMap<String, String>,
-    values: Vec<(f64, String)>,
+    values: Vec<(f64, Sample)>,
+}
+
+/// A sample value, which Prometheus writes as a string ("12", "NaN", "+Inf"): read straight
+/// into a number (millions of short-lived strings were most of a history answer's memory).
+#[derive(Debug, Clone, Copy)]
+struct Sample(f64);
+
+impl<'de> Deserialize<'de> for Sample {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse()
+            .map(Sample)
+            .map_err(|_| serde::de::Error::custom(format!("not a sample value: {text:?}")))
+    }
 }
 
 impl Server {
@@ -295,11 +333,18 @@ impl Server {
             .step_by(self.step as usize)
             .find(|t| !answers.asked.contains(t));
         if let Some(first) = missing {
-            let series = self.query_range(query, first, to).await?;
-            answers.add(series, &self.app_label);
-            answers
-                .asked
-                .extend((first..=to).step_by(self.step as usize));
+            // A long range (a fresh guard's history) in parts: each answer stays small.
+            let part = self.step * STEPS_PER_QUERY;
+            let mut start = first;
+            while start <= to {
+                let end = (start + part - self.step).min(to);
+                let series = self.query_range(query, start, end).await?;
+                answers.add(series, &self.app_label);
+                answers
+                    .asked
+                    .extend((start..=end).step_by(self.step as usize));
+                start = end + self.step;
+            }
         }
         answers.forget_before(to - HISTORY_SECONDS - 2 * self.step);
         Ok(answers.of(app, from, to))
@@ -508,7 +553,7 @@ mod tests {
                 .collect(),
             values: values
                 .iter()
-                .map(|(t, v)| (*t as f64, v.to_string()))
+                .map(|(t, v)| (*t as f64, Sample(*v)))
                 .collect(),
         }
     }

@@ -1,0 +1,226 @@
+//! Benchmark: the Prometheus signal source for 10,000 apps in one process, against a
+//! stand-in Prometheus (a child process of this binary) serving every app's series: one
+//! instance per app, a request counter, a 5xx counter and 12 latency buckets. Each app's
+//! source is asked every 10 s (the step), all at once, as the guard's per-app tasks ask
+//! them; the first ask reads 10 minutes of history. Reports the CPU the asking process
+//! used (cores) and its resident memory, peak and at the end.
+//!
+//! Only the signal path is measured (queries, answers, per-app increases); the guard's
+//! ledger writes and judges for that many apps are not. Usage (see bench/signals_at_scale.sh):
+//!
+//!     cargo run --release --example signals_at_scale -- [APPS] [TICKS]
+
+// A benchmark measures real time; the clock rule is for the product code.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rearguard::backends::Instances;
+use rearguard::signals::prometheus::{PrometheusConfig, Servers};
+use rearguard::signals::{Ask, SignalSource};
+
+const STEP_S: i64 = 10;
+const BOUNDS: [&str; 12] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+];
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--stand-in") {
+        return stand_in(args[2].parse()?, args[3].parse()?);
+    }
+    let apps: usize = args.get(1).map_or(Ok(10_000), |a| a.parse())?;
+    let ticks: usize = args.get(2).map_or(Ok(6), |a| a.parse())?;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let mut stand_in = std::process::Command::new(std::env::current_exe()?)
+        .args(["--stand-in", &apps.to_string(), &port.to_string()])
+        .spawn()?;
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(measure(apps, ticks, port));
+    let _ = stand_in.kill();
+    let _ = stand_in.wait();
+    outcome
+}
+
+async fn measure(apps: usize, ticks: usize, port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config: PrometheusConfig = serde_json::from_value(serde_json::json!({
+        "url": format!("http://127.0.0.1:{port}"),
+        "step": format!("{STEP_S}s"),
+    }))?;
+    let servers = Servers::default();
+    let sources: Vec<Arc<dyn SignalSource>> = (0..apps)
+        .map(|_| Arc::new(servers.source(&config)) as Arc<dyn SignalSource>)
+        .collect();
+    let names: Arc<Vec<String>> = Arc::new((0..apps).map(|i| format!("app{i}")).collect());
+    let mut recorded_until = vec![0i64; apps];
+    let mut cpu_at_warm = 0.0;
+    let mut warm_at = Instant::now();
+    for tick in 0..=ticks {
+        let started = Instant::now();
+        let now = epoch_seconds();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, source) in sources.iter().enumerate() {
+            let (source, names, until) = (source.clone(), names.clone(), recorded_until[i]);
+            tasks.spawn(async move {
+                let serving: [Instances; 0] = [];
+                let ask = Ask {
+                    app: &names[i],
+                    serving: &serving,
+                    recorded_until: until,
+                    now,
+                };
+                (i, source.take(&ask).await)
+            });
+        }
+        let mut steps = 0;
+        let mut requests = 0u64;
+        while let Some(joined) = tasks.join_next().await {
+            let (i, readings) = joined?;
+            let readings = readings.map_err(|e| anyhow::anyhow!("{e}"))?;
+            steps += readings.len();
+            for reading in &readings {
+                recorded_until[i] = recorded_until[i].max(reading.t);
+                requests += reading.counts.values().map(|c| c.requests).sum::<u64>();
+            }
+        }
+        println!(
+            "tick {tick}: {steps} steps for {apps} apps ({requests} requests counted) in {:.2}s; resident {} MiB",
+            started.elapsed().as_secs_f64(),
+            resident_kib("VmRSS") / 1024
+        );
+        std::io::stdout().flush()?;
+        if tick == 0 {
+            // The first ask reads the history; the steady state is measured after it.
+            cpu_at_warm = cpu_seconds();
+            warm_at = Instant::now();
+        }
+        let next = STEP_S as f64 - (epoch_seconds_f64() % STEP_S as f64) + 1.5;
+        tokio::time::sleep(Duration::from_secs_f64(next)).await;
+    }
+    let cores = (cpu_seconds() - cpu_at_warm) / warm_at.elapsed().as_secs_f64();
+    println!(
+        "{{\"apps\": {apps}, \"step_s\": {STEP_S}, \"steady_cores\": {cores:.3}, \"peak_resident_mib\": {}, \"resident_mib\": {}}}",
+        resident_kib("VmHWM") / 1024,
+        resident_kib("VmRSS") / 1024
+    );
+    Ok(())
+}
+
+fn epoch_seconds_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn epoch_seconds() -> i64 {
+    epoch_seconds_f64() as i64
+}
+
+/// User and system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    seconds(usage.user_time()) + seconds(usage.system_time())
+}
+
+/// A `Vm*` line of /proc/self/status, in KiB.
+fn resident_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .trim_start_matches(':')
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The stand-in Prometheus: answers `query_range` for the three default queries with every
+/// app's series, counters growing steadily (about 20 requests a second per app, 1 % 5xx).
+fn stand_in(apps: usize, port: u16) -> anyhow::Result<()> {
+    use axum::extract::Query;
+    use axum::routing::get;
+    #[derive(serde::Deserialize)]
+    struct Range {
+        query: String,
+        start: f64,
+        end: f64,
+        step: String,
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let app = axum::Router::new().route(
+            "/api/v1/query_range",
+            get(move |Query(range): Query<Range>| async move {
+                let step: f64 = range.step.trim_end_matches('s').parse().unwrap_or(10.0);
+                let times: Vec<f64> = (0..)
+                    .map(|i| range.start + i as f64 * step)
+                    .take_while(|t| *t <= range.end)
+                    .collect();
+                let mut body = String::with_capacity(apps * 200);
+                body.push_str(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+                let mut first = true;
+                let mut series = |labels: String, per_second: f64| {
+                    if !first {
+                        body.push(',');
+                    }
+                    first = false;
+                    body.push_str(&format!("{{\"metric\":{{{labels}}},\"values\":["));
+                    for (i, t) in times.iter().enumerate() {
+                        if i > 0 {
+                            body.push(',');
+                        }
+                        body.push_str(&format!("[{t},\"{}\"]", (t * per_second).floor()));
+                    }
+                    body.push_str("]}");
+                };
+                for app in 0..apps {
+                    let labels = format!(r#""app":"app{app}","version":"v1","instance":"i{app}""#);
+                    if range.query.contains("_bucket") {
+                        for (i, le) in BOUNDS.iter().enumerate() {
+                            let share = ((i + 1) as f64 / BOUNDS.len() as f64).min(1.0);
+                            series(format!(r#"{labels},"le":"{le}""#), 20.0 * share);
+                        }
+                    } else if range.query.contains("5..") {
+                        series(labels, 0.2);
+                    } else {
+                        series(labels, 20.0);
+                    }
+                }
+                body.push_str("]}}");
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
