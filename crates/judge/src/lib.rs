@@ -22,7 +22,8 @@ mod verdict;
 pub use counts::{
     BUCKET_BOUNDS_MS, BUCKETS, Counts, HistogramError, LatencyHistogram, bucket_name,
 };
-pub use policy::{Fraction, Policy, Span};
+pub use policy::{Bytes, Fraction, Policy, Span};
+pub use rules::limits::{Usage, saturation_limit};
 pub use verdict::{
     Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason,
 };
@@ -159,9 +160,10 @@ impl Judge {
         let traffic_share = self.traffic_share(now);
         let charts = self.charts.as_mut().expect("made with the history");
         for chart in charts.iter_mut() {
-            let reference = match chart.metric() {
-                Metric::ErrorRate => &errors_reference,
-                Metric::Latency => &latency_reference,
+            let reference = if chart.is_latency() {
+                &latency_reference
+            } else {
+                &errors_reference
             };
             chart.observe(&self.policy, &self.setup, &step, reference, traffic_share);
         }

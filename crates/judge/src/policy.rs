@@ -45,6 +45,11 @@ pub struct Policy {
     pub limits_for: Span,
     /// Absolute limits need at least this many requests in `limits_for`.
     pub min_requests: u64,
+    /// Absolute limit on the CPU of the release's instances, in cores, over `limits_for`.
+    pub max_cpu: Option<f64>,
+    /// Absolute limit on the memory of the release's instances over `limits_for` ("512MiB",
+    /// "2GB"; a bare number is bytes).
+    pub max_memory: Option<Bytes>,
 }
 
 impl Default for Policy {
@@ -65,6 +70,8 @@ impl Default for Policy {
             min_availability: None,
             limits_for: Span::from_secs(60),
             min_requests: 100,
+            max_cpu: None,
+            max_memory: None,
         }
     }
 }
@@ -93,6 +100,11 @@ impl Policy {
             1.0 <= self.p95_ratio_tolerated && self.p95_ratio_tolerated < self.p95_ratio,
             &["p95_ratio_tolerated", "p95_ratio"],
             "p95_ratio_tolerated must be at least 1 and below p95_ratio",
+        );
+        check(
+            self.max_cpu.is_none_or(|cores| cores > 0.0),
+            &["max_cpu"],
+            "max_cpu must be above 0 cores",
         );
         check(
             self.evidence_nats >= 1.0,
@@ -281,6 +293,56 @@ fn parse_millis(text: &str) -> Result<u64, String> {
         return Err(invalid());
     }
     Ok(millis.round() as u64)
+}
+
+/// A size in bytes: `"512MiB"`, `"1.5GiB"`, `"500MB"`, `"64kB"`, or a bare number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("expected a size like \"512MiB\" or \"2GB\", got {text:?}"))?;
+        let scale: f64 = match unit.trim() {
+            "" | "B" => 1.0,
+            "kB" | "KB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            "KiB" => 1024.0,
+            "MiB" => 1024.0 * 1024.0,
+            "GiB" => 1024.0 * 1024.0 * 1024.0,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}: use B, kB, MB, GB, KiB, MiB or GiB"
+                ));
+            }
+        };
+        Ok(Bytes((number * scale).round() as u64))
+    }
+}
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} MiB", self.0 as f64 / (1024.0 * 1024.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match NumberOrText::deserialize(deserializer)? {
+            NumberOrText::Number(bytes) if bytes >= 0.0 => Ok(Bytes(bytes.round() as u64)),
+            NumberOrText::Number(bytes) => Err(format!("a size cannot be negative, got {bytes}")),
+            NumberOrText::Text(text) => Self::parse(&text),
+        }
+        .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Deserialize)]

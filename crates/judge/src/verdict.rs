@@ -86,6 +86,10 @@ pub enum Metric {
     ErrorRate,
     /// Share of requests slower than a threshold derived from the baseline's p95.
     Latency,
+    /// CPU of the release's instances, in cores.
+    Cpu,
+    /// Memory of the release's instances, in bytes.
+    Memory,
 }
 
 /// Why the judge rolled back.

@@ -384,6 +384,9 @@ pub struct DemoAppArgs {
     /// Status code of GET /health (to try a release that serves but fails its checks).
     #[arg(long, default_value_t = 200)]
     pub health_status: u16,
+    /// Keep one core busy (to try CPU limits: `max_cpu`).
+    #[arg(long)]
+    pub busy: bool,
 }
 
 #[cfg(test)]

@@ -76,6 +76,14 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
     if !(0.0..=1.0).contains(&args.error_rate) || !(0.0..=1.0).contains(&args.bad_error_rate) {
         return Err(crate::UsageError("error rates must be between 0 and 1".into()).into());
     }
+    if args.busy {
+        // A thread spinning for good: the process's CPU, not its answers, is what is wrong.
+        std::thread::spawn(|| {
+            loop {
+                std::hint::spin_loop();
+            }
+        });
+    }
     let bad = args.bad_version.as_deref() == Some(args.version.as_str());
     let health = StatusCode::from_u16(args.health_status).map_err(|_| {
         crate::UsageError(format!(

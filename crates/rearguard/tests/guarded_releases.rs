@@ -418,3 +418,27 @@ fn a_real_release_replayed_from_the_ledger_gets_the_guards_verdict_and_exports_a
     assert_eq!(out.status.code(), Some(2));
     assert!(support::stderr(&out).contains("shop has no release v9"));
 }
+
+#[test]
+fn a_release_above_its_cpu_limit_is_rolled_back_and_status_shows_each_versions_usage() {
+    // Usage is sampled every 5 s; the limit needs 5 s of samples above it, the bake 20 s.
+    let env = Env::builder()
+        .bake("20s")
+        .policy("max_cpu", "0.5")
+        .policy("limits_for", "5s")
+        .build();
+    let _guard = env.guard();
+    let traffic = env.steady_traffic();
+    assert_eq!(deploy_watch(&env, "v1"), 0);
+    let status = env.run(&["status", "shop"]);
+    let text = support::stdout(&status);
+    assert!(text.contains("v1: CPU ") && text.contains(" MiB"), "{text}");
+    assert_eq!(deploy_watch(&env, "busy-v2"), 3);
+    drop(traffic);
+    let versions = env.versions_json();
+    let rollback = &versions["rollbacks"][0];
+    let reason = rollback["reason"].as_str().unwrap();
+    assert!(reason.starts_with("CPU at least "), "{reason}");
+    assert!(reason.contains("above the limit of 0.5 cores"), "{reason}");
+    assert_eq!(rollback["evidence"]["metric"], "cpu", "{rollback}");
+}

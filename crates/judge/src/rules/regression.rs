@@ -170,6 +170,10 @@ impl Chart {
         )
     }
 
+    pub fn is_latency(&self) -> bool {
+        matches!(self.kind, Kind::Latency(_))
+    }
+
     pub fn metric(&self) -> Metric {
         match self.kind {
             Kind::ErrorRate => Metric::ErrorRate,
@@ -446,8 +450,8 @@ impl Chart {
         let excess = candidate_rate - baseline_rate;
         let candidate_p95 = p95(&window.candidate);
         let baseline_p95 = reference.baseline_p95_ms(policy);
-        let (tier, reason) = match self.metric() {
-            Metric::ErrorRate => (
+        let (tier, reason) = match self.kind {
+            Kind::ErrorRate => (
                 if excess >= 5.0 * policy.error_rate_increase.0 {
                     Tier::Rapid
                 } else {
@@ -461,7 +465,7 @@ impl Chart {
                     now - start + 1
                 ),
             ),
-            Metric::Latency => {
+            Kind::Latency(_) => {
                 let doubled =
                     matches!((candidate_p95, baseline_p95), (Some(c), Some(b)) if c >= 2.0 * b);
                 (

@@ -539,6 +539,39 @@ impl Backend for ComposeBackend {
         self.instances(version).await.ok()
     }
 
+    /// From the engine's own figures (`docker stats`), for the version's running containers.
+    async fn usage(&self, version: &str) -> Option<rearguard_judge::Usage> {
+        let names: Vec<String> = self
+            .containers()
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|c| c.version == version && c.project == self.project(version) && c.running)
+            .map(|c| c.name)
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        let mut args = vec![
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.CPUPerc}} {{.MemUsage}}",
+        ];
+        args.extend(names.iter().map(String::as_str));
+        let text = self.docker(&args).await.ok()?;
+        let mut usage = rearguard_judge::Usage::default();
+        for line in text.lines() {
+            // "12.34% 10.5MiB / 1.9GiB"
+            let mut parts = line.split_whitespace();
+            let cpu = parts.next()?.trim_end_matches('%').parse::<f64>().ok()?;
+            let memory = rearguard_judge::Bytes::parse(parts.next()?).ok()?;
+            usage.cpu_cores += cpu / 100.0;
+            usage.memory_bytes += memory.0;
+        }
+        Some(usage)
+    }
+
     async fn exited(&self, version: &str) -> Vec<String> {
         self.containers()
             .await

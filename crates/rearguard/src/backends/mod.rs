@@ -109,6 +109,11 @@ pub trait Backend: Send + Sync {
     async fn capture(&self, version: &str) -> Capture;
     /// How long a replaced version keeps running, for an instant switch-back.
     fn keep_previous_warm(&self) -> Span;
+    /// CPU and memory of `version`'s instances, summed; `None` where the platform does not
+    /// tell (or nothing of it runs).
+    async fn usage(&self, _version: &str) -> Option<rearguard_judge::Usage> {
+        None
+    }
 }
 
 /// The backend kinds, chosen in the config by `kind`.

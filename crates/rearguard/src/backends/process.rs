@@ -4,6 +4,7 @@
 //! stopped with SIGTERM then SIGKILL after a grace period, and are remembered in pid files,
 //! so a guard restarted after a crash adopts what still runs instead of restarting it.
 
+use crate::clock::Stopwatch;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -217,6 +218,24 @@ pub struct ProcessBackend {
     config: ProcessConfig,
     dirs: Workdirs,
     running: Mutex<BTreeMap<String, Vec<Instance>>>,
+    /// Each instance's CPU time when last asked (clock ticks), and since when: CPU use is
+    /// the difference over the time between two asks.
+    cpu_seen: Mutex<BTreeMap<i32, (u64, Stopwatch)>>,
+}
+
+/// An instance's CPU time so far (clock ticks) and resident memory (bytes), from procfs.
+fn proc_usage(pid: i32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) may hold spaces and parentheses: fields are counted after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    Some((ticks, pages * page_size))
 }
 
 impl ProcessBackend {
@@ -226,6 +245,7 @@ impl ProcessBackend {
             config,
             dirs,
             running: Mutex::new(BTreeMap::new()),
+            cpu_seen: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -610,6 +630,39 @@ impl Backend for ProcessBackend {
             .expect("lock")
             .insert(version.to_string(), alive);
         Ok(instances)
+    }
+
+    async fn usage(&self, version: &str) -> Option<rearguard_judge::Usage> {
+        let pids: Vec<i32> = self
+            .running
+            .lock()
+            .expect("lock")
+            .get(version)?
+            .iter()
+            .filter_map(Instance::pid)
+            .collect();
+        let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let mut usage = rearguard_judge::Usage::default();
+        let mut seen = self.cpu_seen.lock().expect("lock");
+        for pid in pids {
+            let Some((ticks, memory)) = proc_usage(pid) else {
+                continue;
+            };
+            usage.memory_bytes += memory;
+            if let Some((before, since)) = seen.get(&pid) {
+                let seconds = since.elapsed().as_secs_f64();
+                if seconds > 0.0 {
+                    usage.cpu_cores +=
+                        ticks.saturating_sub(*before) as f64 / ticks_per_second / seconds;
+                }
+            }
+            seen.insert(pid, (ticks, Stopwatch::start()));
+        }
+        seen.retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        Some(usage)
     }
 
     async fn running(&self, version: &str) -> Option<Instances> {

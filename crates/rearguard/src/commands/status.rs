@@ -98,6 +98,15 @@ fn print_app(
         ms(&snapshot["candidate_p95_ms"]),
         ms(&snapshot["baseline_p95_ms"]),
     );
+    if let Some(usage) = live["usage"].as_object() {
+        for (version, usage) in usage {
+            println!(
+                "  {version}: CPU {:.2} cores, memory {:.0} MiB",
+                usage["cpu_cores"].as_f64().unwrap_or(0.0),
+                usage["memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+            );
+        }
+    }
     let verdict = live["judgement"]["verdict"]["verdict"]
         .as_str()
         .unwrap_or("-");

@@ -156,6 +156,11 @@ pub struct Guardian {
     leased: bool,
     /// Where traffic was last sent, for the status snapshot (`rearguard check` reads it).
     routes: Option<Routes>,
+    /// CPU and memory of the versions taking traffic, last sampled.
+    usage: BTreeMap<String, rearguard_judge::Usage>,
+    /// The watched release's samples (its version, then `(t, usage)` oldest first).
+    usage_samples: (String, Vec<(i64, rearguard_judge::Usage)>),
+    next_usage_at: i64,
 }
 
 impl Guardian {
@@ -189,6 +194,9 @@ impl Guardian {
             resumed: false,
             leased: false,
             routes: None,
+            usage: BTreeMap::new(),
+            usage_samples: (String::new(), Vec::new()),
+            next_usage_at: 0,
         })
     }
 
@@ -275,6 +283,7 @@ impl Guardian {
         self.act_on_alerts().await?;
         self.count_unwatched().await?;
         self.run_checks().await?;
+        self.measure_usage().await?;
         self.retire_warm_versions().await;
         self.write_rollback_log().await?;
         self.follow_up_incidents().await?;
@@ -330,6 +339,7 @@ impl Guardian {
             "judgement": watch.and_then(|w| w.last.clone()),
             "bake_seconds": self.config.bake.as_secs_f64(),
             "routes": self.routes,
+            "usage": self.usage,
         });
         self.ledger().put_snapshot(&self.app, &body).await?;
         Ok(())

@@ -245,4 +245,46 @@ impl Guardian {
         }
         Ok(())
     }
+
+    /// Samples the CPU and memory of the versions taking traffic every `CHECK_EVERY_MS`;
+    /// the watched release's samples are held against the policy's `max_cpu` and
+    /// `max_memory` (the judge's limit rule, pure like the others).
+    pub(super) async fn measure_usage(&mut self) -> anyhow::Result<()> {
+        let now = self.now_ms();
+        if now < self.next_usage_at {
+            return Ok(());
+        }
+        self.next_usage_at = now + CHECK_EVERY_MS;
+        let mut usage = BTreeMap::new();
+        for version in self.traffic.routed() {
+            if let Some(measured) = self.backend.usage(&version).await {
+                usage.insert(version, measured);
+            }
+        }
+        self.usage = usage;
+        let Some(version) = self
+            .watch
+            .as_ref()
+            .filter(|w| !w.halted && w.release.state == ReleaseState::Watching)
+            .map(|w| w.release.version.clone())
+        else {
+            self.usage_samples = (String::new(), Vec::new());
+            return Ok(());
+        };
+        if self.usage_samples.0 != version {
+            self.usage_samples = (version.clone(), Vec::new());
+        }
+        let now_s = now.div_euclid(1000);
+        let keep_from =
+            now_s - self.config.policy.limits_for.whole_seconds() - CHECK_EVERY_MS / 1000;
+        let samples = &mut self.usage_samples.1;
+        samples.extend(self.usage.get(&version).map(|u| (now_s, *u)));
+        samples.retain(|(t, _)| *t >= keep_from);
+        let finding = rearguard_judge::saturation_limit(&self.config.policy, samples, now_s);
+        if let Some(finding) = finding {
+            let evidence = serde_json::to_value(&finding)?;
+            self.auto_rollback(&finding.reason, Some(evidence)).await?;
+        }
+        Ok(())
+    }
 }

@@ -129,7 +129,7 @@ impl EnvBuilder {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\ncase \"$1\" in\n  broken*) echo 'cannot start' >&2; exit 1;;\n  bad*) exec {exe} demo-app --version \"$1\" --port \"$2\" --error-rate 0.3;;\n  crashy*) exec timeout 3 {exe} demo-app --version \"$1\" --port \"$2\";;\n  sick*) exec {exe} demo-app --version \"$1\" --port \"$2\" --health-status 503;;\n  *) exec {exe} demo-app --version \"$1\" --port \"$2\";;\nesac\n",
+                "#!/bin/sh\ncase \"$1\" in\n  broken*) echo 'cannot start' >&2; exit 1;;\n  bad*) exec {exe} demo-app --version \"$1\" --port \"$2\" --error-rate 0.3;;\n  crashy*) exec timeout 3 {exe} demo-app --version \"$1\" --port \"$2\";;\n  sick*) exec {exe} demo-app --version \"$1\" --port \"$2\" --health-status 503;;\n  busy*) exec {exe} demo-app --version \"$1\" --port \"$2\" --busy;;\n  *) exec {exe} demo-app --version \"$1\" --port \"$2\";;\nesac\n",
                 exe = binary().display()
             ),
         )
