@@ -132,13 +132,7 @@ fn checks_run_at_the_same_time_and_one_that_hangs_fails_at_its_timeout() {
     );
     let env = Env::builder().checks(&checks).build();
     let _guard = env.guard();
-    // A failing check holds the promotion: serving is enough here.
-    assert!(env.run(&["deploy", "shop", "v1"]).status.success());
-    support::wait_until(
-        "the guard says v1 serves",
-        std::time::Duration::from_secs(30),
-        || !support::stderr(&env.run(&["check", "shop"])).contains("serves nothing yet"),
-    );
+    serve_unwatched(&env);
     let (code, health) = check_json(&env, &[]);
     assert_eq!(code, 4, "{health:#}");
     assert_eq!(
@@ -167,4 +161,73 @@ fn check_without_a_guard_says_what_to_do() {
         "{}",
         support::stderr(&out)
     );
+}
+
+/// Deploys v1 without waiting for it to become stable (a failing check holds the
+/// promotion), until the guard says it serves.
+fn serve_unwatched(env: &Env) {
+    assert!(env.run(&["deploy", "shop", "v1"]).status.success());
+    support::wait_until(
+        "the guard says v1 serves",
+        std::time::Duration::from_secs(30),
+        || !support::stderr(&env.run(&["check", "shop"])).contains("serves nothing yet"),
+    );
+}
+
+#[test]
+fn a_certificate_near_its_expiry_warns_then_fails() {
+    // A component served over TLS by openssl's own test server, its certificate valid for
+    // 5 days.
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "5",
+        ])
+        .args([
+            "-subj", "/CN=shop", "-keyout", "key.pem", "-out", "cert.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let checks = "      - kind: http
+        name: soon
+        component: tls
+        path: /
+        tls: true
+        certificate: {warn_days: 14, fail_days: 3}
+        failures: 1000
+      - kind: http
+        name: too-soon
+        component: tls
+        path: /
+        tls: true
+        certificate: {warn_days: 30, fail_days: 10}
+        failures: 1000
+";
+    let env = Env::builder()
+        .in_dir(dir, support::free_port())
+        .component(
+            "        tls:
+          command: [openssl, s_server, -accept, \"127.0.0.1:{port}\", -cert, cert.pem, -key, key.pem, -www, -quiet]
+",
+        )
+        .checks(checks)
+        .build();
+    let _guard = env.guard();
+    serve_unwatched(&env);
+    let (code, health) = check_json(&env, &[]);
+    assert_eq!(code, 4, "{health:#}");
+    let soon = &health["checks"]["soon:http"][0];
+    assert_eq!(soon["status"], "warn", "{health:#}");
+    assert_eq!(
+        soon["output"], "the certificate expires in 4 days",
+        "{health:#}"
+    );
+    let too_soon = &health["checks"]["too-soon:http"][0];
+    assert_eq!(too_soon["status"], "fail", "{health:#}");
 }

@@ -18,12 +18,23 @@ use crate::backends::Instances;
 use crate::clock::Stopwatch;
 use crate::config::Flaw;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Worst last: `max` of several is their overall health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     Pass,
     Warn,
     Fail,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Pass => "pass",
+            Health::Warn => "warn",
+            Health::Fail => "fail",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +54,8 @@ pub struct Subject<'a> {
     pub instances: &'a Instances,
     /// Where commands run (the config file's directory).
     pub config_dir: &'a Path,
+    /// Now, in epoch milliseconds (a certificate's days left are counted from it).
+    pub now_ms: i64,
 }
 
 /// What every kind of check does.
@@ -179,11 +192,7 @@ pub fn worst(results: &[CheckResult]) -> Health {
     results
         .iter()
         .map(|r| r.health)
-        .max_by_key(|h| match h {
-            Health::Pass => 0,
-            Health::Warn => 1,
-            Health::Fail => 2,
-        })
+        .max()
         .unwrap_or(Health::Pass)
 }
 

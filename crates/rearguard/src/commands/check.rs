@@ -48,6 +48,7 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
         app: &args.app,
         instances,
         config_dir: &config_dir,
+        now_ms: workspace.ledger.now(),
     };
     let results = checks::run_all(&app.checks, &subject).await;
     let health = checks::worst(&results);
@@ -55,11 +56,11 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
         let document = health_json(&args.app, &instances.version, health, &results, &workspace);
         println!("{document}");
     } else {
-        println!("{} {}: {}", args.app, instances.version, word(health));
+        println!("{} {}: {}", args.app, instances.version, health.as_str());
         for result in &results {
             println!(
                 "  {:<5} {} ({}, {} ms): {}",
-                word(result.health),
+                result.health.as_str(),
                 result.check,
                 result.kind,
                 result.took_ms,
@@ -74,14 +75,6 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
         Health::Fail => Outcome::Failed,
         Health::Pass | Health::Warn => Outcome::Success,
     })
-}
-
-fn word(health: Health) -> &'static str {
-    match health {
-        Health::Pass => "pass",
-        Health::Warn => "warn",
-        Health::Fail => "fail",
-    }
 }
 
 /// The health+json document: a status, the version, and each check under `NAME:kind`.
@@ -101,7 +94,7 @@ fn health_json(
                 serde_json::json!([{
                     "componentId": app,
                     "componentType": result.kind,
-                    "status": word(result.health),
+                    "status": result.health.as_str(),
                     "output": result.detail,
                     "observedValue": result.took_ms,
                     "observedUnit": "ms",
@@ -111,7 +104,7 @@ fn health_json(
         })
         .collect();
     serde_json::json!({
-        "status": word(health),
+        "status": health.as_str(),
         "serviceId": app,
         "version": version,
         "checks": checks,

@@ -202,6 +202,7 @@ impl Guardian {
             app: &self.app,
             instances,
             config_dir: &config_dir,
+            now_ms: self.now_ms(),
         };
         checks::run_all(&self.config.checks, &subject).await
     }
