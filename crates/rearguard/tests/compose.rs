@@ -69,6 +69,10 @@ fn blue_green_compose_rolls_back_by_hand_and_restarts_a_killed_container() {
     let env = compose_env(&app, false);
     let _guard = env.guard();
     assert_eq!(deploy_watch(&env, "v1"), 0);
+    // The engine's own figures (docker stats) for the serving version's containers.
+    wait_until("status shows v1's usage", Duration::from_secs(30), || {
+        stdout(&env.run(&["status", "shop"])).contains("v1: CPU ")
+    });
     assert_eq!(deploy_watch(&env, "v3"), 0);
     let out = env.run(&["rollback", "shop", "v1", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
