@@ -33,21 +33,7 @@ const PLACEHOLDERS: [&str; 3] = ["{app}", "{version}", "{address}"];
 
 #[async_trait::async_trait]
 impl Check for CommandCheck {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn failures_to_rollback(&self) -> u32 {
-        self.failures
-    }
-
-    fn timeout(&self) -> Span {
-        self.timeout
-    }
-
-    fn component_mut(&mut self) -> Option<&mut Option<String>> {
-        Some(&mut self.component)
-    }
+    common_check_methods!(component);
 
     fn problems(&self, listening: &[String]) -> Vec<Flaw> {
         let name = &self.name;

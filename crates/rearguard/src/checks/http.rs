@@ -113,21 +113,7 @@ fn default_status() -> u16 {
 
 #[async_trait::async_trait]
 impl Check for HttpCheck {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn failures_to_rollback(&self) -> u32 {
-        self.failures
-    }
-
-    fn timeout(&self) -> Span {
-        self.timeout
-    }
-
-    fn component_mut(&mut self) -> Option<&mut Option<String>> {
-        Some(&mut self.component)
-    }
+    common_check_methods!(component);
 
     fn problems(&self, listening: &[String]) -> Vec<Flaw> {
         let name = &self.name;

@@ -2,6 +2,31 @@
 //! enum below as the only list of kinds. A check answers pass, warn or fail; the checks of
 //! an app run concurrently, each bounded by its own timeout.
 
+/// The methods every kind writes the same way from its `name`, `failures` and `timeout`
+/// fields (and, with `component`, its `component` field).
+macro_rules! common_check_methods {
+    () => {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn failures_to_rollback(&self) -> u32 {
+            self.failures
+        }
+
+        fn timeout(&self) -> rearguard_judge::Span {
+            self.timeout
+        }
+    };
+    (component) => {
+        common_check_methods!();
+
+        fn component_mut(&mut self) -> Option<&mut Option<String>> {
+            Some(&mut self.component)
+        }
+    };
+}
+
 pub mod command;
 pub mod http;
 pub mod postgres;

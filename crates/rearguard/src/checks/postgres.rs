@@ -42,17 +42,7 @@ impl PostgresCheck {
 
 #[async_trait::async_trait]
 impl Check for PostgresCheck {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn failures_to_rollback(&self) -> u32 {
-        self.failures
-    }
-
-    fn timeout(&self) -> Span {
-        self.timeout
-    }
+    common_check_methods!();
 
     fn problems(&self, _listening: &[String]) -> Vec<Flaw> {
         let dsn = self.dsn.expose();

@@ -64,17 +64,7 @@ impl RedisCheck {
 
 #[async_trait::async_trait]
 impl Check for RedisCheck {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn failures_to_rollback(&self) -> u32 {
-        self.failures
-    }
-
-    fn timeout(&self) -> Span {
-        self.timeout
-    }
+    common_check_methods!();
 
     fn problems(&self, _listening: &[String]) -> Vec<Flaw> {
         Vec::new()

@@ -21,21 +21,7 @@ pub struct TcpCheck {
 
 #[async_trait::async_trait]
 impl Check for TcpCheck {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn failures_to_rollback(&self) -> u32 {
-        self.failures
-    }
-
-    fn timeout(&self) -> Span {
-        self.timeout
-    }
-
-    fn component_mut(&mut self) -> Option<&mut Option<String>> {
-        Some(&mut self.component)
-    }
+    common_check_methods!(component);
 
     fn problems(&self, listening: &[String]) -> Vec<Flaw> {
         component_problem(&self.name, self.component.as_ref(), listening)
