@@ -11,34 +11,31 @@ use std::time::Duration;
 
 use support::{Alertmanager, Env, EnvBuilder, Prometheus, deploy_watch};
 
-#[test]
-fn a_bad_release_is_rolled_back_with_prometheus_as_the_only_signal_source() {
+/// An env whose only signals come from a Prometheus of its own (kept alive with it),
+/// without health checks: only the judge, fed by Prometheus, can tell. A new version's
+/// series reach Prometheus a scrape or two after it takes traffic: until then the judge
+/// sees none, so the bake must outlast that.
+fn prometheus_env(configure: impl FnOnce(EnvBuilder) -> EnvBuilder) -> (Env, Prometheus) {
     let dir = tempfile::tempdir().unwrap();
     let prometheus = Prometheus::start(dir.path());
-    // A new version's series reach Prometheus a scrape or two after it takes traffic:
-    // until then the judge sees none, so the bake must outlast that.
-    let env = Env::builder()
+    let builder = Env::builder()
         .in_dir(dir, support::free_port())
         .without_checks()
         .bake("20s")
-        .signals(&prometheus.signals("2s"))
-        .build();
-    // No health check: only the judge, fed by these signals, can tell.
+        .signals(&prometheus.signals("2s"));
+    (configure(builder).build(), prometheus)
+}
+
+#[test]
+fn a_bad_release_is_rolled_back_with_prometheus_as_the_only_signal_source() {
+    let (env, _prometheus) = prometheus_env(|builder| builder);
     support::bad_release_is_rolled_back_on_error_rate(&env);
 }
 
 #[test]
 fn a_guard_killed_while_prometheus_shows_a_bad_release_resumes_and_decides_on_the_same_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let prometheus = Prometheus::start(dir.path());
-    let env = Env::builder()
-        .in_dir(dir, support::free_port())
-        .without_checks()
-        .bake("20s")
-        .policy("warmup", "6s")
-        .policy("transient", "4s")
-        .signals(&prometheus.signals("2s"))
-        .build();
+    let (env, _prometheus) =
+        prometheus_env(|builder| builder.policy("warmup", "6s").policy("transient", "4s"));
     let mut guard = env.guard();
     let traffic = env.steady_traffic();
     assert_eq!(deploy_watch(&env, "v1"), 0);
