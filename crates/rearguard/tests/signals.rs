@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use support::{Alertmanager, Env, EnvBuilder, Prometheus, deploy_watch};
 
-/// An env whose only signals come from a Prometheus of its own (kept alive with it),
-/// without health checks: only the judge, fed by Prometheus, can tell. A new version's
+/// An env whose only signals come from a Prometheus of its own (kept alive with it, and
+/// asking for basic auth), without health checks: only the judge, fed by Prometheus, can
+/// tell. A new version's
 /// series reach Prometheus a scrape or two after it takes traffic: until then the judge
 /// sees none, so the bake must outlast that.
 fn prometheus_env(configure: impl FnOnce(EnvBuilder) -> EnvBuilder) -> (Env, Prometheus) {
     let dir = tempfile::tempdir().unwrap();
-    let prometheus = Prometheus::start(dir.path());
+    let prometheus = Prometheus::start_with_basic_auth(dir.path(), "rearguard", "prom pass 'x");
     let builder = Env::builder()
         .in_dir(dir, support::free_port())
         .without_checks()

@@ -796,6 +796,8 @@ impl Drop for ComposeApp {
 pub struct Prometheus {
     child: Child,
     pub port: u16,
+    /// The user and password its web config asks for, if any.
+    basic_auth: Option<(String, String)>,
     discovering: std::sync::Arc<std::sync::atomic::AtomicBool>,
     discovery: Option<std::thread::JoinHandle<()>>,
 }
@@ -805,9 +807,36 @@ impl Prometheus {
         Self::start_with(dir, "")
     }
 
+    /// Asking every request for `user` and `password` (its web config holds their bcrypt
+    /// hash, made by python3's crypt).
+    pub fn start_with_basic_auth(dir: &Path, user: &str, password: &str) -> Self {
+        let hash = Command::new("python3")
+            .args(["-W", "ignore", "-c"])
+            .arg("import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))")
+            .arg(password)
+            .output()
+            .unwrap();
+        let hash = String::from_utf8(hash.stdout).unwrap();
+        assert!(hash.starts_with("$2"), "no bcrypt hash: {hash:?}");
+        let web = dir.join("prometheus-web.yml");
+        std::fs::write(
+            &web,
+            format!("basic_auth_users:\n  {user}: '{}'\n", hash.trim()),
+        )
+        .unwrap();
+        let mut prometheus =
+            Self::launch(dir, "", &[format!("--web.config.file={}", web.display())]);
+        prometheus.basic_auth = Some((user.into(), password.into()));
+        prometheus
+    }
+
     /// With more top-level config (`rule_files:`, `alerting:`); rules are evaluated every
     /// second.
     pub fn start_with(dir: &Path, more: &str) -> Self {
+        Self::launch(dir, more, &[])
+    }
+
+    fn launch(dir: &Path, more: &str, flags: &[String]) -> Self {
         let port = free_port();
         let targets = dir.join("targets.json");
         std::fs::write(&targets, "[]").unwrap();
@@ -823,7 +852,10 @@ impl Prometheus {
             &[
                 format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
-            ],
+            ]
+            .into_iter()
+            .chain(flags.iter().cloned())
+            .collect::<Vec<_>>(),
             port,
         );
         let discovering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -847,6 +879,7 @@ impl Prometheus {
         Self {
             child,
             port,
+            basic_auth: None,
             discovering,
             discovery: Some(discovery),
         }
@@ -873,8 +906,16 @@ impl Prometheus {
 
     /// The `signals:` block reading from it, with `step`.
     pub fn signals(&self, step: &str) -> String {
+        let auth = self
+            .basic_auth
+            .as_ref()
+            .map_or(String::new(), |(user, password)| {
+                format!(
+                    "      auth:\n        basic: {{username: {user}, password: \"{password}\"}}\n"
+                )
+            });
         format!(
-            "    signals:\n      kind: prometheus\n      url: http://127.0.0.1:{}\n      step: {step}\n",
+            "    signals:\n      kind: prometheus\n      url: http://127.0.0.1:{}\n      step: {step}\n{auth}",
             self.port
         )
     }
@@ -944,8 +985,9 @@ fn start_server(dir: &Path, program: &str, config: &str, args: &[String], port: 
         ))
         .spawn()
         .unwrap_or_else(|e| panic!("{program} is installed (the test script installs it): {e}"));
+    // 401: it serves, and asks for credentials.
     wait_until(&format!("{program} ready"), Duration::from_secs(30), || {
-        get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
+        get(port, "/-/ready").is_some_and(|(status, _)| status == 200 || status == 401)
     });
     child
 }
