@@ -125,6 +125,17 @@ pub enum Command {
     /// Exit codes: 0 keep, 3 the judge would roll the release back (a pipeline gate). With
     /// --json the verdict is in the output and the exit code is 0 either way.
     Backtest(BacktestArgs),
+    /// Serve the HTTP API (`/api/v1`, OpenAPI at `/api/v1/openapi.json`), rearguard's own
+    /// `/metrics` and `/health/live`, `/health/ready`, over the config's ledger.
+    ///
+    /// Every API route needs `Authorization: Bearer TOKEN` (`rearguard token create`);
+    /// writes need an operator's token. A running `rearguard guard` performs what the API
+    /// records (releases, rollbacks), as it does for the CLI.
+    Serve(ServeArgs),
+    /// API tokens: create (shown once), list, revoke.
+    Token(TokenArgs),
+    /// The audit log: every write from the CLI or the API, with actor, source and outcome.
+    Audit(AuditArgs),
     /// The bundled demo service (used by `rearguard demo`; handy for trying configs).
     #[command(disable_version_flag = true)]
     DemoApp(DemoAppArgs),
@@ -260,6 +271,60 @@ fn component_address(text: &str) -> Result<(String, std::net::SocketAddr), Strin
         .parse()
         .map_err(|e| format!("{address:?} is not ADDRESS:PORT: {e}"))?;
     Ok((component.to_string(), address))
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback should sit behind TLS (a reverse proxy).
+    #[arg(long, default_value = "127.0.0.1:7070", env = "REARGUARD_LISTEN")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token; it is printed once, and only its hash is kept.
+    Create {
+        /// A name to know it by (who or what uses it): [A-Za-z0-9._-].
+        #[arg(long)]
+        name: String,
+        /// viewer reads; operator also records releases, rolls back and works incidents;
+        /// admin also reads the audit log and manages tokens.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Print the token and its record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tokens (never their secrets), revoked ones included.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries within this long ("7d", "12h").
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,9 +15,11 @@ pub mod incidents;
 pub mod ledger;
 pub mod names;
 pub mod notify;
+pub mod ops;
 pub mod rollback_log;
 pub mod router;
 pub mod secret;
+pub mod server;
 pub mod signals;
 pub mod telemetry;
 pub mod traffic;
@@ -105,7 +107,11 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
             eprintln!("error: {}", telemetry::redact(&format!("{error:#}")));
-            if error.downcast_ref::<UsageError>().is_some() {
+            let asked_wrong = error.downcast_ref::<UsageError>().is_some()
+                || error
+                    .downcast_ref::<ops::OpsError>()
+                    .is_some_and(|e| !matches!(e, ops::OpsError::Internal(_)));
+            if asked_wrong {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -18,8 +18,32 @@ pub fn init(format: LogFormat, filter: &str, ansi: bool) {
 }
 
 /// Removes credentials from text bound for logs or people: the userinfo of URLs
-/// (`https://user:pass@host` becomes `https://***@host`).
+/// (`https://user:pass@host` becomes `https://***@host`) and rearguard's API tokens.
 pub fn redact(text: &str) -> String {
+    hide_api_tokens(&hide_url_userinfo(text))
+}
+
+/// `rgt_` and the hex digits after it become `rgt_***`.
+fn hide_api_tokens(text: &str) -> String {
+    let prefix = crate::ops::TOKEN_PREFIX;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(prefix) {
+        let after = &rest[start + prefix.len()..];
+        let secret_len = after
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(after.len());
+        out.push_str(&rest[..start + prefix.len()]);
+        if secret_len > 0 {
+            out.push_str("***");
+        }
+        rest = &after[secret_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn hide_url_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(scheme_end) = rest.find("://") {
@@ -71,6 +95,14 @@ mod tests {
         assert_eq!(
             redact("http://127.0.0.1:80/health"),
             "http://127.0.0.1:80/health"
+        );
+    }
+
+    #[test]
+    fn api_tokens_are_hidden() {
+        assert_eq!(
+            redact("Authorization: Bearer rgt_0a1b2c3d9f, then rgt_ alone"),
+            "Authorization: Bearer rgt_***, then rgt_ alone"
         );
     }
 }

@@ -12,7 +12,7 @@ use super::{Workspace, check_version, stop_on_signals};
 use crate::cli::DeployArgs;
 use crate::guard::{Guardian, Progress};
 use crate::ledger::{Release, ReleaseState};
-use crate::{Outcome, UsageError, identity};
+use crate::{Outcome, UsageError};
 
 pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome> {
     check_version(&args.version)?;
@@ -38,10 +38,14 @@ pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome
         ))
         .into());
     }
-    let release = workspace
-        .ledger
-        .record_release(&args.app, &args.version, &identity::actor())
-        .await?;
+    let release = crate::ops::record_release(
+        &workspace,
+        &crate::ops::Actor::cli(),
+        &args.app,
+        &args.version,
+        false,
+    )
+    .await?;
     let bar = Status::new(true);
     bar.show(&format!(
         "{} {}: recorded, waiting for the guard",

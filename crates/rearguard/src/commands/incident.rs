@@ -8,8 +8,8 @@ use super::Workspace;
 use crate::cli::{IncidentAction, IncidentsArgs, PostmortemArgs, ReportArgs};
 use crate::clock::rfc3339;
 use crate::incidents::{POSTMORTEM_TEMPLATE, Record, Report, render_postmortem};
-use crate::ledger::{Incident, IncidentStatus, Severity};
-use crate::{Outcome, UsageError, identity};
+use crate::ledger::{Incident, IncidentStatus};
+use crate::{Outcome, UsageError, ops};
 
 pub fn since_ms(workspace: &Workspace, since: &str) -> Result<i64, UsageError> {
     let span = Span::parse(since).map_err(|e| UsageError(format!("--since: {e}")))?;
@@ -44,18 +44,9 @@ pub async fn list(config_path: &Path, args: IncidentsArgs) -> anyhow::Result<Out
     Ok(Outcome::Success)
 }
 
-async fn incident(workspace: &Workspace, id: i64) -> anyhow::Result<Incident> {
-    Ok(workspace.ledger.incident(id).await?.ok_or_else(|| {
-        UsageError(format!(
-            "no incident {id}; `rearguard incidents` lists them"
-        ))
-    })?)
-}
-
 pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<Outcome> {
     let workspace = Workspace::open(config_path).await?;
     let ledger = &workspace.ledger;
-    let actor = identity::actor();
     match action {
         IncidentAction::Show { id, json } => {
             let record = Record::load(ledger, id)
@@ -96,79 +87,42 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
             }
         }
         IncidentAction::Note { id, text } => {
-            incident(&workspace, id).await?;
-            ledger.add_timeline(id, None, "note", &actor, &text).await?;
+            act_on(&workspace, id, ops::IncidentAction::Note { text }).await?;
             println!("incident {id}: note added");
         }
         IncidentAction::Ack { id } => {
-            incident(&workspace, id).await?;
-            ledger.acknowledge_incident(id, &actor).await?;
-            ledger
-                .add_timeline(id, None, "acknowledged", &actor, "acknowledged")
-                .await?;
-            println!("incident {id}: acknowledged by {actor}");
+            let incident = act_on(&workspace, id, ops::IncidentAction::Ack).await?;
+            let by = incident.acknowledged_by.unwrap_or_default();
+            println!("incident {id}: acknowledged by {by}");
         }
         IncidentAction::Severity { id, severity } => {
-            incident(&workspace, id).await?;
-            let severity = Severity::parse(&severity).ok_or_else(|| {
-                UsageError(format!(
-                    "severity must be P1, P2, P3 or P4, got {severity:?}"
-                ))
-            })?;
-            ledger.set_incident_severity(id, severity).await?;
-            ledger
-                .add_timeline(
-                    id,
-                    None,
-                    "severity",
-                    &actor,
-                    &format!("severity set to {}", severity.as_str()),
-                )
-                .await?;
-            println!("incident {id}: severity {}", severity.as_str());
+            let incident =
+                act_on(&workspace, id, ops::IncidentAction::Severity { severity }).await?;
+            println!("incident {id}: severity {}", incident.severity.as_str());
         }
         IncidentAction::RootCause { id, text } => {
-            incident(&workspace, id).await?;
-            record_root_cause(&workspace, id, &actor, &text).await?;
+            act_on(&workspace, id, ops::IncidentAction::RootCause { text }).await?;
             println!("incident {id}: root cause recorded");
         }
         IncidentAction::Resolve { id, root_cause } => {
-            let current = incident(&workspace, id).await?;
-            if current.status == IncidentStatus::Resolved {
+            let before = ledger.incident(id).await?;
+            act_on(&workspace, id, ops::IncidentAction::Resolve { root_cause }).await?;
+            if before.is_some_and(|i| i.status == IncidentStatus::Resolved) {
                 println!("incident {id}: already resolved");
-                return Ok(Outcome::Success);
+            } else {
+                println!("incident {id}: resolved");
             }
-            if let Some(text) = root_cause {
-                record_root_cause(&workspace, id, &actor, &text).await?;
-            }
-            ledger.resolve_incident(id, &actor).await?;
-            ledger
-                .add_timeline(id, None, "resolved", &actor, "resolved")
-                .await?;
-            println!("incident {id}: resolved");
         }
     }
     Ok(Outcome::Success)
 }
 
-async fn record_root_cause(
+async fn act_on(
     workspace: &Workspace,
     id: i64,
-    actor: &str,
-    text: &str,
-) -> anyhow::Result<()> {
-    workspace.ledger.set_root_cause(id, text).await?;
-    workspace
-        .ledger
-        .add_timeline(
-            id,
-            None,
-            "root_cause",
-            actor,
-            &format!("root cause: {text}"),
-        )
-        .await?;
-    Ok(())
+    action: ops::IncidentAction,
+) -> Result<Incident, ops::OpsError> {
+    ops::act_on_incident(workspace, &ops::Actor::cli(), id, &action).await
 }
 
 pub async fn postmortem(config_path: &Path, args: PostmortemArgs) -> anyhow::Result<Outcome> {

@@ -5,75 +5,34 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Workspace, check_version};
-use crate::backends::Backend;
+use super::Workspace;
 use crate::cli::RollbackArgs;
-use crate::ledger::{Release, RollbackStatus, Trigger};
-use crate::{Outcome, UsageError, identity};
+use crate::ledger::{Release, RollbackStatus};
+use crate::{Outcome, UsageError, ops};
 
 pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outcome> {
-    if let Some(version) = &args.version {
-        check_version(version)?;
-    }
     let workspace = Workspace::open(config_path).await?;
     let ledger = &workspace.ledger;
-    let current = ledger.current(&args.app).await?.ok_or_else(|| {
-        UsageError(format!(
-            "app {:?} has no current release: nothing to roll back",
-            args.app
-        ))
-    })?;
-    let target = match &args.version {
-        Some(version) => ledger.release_of_version(&args.app, version).await?.ok_or_else(|| {
-            UsageError(format!("version {version:?} was never recorded for app {:?}", args.app))
-        })?,
-        None => ledger.known_good(&args.app, Some(current.id)).await?.ok_or_else(|| {
-            UsageError(format!(
-                "app {:?} has no known-good release other than the current one ({}); name a version",
-                args.app, current.version
-            ))
-        })?,
+    let request = ops::request_rollback(
+        &workspace,
+        &ops::Actor::cli(),
+        &args.app,
+        args.version.as_deref(),
+        args.reason.as_deref(),
+        |plan| confirm(&args, &plan.current, &plan.target).map_err(Into::into),
+    )
+    .await?;
+    let rollback = match request {
+        ops::RollbackRequest::AlreadyServing(release) => {
+            println!("{}: already serving {}", args.app, release.version);
+            return Ok(Outcome::Success);
+        }
+        ops::RollbackRequest::Requested(rollback) => rollback,
     };
-    if target.version == current.version {
-        println!("{}: already serving {}", args.app, target.version);
-        return Ok(Outcome::Success);
-    }
-    let backend = workspace.backend(&args.app)?;
-    if let Err(e) = backend.check_available(&target.version).await {
-        let available = available_versions(&workspace, backend.as_ref(), &args.app).await?;
-        return Err(UsageError(format!(
-            "{e}; versions that can be rolled back to: {}",
-            available.join(", ")
-        ))
-        .into());
-    }
-    if !workspace.guard_running(&args.app).await? {
-        return Err(UsageError(format!(
-            "no guard is running for app {:?}: start `rearguard guard` first (it performs rollbacks)",
-            args.app
-        ))
-        .into());
-    }
-    confirm(&args, &current, &target)?;
-    let reason = args
-        .reason
-        .clone()
-        .unwrap_or_else(|| "manual rollback".to_string());
-    let rollback = ledger
-        .record_rollback(
-            &current,
-            &target,
-            Trigger::Manual,
-            &reason,
-            None,
-            &identity::actor(),
-            RollbackStatus::Requested,
-        )
-        .await?;
     if !args.json {
         eprintln!(
             "{}: rolling back {} -> {} ...",
-            args.app, current.version, target.version
+            args.app, rollback.from_version, rollback.to_version
         );
     }
     let deadline = tokio::time::Instant::now() + args.timeout.std();
@@ -142,21 +101,4 @@ fn confirm(args: &RollbackArgs, current: &Release, target: &Release) -> Result<(
             "cannot ask for confirmation: {e}; pass --yes"
         ))),
     }
-}
-
-/// Recorded versions whose components are all available, newest first.
-async fn available_versions(
-    workspace: &Workspace,
-    backend: &dyn Backend,
-    app: &str,
-) -> anyhow::Result<Vec<String>> {
-    let mut versions: Vec<String> = Vec::new();
-    for release in workspace.ledger.releases(app).await? {
-        if !versions.contains(&release.version)
-            && backend.check_available(&release.version).await.is_ok()
-        {
-            versions.push(release.version);
-        }
-    }
-    Ok(versions)
 }

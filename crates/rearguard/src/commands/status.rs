@@ -8,9 +8,6 @@ use crate::cli::StatusArgs;
 use crate::clock::rfc3339;
 use crate::ledger::Release;
 
-/// A guard snapshot older than this is not live.
-const LIVE_MS: i64 = 5_000;
-
 pub async fn run(config_path: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
     let workspace = Workspace::open(config_path).await?;
     let apps: Vec<String> = match args.app {
@@ -20,43 +17,24 @@ pub async fn run(config_path: &Path, args: StatusArgs) -> anyhow::Result<Outcome
         }
         None => workspace.config.apps.keys().cloned().collect(),
     };
-    let ledger = &workspace.ledger;
     let mut report = Vec::new();
     for app in &apps {
-        let current = ledger.current(app).await?;
-        let known_good = ledger.known_good(app, None).await?;
-        let guarded = workspace.guard_running(app).await?;
-        let snapshot = ledger
-            .snapshot(app)
-            .await?
-            .filter(|(at, _)| guarded && ledger.now() - at < LIVE_MS);
+        let status = crate::ops::app_status(&workspace, app).await?;
         if !args.json {
             print_app(
                 app,
-                current.as_ref(),
-                &report_known_good(&known_good),
-                guarded,
-                snapshot.as_ref().map(|(_, body)| body),
+                status.current.as_ref(),
+                status.known_good.as_deref().unwrap_or("none yet"),
+                status.guarded,
+                status.live.as_ref(),
             );
         }
-        report.push(serde_json::json!({
-            "app": app,
-            "current": current,
-            "known_good": known_good.map(|r| r.version),
-            "guarded": guarded,
-            "live": snapshot.as_ref().map(|(_, body)| body),
-        }));
+        report.push(status);
     }
     if args.json {
-        println!("{}", serde_json::Value::Array(report));
+        println!("{}", serde_json::to_string(&report)?);
     }
     Ok(Outcome::Success)
-}
-
-fn report_known_good(known_good: &Option<Release>) -> String {
-    known_good
-        .as_ref()
-        .map_or_else(|| "none yet".into(), |r| r.version.clone())
 }
 
 fn print_app(

@@ -18,6 +18,25 @@ pub struct Delivery {
 }
 
 impl Ledger {
+    /// How many deliveries there have been, by channel and status (`queued`, `delivered`,
+    /// `failed`), for rearguard's own metrics.
+    pub async fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT channel, status, COUNT(*) AS n FROM deliveries GROUP BY channel, status ORDER BY channel, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("channel")?,
+                    row.try_get("status")?,
+                    row.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Queues `event` (at escalation `level`) of an incident for each of `channels`, once:
     /// `None` when it was queued before (across restarts too). One transaction, so a
     /// notification is never marked sent without its deliveries.

@@ -7,7 +7,18 @@ use sqlx::any::AnyRow;
 
 use super::{Ledger, LedgerError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    utoipa::ToSchema,
+    serde::Deserialize,
+)]
 pub enum Severity {
     P1,
     P2,
@@ -36,7 +47,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentStatus {
     Detected,
@@ -71,7 +82,7 @@ impl IncidentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Incident {
     pub id: i64,
     pub app: String,
@@ -82,24 +93,31 @@ pub struct Incident {
     pub status: IncidentStatus,
     pub title: String,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub onset_at: Option<i64>,
     #[serde(serialize_with = "crate::clock::json_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub detected_at: i64,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub mitigated_at: Option<i64>,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub acknowledged_at: Option<i64>,
     pub acknowledged_by: Option<String>,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub resolved_at: Option<i64>,
     pub resolved_by: Option<String>,
     pub root_cause: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub evidence: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     #[serde(serialize_with = "crate::clock::json_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub kind: String,
     pub actor: String,

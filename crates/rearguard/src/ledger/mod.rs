@@ -6,6 +6,7 @@
 //! and PostgreSQL alike), SQLite by default. No business decisions here: callers decide,
 //! the ledger records.
 
+mod access;
 mod deliveries;
 mod incidents;
 mod lease;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Row};
 use rearguard_judge::Mode;
 
 use crate::clock::SharedClock;
+pub use access::{AuditEntry, Role, TokenRecord};
 pub use deliveries::Delivery;
 pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry};
 pub use lease::{LeaseDecision, decide_lease};
@@ -59,7 +61,7 @@ impl LedgerError {
 }
 
 /// Where a release stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseState {
     /// Recorded; being started.
@@ -113,20 +115,24 @@ impl FromStr for ReleaseState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Release {
     pub id: i64,
     pub app: String,
     pub version: String,
     pub state: ReleaseState,
     #[serde(serialize_with = "crate::clock::json_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     pub created_by: String,
     #[serde(serialize_with = "crate::clock::json_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub watch_started_at: Option<i64>,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub stable_at: Option<i64>,
     pub note: Option<String>,
     /// How it is judged, set when it takes traffic (see [`Watch`]).
@@ -137,8 +143,9 @@ pub struct Release {
 }
 
 /// How a release is judged: in which mode, against which version's record, from when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Watch {
+    #[schema(value_type = String)]
     pub mode: Mode,
     /// The version whose traffic is the baseline: its history before `judged_from`
     /// (blue-green), or its traffic beside the candidate's (canary). None: nothing to
@@ -147,6 +154,7 @@ pub struct Watch {
     /// The judge's deploy time, in epoch milliseconds: when the release took traffic, or
     /// when a canary took all of it.
     #[serde(serialize_with = "crate::clock::json_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub judged_from: i64,
 }
 
@@ -159,7 +167,7 @@ impl Release {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Auto,
@@ -175,7 +183,7 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RollbackStatus {
     /// Asked for (by a person); not started yet.
@@ -197,7 +205,7 @@ impl RollbackStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rollback {
     pub id: i64,
     pub app: String,
@@ -207,13 +215,17 @@ pub struct Rollback {
     pub to_version: String,
     pub trigger: Trigger,
     pub reason: String,
+    #[schema(value_type = Option<Object>)]
     pub evidence: Option<serde_json::Value>,
     pub requested_by: String,
     #[serde(serialize_with = "crate::clock::json_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub requested_at: i64,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<i64>,
     #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<i64>,
     pub status: RollbackStatus,
     pub logged: bool,
@@ -226,12 +238,14 @@ pub struct Lease {
     pub epoch: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     #[serde(serialize_with = "crate::clock::json_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub kind: String,
     pub release_id: Option<i64>,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
@@ -328,6 +342,12 @@ impl Ledger {
 
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Answers when the database does (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     // ---- releases ----

@@ -1,0 +1,44 @@
+//! Where each app stands: its current release, known-good release, guard, live view.
+
+use serde::Serialize;
+
+use super::{Result, Workspace};
+use crate::ledger::Release;
+
+/// A guard snapshot older than this is not live.
+const LIVE_MS: i64 = 5_000;
+
+/// One app as `status` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AppStatus {
+    pub app: String,
+    /// The release that serves (or must, after a restart).
+    pub current: Option<Release>,
+    /// The version a rollback goes to by default.
+    pub known_good: Option<String>,
+    /// Whether a live guard holds the app.
+    pub guarded: bool,
+    /// The guard's live view (judgement, routes, usage), when it is fresh.
+    #[schema(value_type = Option<Object>)]
+    pub live: Option<serde_json::Value>,
+}
+
+pub async fn app_status(workspace: &Workspace, app: &str) -> Result<AppStatus> {
+    workspace.check_app(app)?;
+    let ledger = &workspace.ledger;
+    let current = ledger.current(app).await?;
+    let known_good = ledger.known_good(app, None).await?;
+    let guarded = workspace.guard_running(app).await?;
+    let live = ledger
+        .snapshot(app)
+        .await?
+        .filter(|(at, _)| guarded && ledger.now() - at < LIVE_MS)
+        .map(|(_, body)| body);
+    Ok(AppStatus {
+        app: app.to_string(),
+        current,
+        known_good: known_good.map(|r| r.version),
+        guarded,
+        live,
+    })
+}

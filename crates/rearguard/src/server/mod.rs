@@ -1,0 +1,91 @@
+//! `rearguard serve`: the HTTP edge over [`crate::ops`]. The REST API under `/api/v1` (its
+//! OpenAPI document at `/api/v1/openapi.json`), rearguard's own `/metrics`, and
+//! `/health/live` and `/health/ready`. Every `/api/v1` route needs a bearer token, writes
+//! an operator's; the use cases audit every write.
+
+mod api;
+mod auth;
+mod error;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::ops::Workspace;
+
+/// Request bodies are small JSON documents; anything larger is refused (413).
+const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Shared {
+    workspace: Arc<Workspace>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+/// The whole HTTP surface. Layers, outermost first: the body limit (before anything reads a
+/// body), then the request counter (so refusals are counted too).
+pub fn router(workspace: Arc<Workspace>) -> Router {
+    let shared = Shared {
+        workspace,
+        metrics: Arc::new(metrics::Metrics::default()),
+    };
+    Router::new()
+        .nest("/api/v1", api::routes())
+        .route("/metrics", get(metrics::render))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            metrics::count_requests,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(shared)
+}
+
+/// Serves on `listener` until `ended` completes; `started` learns the bound address.
+pub async fn serve(
+    workspace: Arc<Workspace>,
+    listener: tokio::net::TcpListener,
+    ended: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(workspace).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(ended)
+        .await
+}
+
+const HEALTH_JSON: &str = "application/health+json";
+
+fn health(status: StatusCode, body: serde_json::Value) -> impl IntoResponse {
+    (
+        status,
+        [(header::CONTENT_TYPE, HEALTH_JSON)],
+        body.to_string(),
+    )
+}
+
+/// The process answers.
+async fn live() -> impl IntoResponse {
+    health(StatusCode::OK, serde_json::json!({"status": "pass"}))
+}
+
+/// The ledger answers too: without it nothing can be read or recorded.
+async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
+    match shared.workspace.ledger.ping().await {
+        Ok(_) => health(StatusCode::OK, serde_json::json!({"status": "pass"})),
+        Err(e) => {
+            tracing::error!(error = %crate::telemetry::redact(&e.to_string()), "readiness: the ledger does not answer");
+            health(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "fail", "output": "the ledger does not answer"}),
+            )
+        }
+    }
+}
