@@ -1158,3 +1158,102 @@ pub fn assert_rolled_back_on_the_replayed_step(env: &Env, version: &str) {
         "replay {replay}, guard {versions}"
     );
 }
+
+/// `rearguard serve` on a free port, its stderr in `serve.log` in the env. Killed when
+/// dropped.
+pub struct Server {
+    pub guard: Guard,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `METHOD PATH` with an optional bearer token and JSON body: (status, JSON body, or
+    /// the body as a JSON string when it is not JSON).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let (status, text) = http(self.port, method, path, token, body.map(|b| b.to_string()));
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
+    }
+}
+
+impl Env {
+    pub fn serve(&self, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let log = self.path().join("serve.log");
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(self.config())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+        let server = Server {
+            guard: Guard(command.spawn().unwrap()),
+            port,
+            log,
+        };
+        wait_until("the server answers", Duration::from_secs(20), || {
+            http(port, "GET", "/health/ready", None, None).0 == 200
+        });
+        server
+    }
+
+    /// A new API token with `role`, named `name`.
+    pub fn token(&self, name: &str, role: &str) -> String {
+        let out = self.run(&["token", "create", "--name", name, "--role", role]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    }
+}
+
+/// A plain HTTP/1.1 request on 127.0.0.1: (status, body); (0, "") when nothing answers.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).is_err() {
+        return (0, String::new());
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}

@@ -1,0 +1,220 @@
+//! `rearguard serve`: the API's tokens and roles, a release recorded and rolled back over
+//! the API with a real guard doing the work, the audit log, metrics and health, and tokens
+//! kept out of logs.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Env, stderr, stdout, wait_until};
+
+/// Every route that writes, with a body it would accept.
+fn write_routes() -> Vec<(&'static str, &'static str, Option<serde_json::Value>)> {
+    vec![
+        ("POST", "/api/v1/apps/shop/releases", Some(json!({"version": "v9"}))),
+        ("POST", "/api/v1/apps/shop/rollbacks", Some(json!({}))),
+        ("POST", "/api/v1/incidents/1/actions", Some(json!({"action": "ack"}))),
+        ("DELETE", "/api/v1/tokens/someone", None),
+    ]
+}
+
+#[test]
+fn every_write_route_refuses_no_token_a_wrong_one_and_a_viewers() {
+    let env = Env::new();
+    let viewer = env.token("dash", "viewer");
+    let operator = env.token("ci", "operator");
+    let revoked = env.token("old", "admin");
+    assert!(env.run(&["token", "revoke", "old"]).status.success());
+    let server = env.serve(&[]);
+    let forged = format!("rgt_{}", "0".repeat(64));
+    for (method, path, body) in write_routes() {
+        for token in [None, Some(forged.as_str()), Some(revoked.as_str())] {
+            let (status, problem) = server.call(method, path, token, body.as_ref());
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {problem}");
+        }
+        let (status, problem) = server.call(method, path, Some(&viewer), body.as_ref());
+        assert_eq!(status, 403, "{method} {path} as a viewer: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("role"), "{problem}");
+    }
+    // Tokens need the admin role; the audit log too.
+    for path in ["/api/v1/audit", "/api/v1/tokens"] {
+        assert_eq!(server.call("GET", path, Some(&operator), None).0, 403, "{path}");
+    }
+    // Reads need a token too, any role's.
+    assert_eq!(server.call("GET", "/api/v1/apps", None, None).0, 401);
+    let (status, apps) = server.call("GET", "/api/v1/apps", Some(&viewer), None);
+    assert_eq!(status, 200);
+    assert_eq!(apps[0]["app"], "shop");
+    // Nothing refused changed anything: no release was recorded.
+    let (_, releases) = server.call("GET", "/api/v1/apps/shop/releases", Some(&viewer), None);
+    assert_eq!(releases, json!([]));
+    // The operator's refused write (no guard runs) is in the audit log with its source.
+    let (status, _) = server.call(
+        "POST",
+        "/api/v1/apps/shop/releases",
+        Some(&operator),
+        Some(&json!({"version": "v1"})),
+    );
+    assert_eq!(status, 409);
+    let audit: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["audit", "--json"]))).unwrap();
+    let last = audit.as_array().unwrap().last().unwrap();
+    assert_eq!(last["actor"], "token:ci");
+    assert_eq!(last["source"], "127.0.0.1");
+    assert_eq!(last["action"], "record_release");
+    assert_eq!(last["outcome"], "refused");
+}
+
+#[test]
+fn a_pipeline_deploys_and_an_operator_rolls_back_over_the_api() {
+    let env = Env::builder().bake("3s").build();
+    let operator = env.token("ci", "operator");
+    let admin = env.token("root", "admin");
+    let _guard = env.guard();
+    let server = env.serve(&[]);
+    let release = |version: &str| {
+        server.call(
+            "POST",
+            "/api/v1/apps/shop/releases",
+            Some(&operator),
+            Some(&json!({"version": version})),
+        )
+    };
+    let state_of = |version: &str| {
+        let (_, releases) = server.call("GET", "/api/v1/apps/shop/releases", Some(&admin), None);
+        releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["version"] == version)
+            .map(|r| r["state"].as_str().unwrap().to_string())
+    };
+    let (status, recorded) = release("v1");
+    assert_eq!(status, 202, "{recorded}");
+    assert_eq!(recorded["created_by"], "token:ci");
+    wait_until("v1 is stable", Duration::from_secs(40), || {
+        state_of("v1").as_deref() == Some("stable")
+    });
+    // A version the backend cannot run is refused before anything is recorded.
+    let (status, problem) = release("no;such");
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(release("v2").0, 202);
+    wait_until("v2 serves", Duration::from_secs(30), || {
+        env.traffic(3).0.get("v2") == Some(&3)
+    });
+    let (status, answer) = server.call(
+        "POST",
+        "/api/v1/apps/shop/rollbacks",
+        Some(&operator),
+        Some(&json!({"reason": "checkout is slow"})),
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["outcome"], "requested");
+    assert_eq!(answer["target"], "v1");
+    wait_until("v1 serves again", Duration::from_secs(30), || {
+        env.traffic(3).0.get("v1") == Some(&3)
+    });
+    let (_, rollbacks) = server.call("GET", "/api/v1/apps/shop/rollbacks", Some(&admin), None);
+    let rollback = &rollbacks[0];
+    assert_eq!(rollback["requested_by"], "token:ci");
+    assert_eq!(rollback["reason"], "checkout is slow");
+    wait_until("the rollback is done", Duration::from_secs(20), || {
+        let (_, rollbacks) = server.call("GET", "/api/v1/apps/shop/rollbacks", Some(&admin), None);
+        rollbacks[0]["status"] == "done"
+    });
+    // Asking again for the known-good release that serves is no rollback.
+    let (status, answer) = server.call(
+        "POST",
+        "/api/v1/apps/shop/rollbacks",
+        Some(&operator),
+        Some(&json!({"version": "v1"})),
+    );
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("already_serving")));
+
+    // The incident opened with the rollback is worked over the API.
+    let (_, incidents) = server.call("GET", "/api/v1/incidents?since=1h", Some(&admin), None);
+    let id = incidents[0]["id"].as_i64().expect("an incident");
+    let act = |action: serde_json::Value| {
+        server.call("POST", &format!("/api/v1/incidents/{id}/actions"), Some(&operator), Some(&action))
+    };
+    let (status, incident) = act(json!({"action": "ack"}));
+    assert_eq!(status, 200, "{incident}");
+    assert_eq!(incident["acknowledged_by"], "token:ci");
+    assert_eq!(act(json!({"action": "severity", "severity": "P9"})).0, 422);
+    assert_eq!(act(json!({"action": "severity", "severity": "P2"})).1["severity"], "P2");
+    assert_eq!(act(json!({"action": "launch"})).0, 400);
+    let (_, record) = server.call("GET", &format!("/api/v1/incidents/{id}"), Some(&admin), None);
+    let kinds: Vec<&str> = record["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"acknowledged") && kinds.contains(&"severity"), "{kinds:?}");
+
+    // Every write is audited with who, from where, and how it ended.
+    let (_, audit) = server.call("GET", "/api/v1/audit", Some(&admin), None);
+    let entries: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == "127.0.0.1")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let has = |action: &str, outcome: &str| {
+        entries.iter().any(|(a, _, o)| a == action && o == outcome)
+    };
+    assert!(has("record_release", "ok") && has("record_release", "refused"), "{entries:?}");
+    assert!(has("request_rollback", "ok") && has("incident_ack", "ok"), "{entries:?}");
+    assert!(has("incident_severity", "refused"), "{entries:?}");
+
+    // rearguard's own metrics see the rollback and the requests.
+    let (status, metrics) = support::http(server.port, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"rearguard_rollbacks_total{app="shop",trigger="manual",status="done"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"rearguard_guarded{app="shop"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"route="/api/v1/apps/{app}/rollbacks",status="202"} 1"#),
+        "{metrics}"
+    );
+    let (status, health) = support::http(server.port, "GET", "/health/live", None, None);
+    assert_eq!((status, health.as_str()), (200, r#"{"status":"pass"}"#));
+}
+
+#[test]
+fn tokens_never_reach_the_logs_or_the_audit_log() {
+    let env = Env::new();
+    let out = env.run(&["token", "create", "--name", "ci", "--role", "operator", "--json"]);
+    let created: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("rgt_") && token.len() == 68, "{token}");
+    assert!(!stderr(&out).contains(&token));
+    let server = env.serve(&[("RUST_LOG", "trace")]);
+    server.call("GET", "/api/v1/apps", Some(&token), None);
+    server.call("POST", "/api/v1/apps/shop/releases", Some(&token), Some(&json!({"version": "x"})));
+    // A mistyped token, one character short, is as secret as the real one.
+    server.call("GET", "/api/v1/apps", Some(&token[..67]), None);
+    server.call("GET", &format!("/api/v1/apps?token={token}"), None, None);
+    assert!(server.log().contains("rearguard: serving"));
+    for (what, text) in [
+        ("the server's log", server.log()),
+        ("the audit log", stdout(&env.run(&["audit", "--json"]))),
+        ("the token list", stdout(&env.run(&["token", "list", "--json"]))),
+    ] {
+        assert!(!text.contains(&token[4..20]), "a token in {what}: {text}");
+    }
+    // Only the hash is stored.
+    let db = std::fs::read(env.path().join(".rearguard/rearguard.db")).unwrap();
+    let needle = &token.as_bytes()[4..];
+    assert!(!db.windows(needle.len()).any(|w| w == needle), "the token is in the database");
+}
