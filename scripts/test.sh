@@ -20,9 +20,17 @@ prometheus prometheus the Prometheus signal tests query a real one
 prometheus-alertmanager prometheus-alertmanager an alert from a real Alertmanager rolls a release back
 redis-server redis-server the Redis check PINGs a real one
 pg_ctlcluster postgresql the PostgreSQL check connects to a real one
+chromium chromium the dashboard tests drive a headless browser
 EOF_PACKAGES
 if ((${#missing[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The API is fuzzed from its OpenAPI document (PyPI, pinned).
+if ! need schemathesis; then
+    echo "installing schemathesis (the API fuzz test)"
+    python3 -m pip install --quiet --break-system-packages 'schemathesis==4.32.5' \
+        || python3 -m pip install --quiet 'schemathesis==4.32.5'
 fi
 
 # Reuse one build across runs on the same machine (CI runs in a fresh clone).

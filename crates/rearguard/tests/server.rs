@@ -12,9 +12,17 @@ use support::{Env, stderr, stdout, wait_until};
 /// Every route that writes, with a body it would accept.
 fn write_routes() -> Vec<(&'static str, &'static str, Option<serde_json::Value>)> {
     vec![
-        ("POST", "/api/v1/apps/shop/releases", Some(json!({"version": "v9"}))),
+        (
+            "POST",
+            "/api/v1/apps/shop/releases",
+            Some(json!({"version": "v9"})),
+        ),
         ("POST", "/api/v1/apps/shop/rollbacks", Some(json!({}))),
-        ("POST", "/api/v1/incidents/1/actions", Some(json!({"action": "ack"}))),
+        (
+            "POST",
+            "/api/v1/incidents/1/actions",
+            Some(json!({"action": "ack"})),
+        ),
         ("DELETE", "/api/v1/tokens/someone", None),
     ]
 }
@@ -35,11 +43,18 @@ fn every_write_route_refuses_no_token_a_wrong_one_and_a_viewers() {
         }
         let (status, problem) = server.call(method, path, Some(&viewer), body.as_ref());
         assert_eq!(status, 403, "{method} {path} as a viewer: {problem}");
-        assert!(problem["detail"].as_str().unwrap().contains("role"), "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("role"),
+            "{problem}"
+        );
     }
     // Tokens need the admin role; the audit log too.
     for path in ["/api/v1/audit", "/api/v1/tokens"] {
-        assert_eq!(server.call("GET", path, Some(&operator), None).0, 403, "{path}");
+        assert_eq!(
+            server.call("GET", path, Some(&operator), None).0,
+            403,
+            "{path}"
+        );
     }
     // Reads need a token too, any role's.
     assert_eq!(server.call("GET", "/api/v1/apps", None, None).0, 401);
@@ -130,28 +145,47 @@ fn a_pipeline_deploys_and_an_operator_rolls_back_over_the_api() {
         Some(&operator),
         Some(&json!({"version": "v1"})),
     );
-    assert_eq!((status, answer["outcome"].as_str()), (200, Some("already_serving")));
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("already_serving"))
+    );
 
     // The incident opened with the rollback is worked over the API.
     let (_, incidents) = server.call("GET", "/api/v1/incidents?since=1h", Some(&admin), None);
     let id = incidents[0]["id"].as_i64().expect("an incident");
     let act = |action: serde_json::Value| {
-        server.call("POST", &format!("/api/v1/incidents/{id}/actions"), Some(&operator), Some(&action))
+        server.call(
+            "POST",
+            &format!("/api/v1/incidents/{id}/actions"),
+            Some(&operator),
+            Some(&action),
+        )
     };
     let (status, incident) = act(json!({"action": "ack"}));
     assert_eq!(status, 200, "{incident}");
     assert_eq!(incident["acknowledged_by"], "token:ci");
     assert_eq!(act(json!({"action": "severity", "severity": "P9"})).0, 422);
-    assert_eq!(act(json!({"action": "severity", "severity": "P2"})).1["severity"], "P2");
+    assert_eq!(
+        act(json!({"action": "severity", "severity": "P2"})).1["severity"],
+        "P2"
+    );
     assert_eq!(act(json!({"action": "launch"})).0, 400);
-    let (_, record) = server.call("GET", &format!("/api/v1/incidents/{id}"), Some(&admin), None);
+    let (_, record) = server.call(
+        "GET",
+        &format!("/api/v1/incidents/{id}"),
+        Some(&admin),
+        None,
+    );
     let kinds: Vec<&str> = record["timeline"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"acknowledged") && kinds.contains(&"severity"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"acknowledged") && kinds.contains(&"severity"),
+        "{kinds:?}"
+    );
 
     // Every write is audited with who, from where, and how it ended.
     let (_, audit) = server.call("GET", "/api/v1/audit", Some(&admin), None);
@@ -168,21 +202,30 @@ fn a_pipeline_deploys_and_an_operator_rolls_back_over_the_api() {
             )
         })
         .collect();
-    let has = |action: &str, outcome: &str| {
-        entries.iter().any(|(a, _, o)| a == action && o == outcome)
-    };
-    assert!(has("record_release", "ok") && has("record_release", "refused"), "{entries:?}");
-    assert!(has("request_rollback", "ok") && has("incident_ack", "ok"), "{entries:?}");
+    let has =
+        |action: &str, outcome: &str| entries.iter().any(|(a, _, o)| a == action && o == outcome);
+    assert!(
+        has("record_release", "ok") && has("record_release", "refused"),
+        "{entries:?}"
+    );
+    assert!(
+        has("request_rollback", "ok") && has("incident_ack", "ok"),
+        "{entries:?}"
+    );
     assert!(has("incident_severity", "refused"), "{entries:?}");
 
     // rearguard's own metrics see the rollback and the requests.
     let (status, metrics) = support::http(server.port, "GET", "/metrics", None, None);
     assert_eq!(status, 200);
     assert!(
-        metrics.contains(r#"rearguard_rollbacks_total{app="shop",trigger="manual",status="done"} 1"#),
+        metrics
+            .contains(r#"rearguard_rollbacks_total{app="shop",trigger="manual",status="done"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"rearguard_guarded{app="shop"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"rearguard_guarded{app="shop"} 1"#),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"route="/api/v1/apps/{app}/rollbacks",status="202"} 1"#),
         "{metrics}"
@@ -194,14 +237,21 @@ fn a_pipeline_deploys_and_an_operator_rolls_back_over_the_api() {
 #[test]
 fn tokens_never_reach_the_logs_or_the_audit_log() {
     let env = Env::new();
-    let out = env.run(&["token", "create", "--name", "ci", "--role", "operator", "--json"]);
+    let out = env.run(&[
+        "token", "create", "--name", "ci", "--role", "operator", "--json",
+    ]);
     let created: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let token = created["token"].as_str().unwrap().to_string();
     assert!(token.starts_with("rgt_") && token.len() == 68, "{token}");
     assert!(!stderr(&out).contains(&token));
     let server = env.serve(&[("RUST_LOG", "trace")]);
     server.call("GET", "/api/v1/apps", Some(&token), None);
-    server.call("POST", "/api/v1/apps/shop/releases", Some(&token), Some(&json!({"version": "x"})));
+    server.call(
+        "POST",
+        "/api/v1/apps/shop/releases",
+        Some(&token),
+        Some(&json!({"version": "x"})),
+    );
     // A mistyped token, one character short, is as secret as the real one.
     server.call("GET", "/api/v1/apps", Some(&token[..67]), None);
     server.call("GET", &format!("/api/v1/apps?token={token}"), None, None);
@@ -209,12 +259,59 @@ fn tokens_never_reach_the_logs_or_the_audit_log() {
     for (what, text) in [
         ("the server's log", server.log()),
         ("the audit log", stdout(&env.run(&["audit", "--json"]))),
-        ("the token list", stdout(&env.run(&["token", "list", "--json"]))),
+        (
+            "the token list",
+            stdout(&env.run(&["token", "list", "--json"])),
+        ),
     ] {
         assert!(!text.contains(&token[4..20]), "a token in {what}: {text}");
     }
     // Only the hash is stored.
     let db = std::fs::read(env.path().join(".rearguard/rearguard.db")).unwrap();
     let needle = &token.as_bytes()[4..];
-    assert!(!db.windows(needle.len()).any(|w| w == needle), "the token is in the database");
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle),
+        "the token is in the database"
+    );
+}
+
+/// Schemathesis (PyPI; the test script installs it) generates requests from the OpenAPI
+/// document, valid and invalid, and checks every answer: no server error, every response
+/// in its documented schema, invalid input refused, valid input accepted. The ledger holds
+/// a stable release, a rolled-back one and its incident first, so the records' schemas are
+/// exercised on real data.
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
+    let env = Env::builder().bake("3s").build();
+    {
+        let _guard = env.guard();
+        support::bad_release_is_rolled_back_on_error_rate(&env);
+    }
+    let admin = env.token("fuzz", "admin");
+    let server = env.serve(&[]);
+    let schema = format!("http://127.0.0.1:{}/api/v1/openapi.json", server.port);
+    let header = format!("Authorization: Bearer {admin}");
+    // Revoking is fuzzed apart, with a token of its own: it could revoke the one in use.
+    let second_admin = env.token("fuzz-revoke", "admin");
+    let second_header = format!("Authorization: Bearer {second_admin}");
+    for (header, methods) in [
+        (header.as_str(), ["--exclude-method", "DELETE"]),
+        (second_header.as_str(), ["--include-method", "DELETE"]),
+    ] {
+        let mut command = std::process::Command::new("schemathesis");
+        command
+            .args(["run", &schema, "-H", header, "--checks", "all"])
+            .args(["--max-examples", "40", "--seed", "1", "--no-color"])
+            .args(methods)
+            .env("SCHEMATHESIS_HOOKS", "")
+            .current_dir(env.path());
+        let out = support::run_bounded(command, Duration::from_secs(300));
+        assert!(
+            out.status.success(),
+            "schemathesis (installed by scripts/test.sh) found problems:\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
 }

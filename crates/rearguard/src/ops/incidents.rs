@@ -6,18 +6,30 @@ use crate::ledger::{Incident, IncidentStatus, Severity};
 
 /// What a person does to an incident.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum IncidentAction {
     /// Adds a note to the timeline.
-    Note { text: String },
+    Note {
+        #[schema(min_length = 1, max_length = 10000)]
+        text: String,
+    },
     /// Says someone is on it (stops escalation).
     Ack,
     /// Re-grades it: P1 (worst) to P4.
-    Severity { severity: String },
+    Severity {
+        #[schema(pattern = "^[Pp][1-4]$")]
+        severity: String,
+    },
     /// Records what caused it.
-    RootCause { text: String },
+    RootCause {
+        #[schema(min_length = 1, max_length = 10000)]
+        text: String,
+    },
     /// Closes it, optionally recording the root cause first.
-    Resolve { root_cause: Option<String> },
+    Resolve {
+        #[schema(min_length = 1, max_length = 10000)]
+        root_cause: Option<String>,
+    },
 }
 
 impl IncidentAction {
@@ -32,7 +44,7 @@ impl IncidentAction {
     }
 }
 
-/// Longest note or root cause kept, in bytes.
+/// Longest note or root cause kept, in characters.
 const MAX_TEXT: usize = 10_000;
 
 /// Does `action` to incident `id`; returns the incident as it is afterwards.
@@ -120,13 +132,13 @@ async fn root_cause(workspace: &Workspace, actor: &Actor, id: i64, text: &str) -
 }
 
 fn check_text(text: &str) -> Result<()> {
-    if text.trim().is_empty() {
+    let length = text.chars().count();
+    if length == 0 {
         return Err(OpsError::Invalid("the text is empty".into()));
     }
-    if text.len() > MAX_TEXT {
+    if length > MAX_TEXT {
         return Err(OpsError::Invalid(format!(
-            "the text is {} bytes long; at most {MAX_TEXT} are kept",
-            text.len()
+            "the text is {length} characters long; at most {MAX_TEXT} are kept"
         )));
     }
     Ok(())

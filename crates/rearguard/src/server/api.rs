@@ -86,18 +86,36 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct Since {
-    /// How far back, as a span: "30d", "12h", "90m" (default 30d).
+    /// How far back: a number and a unit (s, m, h, d), such as "30d" or "90m"; default 30d.
+    #[param(pattern = r"^[0-9]{1,5}(s|m|h|d)$")]
     since: Option<String>,
 }
 
 impl Since {
+    /// The start of the period in epoch milliseconds. Read exactly as the schema's pattern
+    /// says (the CLI's `--since` takes more forms).
     fn from(query: Result<Query<Since>, QueryRejection>, shared: &Shared) -> Result<i64, ApiError> {
         let Query(since) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let text = since.since.as_deref().unwrap_or("30d");
-        let span = rearguard_judge::Span::parse(text)
-            .map_err(|e| ApiError::BadRequest(format!("since: {e}")))?;
-        let ms = i64::try_from(span.as_millis()).unwrap_or(i64::MAX);
-        Ok(shared.workspace.ledger.now().saturating_sub(ms))
+        let invalid = || {
+            ApiError::BadRequest(format!(
+                "since: expected a number and a unit (s, m, h, d) such as \"30d\", got {text:?}"
+            ))
+        };
+        let unit = text.chars().last().ok_or_else(invalid)?;
+        let number = &text[..text.len() - unit.len_utf8()];
+        let unit_ms: i64 = match unit {
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => return Err(invalid()),
+        };
+        if number.is_empty() || number.len() > 5 || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let count: i64 = number.parse().map_err(|_| invalid())?;
+        Ok(shared.workspace.ledger.now() - count * unit_ms)
     }
 }
 
@@ -147,7 +165,9 @@ async fn list_releases(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewRelease {
-    /// An immutable tag such as the git SHA: `[A-Za-z0-9._-]`, 1 to 128 characters.
+    /// An immutable tag such as the git SHA: `[A-Za-z0-9._-]`, 1 to 128 characters, not
+    /// starting with `.` or `-`.
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
     version: String,
 }
 
@@ -193,6 +213,7 @@ async fn list_rollbacks(
 #[serde(deny_unknown_fields)]
 struct NewRollback {
     /// The version to go back to (default: the last known-good release).
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
     version: Option<String>,
     /// Why, for the record.
     reason: Option<String>,

@@ -29,8 +29,9 @@ pub struct Shared {
     metrics: Arc<metrics::Metrics>,
 }
 
-/// The whole HTTP surface. Layers, outermost first: the body limit (before anything reads a
-/// body), then the request counter (so refusals are counted too).
+/// The whole HTTP surface. Layers, outermost first: a panic becomes a 500 (not a dropped
+/// connection), the body limit (before anything reads a body), then the request counter
+/// (so refusals are counted too).
 pub fn router(workspace: Arc<Workspace>) -> Router {
     let shared = Shared {
         workspace,
@@ -46,6 +47,7 @@ pub fn router(workspace: Arc<Workspace>) -> Router {
             metrics::count_requests,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(shared)
 }
 
