@@ -42,3 +42,15 @@ pub async fn app_status(workspace: &Workspace, app: &str) -> Result<AppStatus> {
         live,
     })
 }
+
+impl AppStatus {
+    /// The guard's evidence against the watched release as shares of what a rollback
+    /// needs: (error rate, latency). None without a live judgement.
+    pub fn evidence(&self) -> Option<(f64, f64)> {
+        let judged = &self.live.as_ref()?["judgement"]["snapshot"];
+        Some((
+            judged["error_evidence"].as_f64()?,
+            judged["latency_evidence"].as_f64()?,
+        ))
+    }
+}

@@ -1,10 +1,12 @@
 //! `rearguard serve`: the HTTP edge over [`crate::ops`]. The REST API under `/api/v1` (its
-//! OpenAPI document at `/api/v1/openapi.json`), rearguard's own `/metrics`, and
-//! `/health/live` and `/health/ready`. Every `/api/v1` route needs a bearer token, writes
+//! OpenAPI document at `/api/v1/openapi.json`), the dashboard under `/dashboard`,
+//! rearguard's own `/metrics`, and `/health/live` and `/health/ready`. Every `/api/v1` route needs a bearer token, writes
 //! an operator's; the use cases audit every write.
 
 mod api;
 mod auth;
+mod chart;
+mod dashboard;
 mod error;
 mod metrics;
 
@@ -39,6 +41,11 @@ pub fn router(workspace: Arc<Workspace>) -> Router {
     };
     Router::new()
         .nest("/api/v1", api::routes())
+        .nest("/dashboard", dashboard::routes())
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/dashboard") }),
+        )
         .route("/metrics", get(metrics::render))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
