@@ -61,6 +61,8 @@ struct Line {
 
 /// One panel's quantity from a bucket's counts and its length in seconds.
 type Measure = fn(&Counts, f64) -> Option<f64>;
+/// A panel: its title, what it measures, how its maximum reads.
+type PanelSpec = (&'static str, Measure, fn(f64) -> String);
 
 impl Chart {
     pub async fn load(
@@ -96,7 +98,7 @@ impl Chart {
                 by_bucket
             })
             .collect();
-        let panels: [(&'static str, Measure, fn(f64) -> String); 3] = [
+        let panels: [PanelSpec; 3] = [
             (
                 "error rate",
                 |c, _| c.error_rate().map(|r| r * 100.0),

@@ -72,11 +72,11 @@ struct Session {
 }
 
 impl Session {
-    fn actor(&self, role: Role) -> Result<Actor, Response> {
+    fn actor(&self, role: Role) -> Result<Actor, PageError> {
         if self.token.role < role {
-            return Err(message(
+            return Err(PageError(
                 StatusCode::FORBIDDEN,
-                &format!(
+                format!(
                     "this needs a token with the {} role or above",
                     role.as_str()
                 ),
@@ -89,7 +89,7 @@ impl Session {
     }
 
     /// Refuses a write that does not come from this site's own form.
-    fn check_form(&self, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+    fn check_form(&self, headers: &HeaderMap, csrf: &str) -> Result<(), PageError> {
         let expected = self.csrf.as_bytes();
         let same = csrf.len() == expected.len()
             && csrf
@@ -98,9 +98,9 @@ impl Session {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         if !same || !same_site(headers) {
-            return Err(message(
+            return Err(PageError(
                 StatusCode::FORBIDDEN,
-                "this form did not come from this dashboard; reload the page and try again",
+                "this form did not come from this dashboard; reload the page and try again".into(),
             ));
         }
         Ok(())
@@ -141,7 +141,7 @@ impl FromRequestParts<Shared> for Session {
         let secret = session_secret(parts).ok_or_else(to_login)?;
         let token = ops::authenticate(&shared.workspace, &secret)
             .await
-            .map_err(failed)?
+            .map_err(|e| PageError::from(e).into_response())?
             .ok_or_else(to_login)?;
         let source = parts
             .extensions
@@ -157,44 +157,63 @@ impl FromRequestParts<Shared> for Session {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %crate::telemetry::redact(&e.to_string()), "dashboard request failed");
-    message(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error; the server's log has the details",
-    )
-}
+/// A page that could not be shown, as a page that says why: 4xx with the detail, 5xx
+/// generic with the real error logged once.
+#[derive(Debug)]
+struct PageError(StatusCode, String);
 
-fn ops_failed(e: OpsError) -> Response {
-    match e {
-        OpsError::NotFound(m) => message(StatusCode::NOT_FOUND, &m),
-        OpsError::Invalid(m) => message(StatusCode::UNPROCESSABLE_ENTITY, &m),
-        OpsError::Conflict(m) => message(StatusCode::CONFLICT, &m),
-        OpsError::Internal(e) => failed(format!("{e:#}")),
+impl PageError {
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %crate::telemetry::redact(&e.to_string()), "dashboard request failed");
+        PageError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the server's log has the details".into(),
+        )
     }
 }
 
-/// A bare page with one message (errors, refusals).
-fn message(status: StatusCode, text: &str) -> Response {
-    let page = PAGES
-        .get_template("base.html")
-        .and_then(|t| t.render(minijinja::context! { flash => text, flash_error => true }))
-        .unwrap_or_else(|_| "error".into());
-    (status, Html(page)).into_response()
+impl From<OpsError> for PageError {
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::NotFound(m) => PageError(StatusCode::NOT_FOUND, m),
+            OpsError::Invalid(m) => PageError(StatusCode::UNPROCESSABLE_ENTITY, m),
+            OpsError::Conflict(m) => PageError(StatusCode::CONFLICT, m),
+            OpsError::Internal(e) => PageError::internal(format!("{e:#}")),
+        }
+    }
 }
+
+impl From<crate::ledger::LedgerError> for PageError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        OpsError::from(e).into()
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let page = PAGES
+            .get_template("base.html")
+            .and_then(|t| t.render(minijinja::context! { flash => self.1, flash_error => true }))
+            .unwrap_or_else(|_| "error".into());
+        (self.0, Html(page)).into_response()
+    }
+}
+
+type Page = Result<Response, PageError>;
 
 fn serialized(value: &impl Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
 }
 
-fn render(name: &str, context: minijinja::Value) -> Response {
-    match PAGES.get_template(name).and_then(|t| t.render(context)) {
-        Ok(page) => ([(header::CACHE_CONTROL, "no-store")], Html(page)).into_response(),
-        Err(e) => failed(e),
-    }
+fn render(name: &str, context: minijinja::Value) -> Page {
+    let page = PAGES
+        .get_template(name)
+        .and_then(|t| t.render(context))
+        .map_err(PageError::internal)?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Html(page)).into_response())
 }
 
-async fn login_page() -> Response {
+async fn login_page() -> Page {
     render("login.html", minijinja::context! {})
 }
 
@@ -207,31 +226,27 @@ async fn login(
     State(shared): State<Shared>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
-) -> Response {
+) -> Page {
     if !same_site(&headers) {
-        return message(
+        return Err(PageError(
             StatusCode::FORBIDDEN,
-            "sign in from this dashboard's own page",
-        );
+            "sign in from this dashboard's own page".into(),
+        ));
     }
     let secret = form.token.trim();
-    match ops::authenticate(&shared.workspace, secret).await {
-        Ok(Some(_)) => (
-            [(
-                header::SET_COOKIE,
-                format!("{COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={SESSION_SECONDS}"),
-            )],
-            Redirect::to("/dashboard"),
-        )
-            .into_response(),
-        Ok(None) => {
-            let page = minijinja::context! { flash => "that token is not valid (or was revoked)", flash_error => true };
-            let mut response = render("login.html", page);
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
-            response
-        }
-        Err(e) => ops_failed(e),
+    if ops::authenticate(&shared.workspace, secret)
+        .await?
+        .is_none()
+    {
+        let page = minijinja::context! { flash => "that token is not valid (or was revoked)", flash_error => true };
+        let mut response = render("login.html", page)?;
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok(response);
     }
+    let cookie = format!(
+        "{COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={SESSION_SECONDS}"
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/dashboard")).into_response())
 }
 
 #[derive(Deserialize)]
@@ -239,18 +254,14 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(session: Session, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
-    if let Err(refused) = session.check_form(&headers, &form.csrf) {
-        return refused;
-    }
-    (
-        [(
-            header::SET_COOKIE,
-            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0"),
-        )],
+async fn logout(session: Session, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Page {
+    session.check_form(&headers, &form.csrf)?;
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0");
+    Ok((
+        [(header::SET_COOKIE, cookie)],
         Redirect::to("/dashboard/login"),
     )
-        .into_response()
+        .into_response())
 }
 
 /// An app's line in the overview.
@@ -272,7 +283,7 @@ impl From<ops::AppStatus> for AppLine {
             .is_some_and(|r| r.state == crate::ledger::ReleaseState::Watching);
         let judge = status.evidence().filter(|_| watching).map(|(errors, latency)| {
             format!(
-                "evidence against the watched release: {:.0}% (errors), {:.0}% (latency) of a rollback",
+                "Evidence against the watched release: {:.0}% (errors), {:.0}% (latency) of a rollback.",
                 errors * 100.0,
                 latency * 100.0
             )
@@ -288,20 +299,26 @@ impl From<ops::AppStatus> for AppLine {
     }
 }
 
-async fn apps(State(shared): State<Shared>, session: Session) -> Response {
+/// Incidents detected in the last 30 days, of `app` or of all.
+async fn recent_incidents(
+    shared: &Shared,
+    app: Option<&str>,
+) -> Result<Vec<crate::ledger::Incident>, PageError> {
+    let ledger = &shared.workspace.ledger;
+    let incidents = ledger.incidents(ledger.now() - 30 * 86_400_000).await?;
+    Ok(incidents
+        .into_iter()
+        .filter(|i| app.is_none_or(|app| i.app == app))
+        .collect())
+}
+
+async fn apps(State(shared): State<Shared>, session: Session) -> Page {
     let workspace = &shared.workspace;
-    let lines = async {
-        let mut lines = Vec::new();
-        for app in workspace.config.apps.keys() {
-            lines.push(AppLine::from(ops::app_status(workspace, app).await?));
-        }
-        let since = workspace.ledger.now() - 30 * 86_400_000;
-        Ok::<_, OpsError>((lines, workspace.ledger.incidents(since).await?))
-    };
-    let (lines, incidents) = match lines.await {
-        Ok(found) => found,
-        Err(e) => return ops_failed(e),
-    };
+    let mut lines = Vec::new();
+    for app in workspace.config.apps.keys() {
+        lines.push(AppLine::from(ops::app_status(workspace, app).await?));
+    }
+    let incidents = recent_incidents(&shared, None).await?;
     let (who, csrf) = session.context();
     render(
         "apps.html",
@@ -319,26 +336,13 @@ async fn app(
     session: Session,
     Path(app): Path<String>,
     Query(flash): Query<Flash>,
-) -> Response {
-    let workspace = &shared.workspace;
-    let page = async {
-        let status = ops::app_status(workspace, &app).await?;
-        let ledger = &workspace.ledger;
-        let releases = ledger.releases(&app).await?;
-        let rollbacks = ledger.rollbacks(&app).await?;
-        let incidents: Vec<_> = ledger
-            .incidents(ledger.now() - 30 * 86_400_000)
-            .await?
-            .into_iter()
-            .filter(|i| i.app == app)
-            .collect();
-        let chart = Chart::load(ledger, &app, &releases, &rollbacks).await?;
-        Ok::<_, OpsError>((status, releases, rollbacks, incidents, chart))
-    };
-    let (status, releases, rollbacks, incidents, chart) = match page.await {
-        Ok(found) => found,
-        Err(e) => return ops_failed(e),
-    };
+) -> Page {
+    let status = ops::app_status(&shared.workspace, &app).await?;
+    let ledger = &shared.workspace.ledger;
+    let releases = ledger.releases(&app).await?;
+    let rollbacks = ledger.rollbacks(&app).await?;
+    let incidents = recent_incidents(&shared, Some(&app)).await?;
+    let chart = Chart::load(ledger, &app, &releases, &rollbacks).await?;
     let can_roll_back = session.token.role >= Role::Operator && status.current.is_some();
     // Only fixed messages: nothing from the query string is shown.
     let flash = flash.done.as_deref().and_then(|done| match done {
@@ -365,32 +369,23 @@ async fn confirm_rollback(
     State(shared): State<Shared>,
     session: Session,
     Path(app): Path<String>,
-) -> Response {
-    if let Err(refused) = session.actor(Role::Operator) {
-        return refused;
-    }
+) -> Page {
+    session.actor(Role::Operator)?;
     let workspace = &shared.workspace;
-    let plan = async {
-        workspace.check_app(&app)?;
-        let current = workspace.ledger.current(&app).await?;
-        let current = current.ok_or_else(|| OpsError::Conflict("nothing serves yet".into()))?;
-        let target = workspace.ledger.known_good(&app, Some(current.id)).await?;
-        let target = target.ok_or_else(|| {
-            OpsError::Conflict(format!(
-                "no known-good release other than {}; roll back to a version with the CLI or the API",
-                current.version
-            ))
-        })?;
-        Ok::<_, OpsError>((current.version, target.version))
-    };
-    let (from_version, to_version) = match plan.await {
-        Ok(plan) => plan,
-        Err(e) => return ops_failed(e),
-    };
+    workspace.check_app(&app)?;
+    let current = workspace.ledger.current(&app).await?;
+    let current = current.ok_or_else(|| OpsError::Conflict("nothing serves yet".into()))?;
+    let target = workspace.ledger.known_good(&app, Some(current.id)).await?;
+    let target = target.ok_or_else(|| {
+        OpsError::Conflict(format!(
+            "no known-good release other than {}; roll back to a version with the CLI or the API",
+            current.version
+        ))
+    })?;
     let (who, csrf) = session.context();
     render(
         "confirm.html",
-        minijinja::context! { app, from_version, to_version, who, csrf },
+        minijinja::context! { app, from_version => current.version, to_version => target.version, who, csrf },
     )
 }
 
@@ -407,35 +402,26 @@ async fn roll_back(
     Path(app): Path<String>,
     headers: HeaderMap,
     Form(form): Form<RollbackForm>,
-) -> Response {
-    if let Err(refused) = session.check_form(&headers, &form.csrf) {
-        return refused;
-    }
-    let actor = match session.actor(Role::Operator) {
-        Ok(actor) => actor,
-        Err(refused) => return refused,
-    };
+) -> Page {
+    session.check_form(&headers, &form.csrf)?;
+    let actor = session.actor(Role::Operator)?;
     let reason = form.reason.as_deref().filter(|r| !r.trim().is_empty());
-    let request = ops::request_rollback(
+    ops::request_rollback(
         &shared.workspace,
         &actor,
         &app,
         Some(&form.version),
         reason,
         |_| Ok(()),
-    );
-    match request.await {
-        Ok(_) => Redirect::to(&format!("/dashboard/apps/{app}?done=rollback")).into_response(),
-        Err(e) => ops_failed(e),
-    }
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/dashboard/apps/{app}?done=rollback")).into_response())
 }
 
-async fn incident(State(shared): State<Shared>, session: Session, Path(id): Path<i64>) -> Response {
-    let record = match crate::incidents::Record::load(&shared.workspace.ledger, id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return message(StatusCode::NOT_FOUND, &format!("no incident {id}")),
-        Err(e) => return failed(e),
-    };
+async fn incident(State(shared): State<Shared>, session: Session, Path(id): Path<i64>) -> Page {
+    let record = crate::incidents::Record::load(&shared.workspace.ledger, id)
+        .await?
+        .ok_or_else(|| PageError(StatusCode::NOT_FOUND, format!("no incident {id}")))?;
     let postmortem =
         crate::incidents::render_postmortem(&record, crate::incidents::POSTMORTEM_TEMPLATE)
             .unwrap_or_else(|e| format!("the post-mortem template failed: {e}"));
