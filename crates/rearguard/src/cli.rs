@@ -171,6 +171,11 @@ pub struct DemoArgs {
     /// your channels (secrets from the environment, as for the guard).
     #[arg(long)]
     pub notifications: Option<PathBuf>,
+    /// Also serve the API and the dashboard on this address (with an operator token made
+    /// for the demo), and keep serving after the demo until Ctrl-C: the dashboard shows
+    /// the rollback.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -193,3 +193,76 @@ fn an_operator_rolls_back_from_the_dashboard_in_a_real_browser() {
     );
     assert_eq!(status, 303);
 }
+
+/// `rearguard demo --listen`: the demo runs with the server on, and its dashboard shows the
+/// rollback (the screenshot `demo-dashboard.png` is kept); Ctrl-C then stops it.
+#[test]
+fn the_demo_with_the_server_on_shows_its_rollback_on_the_dashboard() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let mut demo = std::process::Command::new(support::binary())
+        .args([
+            "demo",
+            "--json",
+            "--port",
+            &port.to_string(),
+            "--listen",
+            &listen,
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (lines, summary) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let summary: serde_json::Value = serde_json::from_str(
+        &summary
+            .recv_timeout(Duration::from_secs(150))
+            .expect("the demo finishes"),
+    )
+    .unwrap();
+    assert_eq!(summary["rolled_back"], "v2");
+    let url = summary["dashboard"].as_str().unwrap().to_string();
+    let token = summary["token"].as_str().unwrap().to_string();
+
+    let mut browser = Browser::start();
+    browser.open(&url);
+    browser.eval(&format!(
+        "document.querySelector('#token').value = {token:?}; document.querySelector('#sign-in').click()"
+    ));
+    wait_until("signed in", Duration::from_secs(10), || {
+        browser.text("#apps").contains("demo")
+    });
+    browser.open(&format!("{url}/apps/demo"));
+    let rollbacks = browser.text("#rollbacks");
+    assert!(
+        rollbacks.contains("v2") && rollbacks.contains("auto"),
+        "{rollbacks}"
+    );
+    assert_eq!(browser.text("#serving"), "v1");
+    let shot = browser.screenshot("demo-dashboard");
+    assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_until("the demo stops on SIGTERM", Duration::from_secs(20), || {
+        demo.try_wait().unwrap().is_some()
+    });
+    assert!(demo.wait().unwrap().success());
+}

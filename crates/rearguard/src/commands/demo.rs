@@ -96,7 +96,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     let workspace = Workspace::with_config(config, &config_path).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let context = workspace.guard_context(Some(tx))?;
-    let stop = stop_on_signals();
+    // Ctrl-C ends everything; the demo's own end stops only the demo (a dashboard stays).
+    let signals = stop_on_signals();
+    let stop = signals.child_token();
+    let dashboard = match args.listen {
+        Some(address) => Some(Dashboard::start(&config_path, address, signals).await?),
+        None => None,
+    };
     let guardian = Guardian::start(&context, APP).await?;
     let guard_task = tokio::spawn(guardian.run(crate::guard::Ending {
         stop: stop.clone(),
@@ -159,10 +165,70 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
                 "restored_after_s": round(summary.restored_after_s),
                 "incident": incident,
                 "postmortem": postmortem,
+                "dashboard": dashboard.as_ref().map(|d| d.url.clone()),
+                "token": dashboard.as_ref().map(|d| d.token.expose().to_string()),
             })
         );
     }
+    if let Some(dashboard) = dashboard {
+        dashboard.serve_until_stopped(&say).await?;
+    }
     Ok(Outcome::Success)
+}
+
+/// The API and dashboard beside the demo, on its ledger, with an operator token of its own.
+struct Dashboard {
+    url: String,
+    token: crate::secret::Secret,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Dashboard {
+    async fn start(
+        config_path: &std::path::Path,
+        address: SocketAddr,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let workspace = Arc::new(Workspace::open(config_path).await?);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| UsageError(format!("cannot listen on {address}: {e}")))?;
+        let url = format!("http://{}/dashboard", listener.local_addr()?);
+        let name = format!("demo-{}", std::process::id());
+        let created = crate::ops::create_token(
+            &workspace,
+            &crate::ops::Actor::cli(),
+            &name,
+            crate::ledger::Role::Operator,
+        )
+        .await?;
+        eprintln!(
+            "dashboard: {url} (sign in with the operator token {})",
+            created.token.expose()
+        );
+        let ended = stop.clone();
+        let task = tokio::spawn(crate::server::serve(workspace, listener, async move {
+            ended.cancelled().await
+        }));
+        Ok(Self {
+            url,
+            token: created.token,
+            stop,
+            task,
+        })
+    }
+
+    /// Keeps the dashboard up after the demo, until Ctrl-C or SIGTERM.
+    async fn serve_until_stopped(self, say: &impl Fn(String)) -> anyhow::Result<()> {
+        say(format!(
+            "the dashboard stays up at {}: Ctrl-C to stop",
+            self.url
+        ));
+        self.stop.cancelled().await;
+        self.task.await??;
+        Ok(())
+    }
 }
 
 /// Resolves the demo's incident and writes its post-mortem beside the demo's files.

@@ -343,7 +343,8 @@ async fn app(
     let rollbacks = ledger.rollbacks(&app).await?;
     let incidents = recent_incidents(&shared, Some(&app)).await?;
     let chart = Chart::load(ledger, &app, &releases, &rollbacks).await?;
-    let can_roll_back = session.token.role >= Role::Operator && status.current.is_some();
+    let can_roll_back =
+        session.token.role >= Role::Operator && status.current.is_some() && status.guarded;
     // Only fixed messages: nothing from the query string is shown.
     let flash = flash.done.as_deref().and_then(|done| match done {
         "rollback" => Some(
