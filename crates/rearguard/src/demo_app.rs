@@ -129,9 +129,12 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<crate::Outcome> {
             ))
         })?;
     // One line for its log (an incident keeps the last lines of a bad version's log).
-    eprintln!(
+    crate::say!(
         "demo-app {} listening on {}:{} (error rate {})",
-        settings.version, args.address, args.port, settings.error_rate
+        settings.version,
+        args.address,
+        args.port,
+        settings.error_rate
     );
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -99,14 +99,20 @@ pub fn run(cli: cli::Cli) -> ExitCode {
     let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            telemetry::stderr_line(
+                "ERROR",
+                &format!("error: cannot start the async runtime: {e}"),
+            );
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
-            eprintln!("error: {}", telemetry::redact(&format!("{error:#}")));
+            telemetry::stderr_line(
+                "ERROR",
+                &format!("error: {}", telemetry::redact(&format!("{error:#}"))),
+            );
             let asked_wrong = error.downcast_ref::<UsageError>().is_some()
                 || error
                     .downcast_ref::<ops::OpsError>()

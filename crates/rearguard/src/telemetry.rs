@@ -3,8 +3,40 @@
 use crate::cli::LogFormat;
 use tracing_subscriber::{EnvFilter, fmt};
 
+/// Whether stderr speaks JSON (`--log-format json`): then every line there is an object.
+static JSON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line for people on stderr (progress, "serving on ..."): plain text, or with
+/// `--log-format json` a JSON object like the log's lines.
+pub fn stderr_line(level: &str, text: &str) {
+    if JSON_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        let line = serde_json::json!({
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "level": level,
+            "message": text,
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// `eprintln!` for people, JSON with `--log-format json` (see [`stderr_line`]).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::telemetry::stderr_line("INFO", &format!($($arg)*)) };
+}
+
+pub fn json_stderr() -> bool {
+    JSON_STDERR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Logs to stderr with `filter` (RUST_LOG syntax), coloured when `ansi`.
 pub fn init(format: LogFormat, filter: &str, ansi: bool) {
+    JSON_STDERR.store(
+        format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = fmt()
         .with_env_filter(filter)

@@ -315,3 +315,31 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
     }
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
+
+#[test]
+fn with_json_logs_every_line_on_stderr_is_json() {
+    let env = Env::new();
+    let token = env.token("ci", "operator");
+    let json = [("REARGUARD_LOG_FORMAT", "json"), ("RUST_LOG", "debug")];
+    let mut server = env.serve(&json);
+    server.call("GET", "/api/v1/apps", Some(&token), None);
+    server.call(
+        "POST",
+        "/api/v1/apps/shop/rollbacks",
+        Some(&token),
+        Some(&json!({})),
+    );
+    server.guard.stop();
+    let failed = env.run_with_env(&["rollback", "nope", "--yes"], &json);
+    assert_eq!(failed.status.code(), Some(2));
+    let log = server.log();
+    let refusal = stderr(&failed);
+    let lines: Vec<&str> = log.lines().chain(refusal.lines()).collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for line in lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+    assert!(log.contains("serving http://"), "{log}");
+}

@@ -26,7 +26,7 @@ pub async fn token(config_path: &Path, action: TokenAction) -> anyhow::Result<Ou
                     serde_json::json!({"token": created.token.expose(), "record": created.record})
                 );
             } else {
-                eprintln!(
+                crate::say!(
                     "token {:?} ({}) created; it is shown this once, keep it in a secret store:",
                     name,
                     role.as_str()

@@ -213,7 +213,7 @@ fn export(dir: &Path, name: &str, meta: &Meta, steps: &[Step]) -> anyhow::Result
     let meta_path = dir.join(format!("{name}.json"));
     std::fs::write(&meta_path, serde_json::to_string_pretty(&relative)?)
         .with_context(|| format!("cannot write {}", meta_path.display()))?;
-    eprintln!("wrote {} and {}", csv_path.display(), meta_path.display());
+    crate::say!("wrote {} and {}", csv_path.display(), meta_path.display());
     Ok(())
 }
 

@@ -121,13 +121,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         Err(_) => anyhow::bail!("the demo did not finish within {}s", DEMO_LIMIT.as_secs()),
     };
     let Some(summary) = summary else {
-        eprintln!("demo interrupted; everything it started is stopped");
+        crate::say!("demo interrupted; everything it started is stopped");
         return Ok(Outcome::Failed);
     };
     // With --json, stdout holds only the JSON line; the story goes to stderr.
     let say = |text: String| {
         if args.json {
-            eprintln!("{text}");
+            crate::say!("{text}");
         } else {
             println!("{text}");
         }
@@ -203,7 +203,7 @@ impl Dashboard {
             crate::ledger::Role::Operator,
         )
         .await?;
-        eprintln!(
+        crate::say!(
             "dashboard: {url} (sign in with the operator token {})",
             created.token.expose()
         );

@@ -65,7 +65,7 @@ pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome
         settled.state != ReleaseState::Deploying
     };
     if !done {
-        eprintln!(
+        crate::say!(
             "{} {}: still {} after {}; the guard goes on (follow it with `rearguard status {}`)",
             settled.app,
             settled.version,

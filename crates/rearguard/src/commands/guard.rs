@@ -29,7 +29,7 @@ pub async fn run(config_path: &Path, args: GuardArgs) -> anyhow::Result<Outcome>
         stop: stop_on_signals(),
         detach: reload_on_hangup(config_path.to_path_buf()),
     };
-    eprintln!("rearguard: guarding {} (Ctrl-C to stop)", apps.join(", "));
+    crate::say!("rearguard: guarding {} (Ctrl-C to stop)", apps.join(", "));
     let status = format!("guarding {}", apps.join(", "));
     let outcome = crate::guard::run(workspace.guard_context(None)?, apps, ending.clone(), || {
         tell_service_manager(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -41,7 +41,7 @@ pub async fn run(config_path: &Path, args: GuardArgs) -> anyhow::Result<Outcome>
     }
     tell_service_manager(&[NotifyState::Stopping]);
     outcome?;
-    eprintln!("rearguard: stopped");
+    crate::say!("rearguard: stopped");
     Ok(Outcome::Success)
 }
 

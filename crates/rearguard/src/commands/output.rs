@@ -25,7 +25,7 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 impl Status {
     /// A spinner (with the elapsed time when `elapsed`) on a terminal, lines elsewhere.
     pub fn new(elapsed: bool) -> Self {
-        if !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() || crate::telemetry::json_stderr() {
             return Status::Lines(Mutex::new((String::new(), None)));
         }
         let template = if elapsed {
@@ -43,7 +43,7 @@ impl Status {
     pub fn say(&self, line: &str) {
         match self {
             Status::Spinner(bar) => bar.println(line),
-            Status::Lines(_) => eprintln!("{line}"),
+            Status::Lines(_) => crate::say!("{line}"),
         }
     }
 
@@ -55,7 +55,7 @@ impl Status {
                 let mut last = last.lock().expect("lock");
                 let due = last.1.is_none_or(|shown| shown.elapsed() >= LINE_EVERY);
                 if last.0 != text && due {
-                    eprintln!("{text}");
+                    crate::say!("{text}");
                     *last = (text.to_string(), Some(Stopwatch::start()));
                 }
             }

@@ -30,9 +30,11 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
         ops::RollbackRequest::Requested(rollback) => rollback,
     };
     if !args.json {
-        eprintln!(
+        crate::say!(
             "{}: rolling back {} -> {} ...",
-            args.app, rollback.from_version, rollback.to_version
+            args.app,
+            rollback.from_version,
+            rollback.to_version
         );
     }
     let deadline = tokio::time::Instant::now() + args.timeout.std();

@@ -20,13 +20,13 @@ pub async fn run(config_path: &Path, args: ServeArgs) -> anyhow::Result<Outcome>
         .iter()
         .all(|t| t.revoked_at.is_some())
     {
-        eprintln!(
+        crate::say!(
             "rearguard: no live API token yet; create one with `rearguard token create --name NAME --role operator`"
         );
     }
-    eprintln!("rearguard: serving http://{address}/api/v1 (Ctrl-C to stop)");
+    crate::say!("rearguard: serving http://{address}/api/v1 (Ctrl-C to stop)");
     let stop = stop_on_signals();
     crate::server::serve(workspace, listener, async move { stop.cancelled().await }).await?;
-    eprintln!("rearguard: stopped");
+    crate::say!("rearguard: stopped");
     Ok(Outcome::Success)
 }
