@@ -35,6 +35,11 @@ pub struct GlobalArgs {
         default_value = "rearguard.yaml"
     )]
     pub config: PathBuf,
+    /// A rearguard server (`rearguard serve`) to read from and act through instead of this
+    /// host's ledger, with the token in REARGUARD_TOKEN. Works for status, incidents,
+    /// incident and rollback.
+    #[arg(long, global = true, env = "REARGUARD_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REARGUARD_LOG_FORMAT")]
     pub log_format: LogFormat,

@@ -67,23 +67,55 @@ impl Stopwatch {
     }
 }
 
-/// Epoch-millisecond timestamps as RFC 3339 text with milliseconds, in JSON output
-/// (`#[serde(serialize_with = "clock::json_time")]`).
-pub fn json_time<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
-    match jiff::Timestamp::from_millisecond(*ms) {
-        Ok(t) => serializer.collect_str(&t),
-        Err(_) => serializer.serialize_i64(*ms),
+/// Epoch-millisecond timestamps as RFC 3339 text with milliseconds in JSON, both ways
+/// (`#[serde(with = "clock::json_time")]`): the API's answers read back by the CLI.
+pub mod json_time {
+    use serde::Deserialize;
+
+    pub fn serialize<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        match jiff::Timestamp::from_millisecond(*ms) {
+            Ok(t) => serializer.collect_str(&t),
+            Err(_) => serializer.serialize_i64(*ms),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Time {
+            Text(String),
+            Millis(i64),
+        }
+        match Time::deserialize(deserializer)? {
+            Time::Millis(ms) => Ok(ms),
+            Time::Text(text) => text
+                .parse::<jiff::Timestamp>()
+                .map(|t| t.as_millisecond())
+                .map_err(serde::de::Error::custom),
+        }
     }
 }
 
 /// [`json_time`] for optional timestamps.
-pub fn json_time_opt<S: serde::Serializer>(
-    ms: &Option<i64>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => json_time(ms, serializer),
-        None => serializer.serialize_none(),
+pub mod json_time_opt {
+    use serde::Deserialize;
+
+    pub fn serialize<S: serde::Serializer>(
+        ms: &Option<i64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => super::json_time::serialize(ms, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i64>, D::Error> {
+        #[derive(Deserialize)]
+        struct Time(#[serde(with = "super::json_time")] i64);
+        Ok(Option::<Time>::deserialize(deserializer)?.map(|t| t.0))
     }
 }
 

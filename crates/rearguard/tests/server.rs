@@ -343,3 +343,70 @@ fn with_json_logs_every_line_on_stderr_is_json() {
     }
     assert!(log.contains("serving http://"), "{log}");
 }
+
+/// The CLI on another host: `--server URL` with the token in REARGUARD_TOKEN, and no
+/// config or ledger of its own.
+#[test]
+fn the_cli_reads_and_acts_through_a_remote_server() {
+    let env = Env::builder().bake("3s").build();
+    let operator = env.token("laptop", "operator");
+    let _guard = env.guard();
+    assert_eq!(support::deploy_watch(&env, "v1"), 0);
+    assert_eq!(support::deploy_watch(&env, "v2"), 0);
+    let server = env.serve(&[]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let remote = |args: &[&str], token: &str| {
+        let mut command = std::process::Command::new(support::binary());
+        command
+            .args(args)
+            .env("REARGUARD_SERVER", &url)
+            .env("REARGUARD_TOKEN", token)
+            .current_dir(elsewhere.path())
+            .stdin(std::process::Stdio::null());
+        support::run_bounded(command, Duration::from_secs(60))
+    };
+    let out = remote(&["status", "shop", "--json"], &operator);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status[0]["current"]["version"], "v2");
+
+    let refused = remote(&["rollback", "shop", "--yes"], "rgt_00");
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+
+    let out = remote(
+        &[
+            "rollback",
+            "shop",
+            "--yes",
+            "--json",
+            "--reason",
+            "from afar",
+        ],
+        &operator,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rollback: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (rollback["to_version"].as_str(), rollback["status"].as_str()),
+        (Some("v1"), Some("done"))
+    );
+    assert_eq!(rollback["requested_by"], "token:laptop");
+    assert_eq!(env.traffic(3).0.get("v1"), Some(&3));
+
+    let out = remote(&["incidents", "--json"], &operator);
+    let incidents: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let id = incidents[0]["id"].as_i64().unwrap().to_string();
+    let out = remote(&["incident", "ack", &id], &operator);
+    assert!(
+        stdout(&out).contains("acknowledged by token:laptop"),
+        "{}",
+        stderr(&out)
+    );
+    let out = remote(&["incident", "show", &id], &operator);
+    assert!(stdout(&out).contains("acknowledged"), "{}", stdout(&out));
+    // Nothing was written where the remote CLI ran.
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}

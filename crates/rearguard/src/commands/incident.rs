@@ -5,10 +5,11 @@ use std::path::Path;
 use rearguard_judge::Span;
 
 use super::Workspace;
+use super::records::Records;
 use crate::cli::{IncidentAction, IncidentsArgs, PostmortemArgs, ReportArgs};
 use crate::clock::rfc3339;
 use crate::incidents::{POSTMORTEM_TEMPLATE, Record, Report, render_postmortem};
-use crate::ledger::{Incident, IncidentStatus};
+use crate::ledger::IncidentStatus;
 use crate::{Outcome, UsageError, ops};
 
 pub fn since_ms(workspace: &Workspace, since: &str) -> Result<i64, UsageError> {
@@ -16,12 +17,13 @@ pub fn since_ms(workspace: &Workspace, since: &str) -> Result<i64, UsageError> {
     Ok(workspace.ledger.now() - span.as_millis() as i64)
 }
 
-pub async fn list(config_path: &Path, args: IncidentsArgs) -> anyhow::Result<Outcome> {
-    let workspace = Workspace::open(config_path).await?;
-    let incidents = workspace
-        .ledger
-        .incidents(since_ms(&workspace, &args.since)?)
-        .await?;
+pub async fn list(
+    config_path: &Path,
+    server: Option<&str>,
+    args: IncidentsArgs,
+) -> anyhow::Result<Outcome> {
+    let records = Records::open(config_path, server).await?;
+    let incidents = records.incidents(&args.since).await?;
     if args.json {
         println!("{}", serde_json::to_string(&incidents)?);
         return Ok(Outcome::Success);
@@ -44,30 +46,34 @@ pub async fn list(config_path: &Path, args: IncidentsArgs) -> anyhow::Result<Out
     Ok(Outcome::Success)
 }
 
-pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<Outcome> {
-    let workspace = Workspace::open(config_path).await?;
-    let ledger = &workspace.ledger;
+pub async fn act(
+    config_path: &Path,
+    server: Option<&str>,
+    action: IncidentAction,
+) -> anyhow::Result<Outcome> {
+    let records = Records::open(config_path, server).await?;
     match action {
         IncidentAction::Show { id, json } => {
-            let record = Record::load(ledger, id)
-                .await?
-                .ok_or_else(|| UsageError(format!("no incident {id}")))?;
-            let capture = ledger.capture(id).await?;
+            let (incident, timeline) = records.incident(id).await?;
+            // The platform state kept with the incident is read on the guard's host.
+            let capture = match &records {
+                Records::Local(workspace) => workspace.ledger.capture(id).await?,
+                Records::Remote(_) => None,
+            };
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"incident": record.incident, "timeline": record.timeline, "capture": capture})
+                    serde_json::json!({"incident": incident, "timeline": timeline, "capture": capture})
                 );
             } else {
-                let i = &record.incident;
                 println!(
                     "#{} {} [{}, {}]",
-                    i.id,
-                    i.title,
-                    i.severity.as_str(),
-                    i.status.as_str()
+                    incident.id,
+                    incident.title,
+                    incident.severity.as_str(),
+                    incident.status.as_str()
                 );
-                for entry in &record.timeline {
+                for entry in &timeline {
                     println!(
                         "  {}  {:<18} {}  ({})",
                         rfc3339(entry.at),
@@ -87,27 +93,36 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
             }
         }
         IncidentAction::Note { id, text } => {
-            act_on(&workspace, id, ops::IncidentAction::Note { text }).await?;
+            records
+                .act_on_incident(id, ops::IncidentAction::Note { text })
+                .await?;
             println!("incident {id}: note added");
         }
         IncidentAction::Ack { id } => {
-            let incident = act_on(&workspace, id, ops::IncidentAction::Ack).await?;
+            let incident = records
+                .act_on_incident(id, ops::IncidentAction::Ack)
+                .await?;
             let by = incident.acknowledged_by.unwrap_or_default();
             println!("incident {id}: acknowledged by {by}");
         }
         IncidentAction::Severity { id, severity } => {
-            let incident =
-                act_on(&workspace, id, ops::IncidentAction::Severity { severity }).await?;
+            let incident = records
+                .act_on_incident(id, ops::IncidentAction::Severity { severity })
+                .await?;
             println!("incident {id}: severity {}", incident.severity.as_str());
         }
         IncidentAction::RootCause { id, text } => {
-            act_on(&workspace, id, ops::IncidentAction::RootCause { text }).await?;
+            records
+                .act_on_incident(id, ops::IncidentAction::RootCause { text })
+                .await?;
             println!("incident {id}: root cause recorded");
         }
         IncidentAction::Resolve { id, root_cause } => {
-            let before = ledger.incident(id).await?;
-            act_on(&workspace, id, ops::IncidentAction::Resolve { root_cause }).await?;
-            if before.is_some_and(|i| i.status == IncidentStatus::Resolved) {
+            let (before, _) = records.incident(id).await?;
+            records
+                .act_on_incident(id, ops::IncidentAction::Resolve { root_cause })
+                .await?;
+            if before.status == IncidentStatus::Resolved {
                 println!("incident {id}: already resolved");
             } else {
                 println!("incident {id}: resolved");
@@ -115,14 +130,6 @@ pub async fn act(config_path: &Path, action: IncidentAction) -> anyhow::Result<O
         }
     }
     Ok(Outcome::Success)
-}
-
-async fn act_on(
-    workspace: &Workspace,
-    id: i64,
-    action: ops::IncidentAction,
-) -> Result<Incident, ops::OpsError> {
-    ops::act_on_incident(workspace, &ops::Actor::cli(), id, &action).await
 }
 
 pub async fn postmortem(config_path: &Path, args: PostmortemArgs) -> anyhow::Result<Outcome> {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod guard;
 pub mod incident;
 pub mod output;
+pub mod records;
 pub mod rollback;
 pub mod router;
 pub mod serve;
@@ -21,18 +22,19 @@ use crate::cli::{Cli, Command};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     let config_path = cli.global.config.as_path();
+    let server = cli.global.server.as_deref();
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Validate => validate::run(config_path),
         Command::Deploy(args) => deploy::run(config_path, args).await,
-        Command::Rollback(args) => rollback::run(config_path, args).await,
+        Command::Rollback(args) => rollback::run(config_path, server, args).await,
         Command::Versions(args) => versions::run(config_path, args).await,
-        Command::Status(args) => status::run(config_path, args).await,
+        Command::Status(args) => status::run(config_path, server, args).await,
         Command::Check(args) => check::run(config_path, args).await,
         Command::Events(args) => events::run(config_path, args).await,
         Command::Guard(args) => guard::run(config_path, args).await,
-        Command::Incidents(args) => incident::list(config_path, args).await,
-        Command::Incident(args) => incident::act(config_path, args.action).await,
+        Command::Incidents(args) => incident::list(config_path, server, args).await,
+        Command::Incident(args) => incident::act(config_path, server, args.action).await,
         Command::Postmortem(args) => incident::postmortem(config_path, args).await,
         Command::Report(args) => incident::report(config_path, args).await,
         Command::Backtest(args) => backtest::run(config_path, args).await,

@@ -5,23 +5,25 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
-use super::Workspace;
+use super::records::Records;
 use crate::cli::RollbackArgs;
-use crate::ledger::{Release, RollbackStatus};
+use crate::ledger::RollbackStatus;
 use crate::{Outcome, UsageError, ops};
 
-pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outcome> {
-    let workspace = Workspace::open(config_path).await?;
-    let ledger = &workspace.ledger;
-    let request = ops::request_rollback(
-        &workspace,
-        &ops::Actor::cli(),
-        &args.app,
-        args.version.as_deref(),
-        args.reason.as_deref(),
-        |plan| confirm(&args, &plan.current, &plan.target).map_err(Into::into),
-    )
-    .await?;
+pub async fn run(
+    config_path: &Path,
+    server: Option<&str>,
+    args: RollbackArgs,
+) -> anyhow::Result<Outcome> {
+    let records = Records::open(config_path, server).await?;
+    let request = records
+        .request_rollback(
+            &args.app,
+            args.version.as_deref(),
+            args.reason.as_deref(),
+            |question| confirm(&args, question),
+        )
+        .await?;
     let rollback = match request {
         ops::RollbackRequest::AlreadyServing(release) => {
             println!("{}: already serving {}", args.app, release.version);
@@ -39,8 +41,8 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
     }
     let deadline = tokio::time::Instant::now() + args.timeout.std();
     let finished = loop {
-        let now = ledger
-            .rollback(rollback.id)
+        let now = records
+            .rollback(&args.app, rollback.id)
             .await?
             .unwrap_or_else(|| rollback.clone());
         if matches!(now.status, RollbackStatus::Done | RollbackStatus::Failed)
@@ -79,7 +81,7 @@ pub async fn run(config_path: &Path, args: RollbackArgs) -> anyhow::Result<Outco
     })
 }
 
-fn confirm(args: &RollbackArgs, current: &Release, target: &Release) -> Result<(), UsageError> {
+fn confirm(args: &RollbackArgs, question: &str) -> Result<(), UsageError> {
     if args.yes {
         return Ok(());
     }
@@ -88,10 +90,6 @@ fn confirm(args: &RollbackArgs, current: &Release, target: &Release) -> Result<(
             "refusing to roll back without a terminal to confirm on: pass --yes".into(),
         ));
     }
-    let question = format!(
-        "Roll {} back from {} to {}?",
-        args.app, current.version, target.version
-    );
     match dialoguer::Confirm::new()
         .with_prompt(question)
         .default(false)

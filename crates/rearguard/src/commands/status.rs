@@ -2,37 +2,31 @@
 
 use std::path::Path;
 
-use super::Workspace;
+use super::records::Records;
 use crate::Outcome;
 use crate::cli::StatusArgs;
 use crate::clock::rfc3339;
 use crate::ledger::Release;
 
-pub async fn run(config_path: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
-    let workspace = Workspace::open(config_path).await?;
-    let apps: Vec<String> = match args.app {
-        Some(app) => {
-            workspace.check_app(&app)?;
-            vec![app]
-        }
-        None => workspace.config.apps.keys().cloned().collect(),
-    };
-    let mut report = Vec::new();
-    for app in &apps {
-        let status = crate::ops::app_status(&workspace, app).await?;
-        if !args.json {
-            print_app(
-                app,
-                status.current.as_ref(),
-                status.known_good.as_deref().unwrap_or("none yet"),
-                status.guarded,
-                status.live.as_ref(),
-            );
-        }
-        report.push(status);
-    }
+pub async fn run(
+    config_path: &Path,
+    server: Option<&str>,
+    args: StatusArgs,
+) -> anyhow::Result<Outcome> {
+    let records = Records::open(config_path, server).await?;
+    let report = records.status(args.app.as_deref()).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
+        return Ok(Outcome::Success);
+    }
+    for status in &report {
+        print_app(
+            &status.app,
+            status.current.as_ref(),
+            status.known_good.as_deref().unwrap_or("none yet"),
+            status.guarded,
+            status.live.as_ref(),
+        );
     }
     Ok(Outcome::Success)
 }

@@ -50,25 +50,25 @@ impl Role {
 }
 
 /// A token as stored: never the token itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub id: i64,
     pub name: String,
     pub role: Role,
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     pub created_by: String,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<i64>,
 }
 
 /// One write, as the audit log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub actor: String,

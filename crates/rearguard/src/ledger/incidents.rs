@@ -47,7 +47,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentStatus {
     Detected,
@@ -82,7 +82,7 @@ impl IncidentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Incident {
     pub id: i64,
     pub app: String,
@@ -92,20 +92,20 @@ pub struct Incident {
     pub severity: Severity,
     pub status: IncidentStatus,
     pub title: String,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub onset_at: Option<i64>,
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub detected_at: i64,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub mitigated_at: Option<i64>,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub acknowledged_at: Option<i64>,
     pub acknowledged_by: Option<String>,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub resolved_at: Option<i64>,
     pub resolved_by: Option<String>,
@@ -114,9 +114,9 @@ pub struct Incident {
     pub evidence: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub kind: String,

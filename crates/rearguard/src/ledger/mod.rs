@@ -61,7 +61,7 @@ impl LedgerError {
 }
 
 /// Where a release stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseState {
     /// Recorded; being started.
@@ -115,23 +115,23 @@ impl FromStr for ReleaseState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Release {
     pub id: i64,
     pub app: String,
     pub version: String,
     pub state: ReleaseState,
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     pub created_by: String,
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub watch_started_at: Option<i64>,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub stable_at: Option<i64>,
     pub note: Option<String>,
@@ -143,7 +143,7 @@ pub struct Release {
 }
 
 /// How a release is judged: in which mode, against which version's record, from when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Watch {
     #[schema(value_type = String)]
     pub mode: Mode,
@@ -153,7 +153,7 @@ pub struct Watch {
     pub baseline_version: Option<String>,
     /// The judge's deploy time, in epoch milliseconds: when the release took traffic, or
     /// when a canary took all of it.
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub judged_from: i64,
 }
@@ -167,7 +167,7 @@ impl Release {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Auto,
@@ -183,7 +183,7 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RollbackStatus {
     /// Asked for (by a person); not started yet.
@@ -205,7 +205,7 @@ impl RollbackStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Rollback {
     pub id: i64,
     pub app: String,
@@ -218,13 +218,13 @@ pub struct Rollback {
     #[schema(value_type = Option<Object>)]
     pub evidence: Option<serde_json::Value>,
     pub requested_by: String,
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub requested_at: i64,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<i64>,
-    #[serde(serialize_with = "crate::clock::json_time_opt")]
+    #[serde(with = "crate::clock::json_time_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<i64>,
     pub status: RollbackStatus,
@@ -238,9 +238,9 @@ pub struct Lease {
     pub epoch: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Event {
-    #[serde(serialize_with = "crate::clock::json_time")]
+    #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub kind: String,

@@ -5,7 +5,7 @@ use super::{Actor, OpsError, Result, Workspace};
 use crate::ledger::{Incident, IncidentStatus, Severity};
 
 /// What a person does to an incident.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum IncidentAction {
     /// Adds a note to the timeline.

@@ -9,7 +9,7 @@ use crate::ledger::Release;
 const LIVE_MS: i64 = 5_000;
 
 /// One app as `status` shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AppStatus {
     pub app: String,
     /// The release that serves (or must, after a restart).

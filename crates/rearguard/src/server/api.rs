@@ -220,14 +220,14 @@ struct NewRollback {
 }
 
 /// What a rollback request came to.
-#[derive(Serialize, utoipa::ToSchema)]
-struct RollbackAnswer {
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RollbackAnswer {
     /// `requested` (the guard performs it) or `already_serving`.
-    outcome: String,
+    pub outcome: String,
     /// The version serving, or to serve once the rollback is done.
-    target: String,
+    pub target: String,
     /// The rollback recorded, to follow with `GET /apps/{app}/rollbacks`.
-    rollback: Option<Rollback>,
+    pub rollback: Option<Rollback>,
 }
 
 /// Asks the guard to roll the app back, by default to its last known-good release.
@@ -310,10 +310,10 @@ async fn list_incidents(
 }
 
 /// An incident with its timeline.
-#[derive(Serialize, utoipa::ToSchema)]
-struct IncidentRecord {
-    incident: Incident,
-    timeline: Vec<TimelineEntry>,
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IncidentRecord {
+    pub incident: Incident,
+    pub timeline: Vec<TimelineEntry>,
 }
 
 /// One incident and its timeline.

@@ -19,6 +19,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+pub use api::{IncidentRecord, RollbackAnswer};
+
 use crate::ops::Workspace;
 
 /// Request bodies are small JSON documents; anything larger is refused (413).
