@@ -342,6 +342,10 @@ pub struct GuardArgs {
     /// Guard only these apps (default: all in the config).
     #[arg(long = "app")]
     pub apps: Vec<String>,
+    /// Also serve the API, the dashboard and `/metrics` (with the guard's own tick and
+    /// decision figures) on this address, as `rearguard serve` does.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

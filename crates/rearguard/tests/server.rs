@@ -410,3 +410,42 @@ fn the_cli_reads_and_acts_through_a_remote_server() {
     // Nothing was written where the remote CLI ran.
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
+
+/// `guard --listen`: one process guards and serves; its `/metrics` has the guard's own
+/// tick durations and the judge's decisions beside the ledger's figures.
+#[test]
+fn a_guard_that_serves_exposes_its_ticks_and_decisions() {
+    let env = Env::builder().bake("3s").build();
+    let port = support::free_port();
+    let mut command = std::process::Command::new(support::binary());
+    command
+        .args([
+            "guard",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(env.config())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _guard = support::Guard(command.spawn().unwrap());
+    wait_until("the guard serves", Duration::from_secs(20), || {
+        support::http(port, "GET", "/health/ready", None, None).0 == 200
+    });
+    let traffic = env.steady_traffic();
+    assert_eq!(support::deploy_watch(&env, "v1"), 0);
+    drop(traffic);
+    let (status, metrics) = support::http(port, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    for expected in [
+        r#"rearguard_guard_tick_seconds_count{app="shop"}"#,
+        r#"rearguard_judge_decisions_total{app="shop",decision="keep"}"#,
+        "rearguard_ledger_errors_total 0",
+        r#"rearguard_releases{app="shop",state="stable"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
+    }
+    // Parsed by rearguard's own exposition parser, as Prometheus would.
+    rearguard_exposition::parse(&metrics).expect("valid exposition text");
+}

@@ -100,7 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
     let signals = stop_on_signals();
     let stop = signals.child_token();
     let dashboard = match args.listen {
-        Some(address) => Some(Dashboard::start(&config_path, address, signals).await?),
+        Some(address) => Some(Dashboard::start(&config_path, address, &context, signals).await?),
         None => None,
     };
     let guardian = Guardian::start(&context, APP).await?;
@@ -188,6 +188,7 @@ impl Dashboard {
     async fn start(
         config_path: &std::path::Path,
         address: SocketAddr,
+        context: &crate::guard::Context,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
         let workspace = Arc::new(Workspace::open(config_path).await?);
@@ -208,9 +209,13 @@ impl Dashboard {
             created.token.expose()
         );
         let ended = stop.clone();
-        let task = tokio::spawn(crate::server::serve(workspace, listener, async move {
-            ended.cancelled().await
-        }));
+        let guard = Some(context.metrics.clone());
+        let task = tokio::spawn(crate::server::serve(
+            workspace,
+            listener,
+            guard,
+            async move { ended.cancelled().await },
+        ));
         Ok(Self {
             url,
             token: created.token,

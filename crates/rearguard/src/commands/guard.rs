@@ -13,7 +13,7 @@ use sd_notify::NotifyState;
 use super::{Workspace, stop_on_signals};
 use crate::cli::GuardArgs;
 use crate::guard::Ending;
-use crate::{Outcome, config};
+use crate::{Outcome, UsageError, config};
 
 pub async fn run(config_path: &Path, args: GuardArgs) -> anyhow::Result<Outcome> {
     let workspace = Workspace::open_to_guard(config_path).await?;
@@ -29,9 +29,31 @@ pub async fn run(config_path: &Path, args: GuardArgs) -> anyhow::Result<Outcome>
         stop: stop_on_signals(),
         detach: reload_on_hangup(config_path.to_path_buf()),
     };
+    let context = workspace.guard_context(None)?;
+    if let Some(address) = args.listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| UsageError(format!("cannot listen on {address}: {e}")))?;
+        let server_workspace = std::sync::Arc::new(Workspace::open(config_path).await?);
+        let (stop, detach) = (ending.stop.clone(), ending.detach.clone());
+        let ended = async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = detach.cancelled() => {}
+            }
+        };
+        let metrics = Some(context.metrics.clone());
+        tokio::spawn(crate::server::serve(
+            server_workspace,
+            listener,
+            metrics,
+            ended,
+        ));
+        crate::say!("rearguard: serving http://{address}/api/v1 and /dashboard");
+    }
     crate::say!("rearguard: guarding {} (Ctrl-C to stop)", apps.join(", "));
     let status = format!("guarding {}", apps.join(", "));
-    let outcome = crate::guard::run(workspace.guard_context(None)?, apps, ending.clone(), || {
+    let outcome = crate::guard::run(context, apps, ending.clone(), || {
         tell_service_manager(&[NotifyState::Ready, NotifyState::Status(&status)]);
     })
     .await;

@@ -26,7 +26,13 @@ pub async fn run(config_path: &Path, args: ServeArgs) -> anyhow::Result<Outcome>
     }
     crate::say!("rearguard: serving http://{address}/api/v1 (Ctrl-C to stop)");
     let stop = stop_on_signals();
-    crate::server::serve(workspace, listener, async move { stop.cancelled().await }).await?;
+    crate::server::serve(
+        workspace,
+        listener,
+        None,
+        async move { stop.cancelled().await },
+    )
+    .await?;
     crate::say!("rearguard: stopped");
     Ok(Outcome::Success)
 }

@@ -5,6 +5,7 @@
 //! resumes where it stopped and never rolls back twice ("already done" is success).
 
 mod deploy;
+mod metrics;
 mod observe;
 mod progress;
 mod restarts;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use metrics::GuardMetrics;
 pub use progress::Progress;
 pub use watch::HISTORY_SECONDS;
 use watch::Watch;
@@ -66,6 +68,8 @@ pub struct Context {
     pub prometheus: crate::signals::prometheus::Servers,
     /// Alerts Alertmanager sent, once its receiver listens.
     pub alerts_received: Option<Arc<crate::signals::alertmanager::Inbox>>,
+    /// What the guard counts about itself.
+    pub metrics: Arc<GuardMetrics>,
 }
 
 impl Context {
@@ -220,7 +224,15 @@ impl Guardian {
                 _ = interval.tick() => {}
             }
             let span = tracing::info_span!("tick", app = %self.app);
-            if let Err(e) = self.tick().instrument(span).await {
+            let started = crate::clock::Stopwatch::start();
+            let ticked = self.tick().instrument(span).await;
+            self.context
+                .metrics
+                .tick(&self.app, started.elapsed().as_secs_f64());
+            if let Err(e) = ticked {
+                if e.downcast_ref::<crate::ledger::LedgerError>().is_some() {
+                    self.context.metrics.ledger_error();
+                }
                 // A ledger that cannot be written is fatal; anything else (a busy database,
                 // a version that will not start) is retried next tick.
                 if e.downcast_ref::<crate::ledger::LedgerError>()

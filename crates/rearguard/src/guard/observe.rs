@@ -106,6 +106,7 @@ impl Guardian {
             return Ok(());
         };
         let version = watch.release.version.clone();
+        self.context.metrics.decision(&self.app, &judgement.verdict);
         self.context.tell(Progress::Tick {
             app: self.app.clone(),
             version: version.clone(),

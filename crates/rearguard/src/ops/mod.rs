@@ -136,6 +136,7 @@ impl Workspace {
             alerts,
             prometheus: Default::default(),
             alerts_received: None,
+            metrics: Default::default(),
         })
     }
 

@@ -137,6 +137,9 @@ async fn encode(shared: &Shared) -> anyhow::Result<String> {
         "Requests this server answered, by method, route and status",
         shared.metrics.requests.clone(),
     );
+    if let Some(guard) = &shared.guard {
+        guard.register(&mut registry);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)

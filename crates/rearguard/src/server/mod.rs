@@ -21,6 +21,7 @@ use axum::routing::get;
 
 pub use api::{IncidentRecord, RollbackAnswer};
 
+use crate::guard::GuardMetrics;
 use crate::ops::Workspace;
 
 /// Request bodies are small JSON documents; anything larger is refused (413).
@@ -31,15 +32,18 @@ const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub struct Shared {
     workspace: Arc<Workspace>,
     metrics: Arc<metrics::Metrics>,
+    /// The guard's own figures, when it runs in this process.
+    guard: Option<Arc<GuardMetrics>>,
 }
 
 /// The whole HTTP surface. Layers, outermost first: a panic becomes a 500 (not a dropped
 /// connection), the body limit (before anything reads a body), then the request counter
 /// (so refusals are counted too).
-pub fn router(workspace: Arc<Workspace>) -> Router {
+pub fn router(workspace: Arc<Workspace>, guard: Option<Arc<GuardMetrics>>) -> Router {
     let shared = Shared {
         workspace,
         metrics: Arc::new(metrics::Metrics::default()),
+        guard,
     };
     Router::new()
         .nest("/api/v1", api::routes())
@@ -60,13 +64,15 @@ pub fn router(workspace: Arc<Workspace>) -> Router {
         .with_state(shared)
 }
 
-/// Serves on `listener` until `ended` completes; `started` learns the bound address.
+/// Serves on `listener` until `ended` completes; with `guard`, `/metrics` has the guard's
+/// own figures too (it runs in this process).
 pub async fn serve(
     workspace: Arc<Workspace>,
     listener: tokio::net::TcpListener,
+    guard: Option<Arc<GuardMetrics>>,
     ended: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(workspace).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(workspace, guard).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(ended)
         .await
