@@ -1,15 +1,17 @@
 //! What the judge answers: keep, wait or roll back, with the evidence behind it.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 /// The judge's answer at one tick, with a snapshot of what it saw (for status displays).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Judgement {
     pub verdict: Verdict,
     pub snapshot: Snapshot,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// Healthy so far: promotable once the bake time has passed.
@@ -26,7 +28,7 @@ impl Verdict {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitReason {
     /// The candidate has not been deployed yet at this time.
@@ -51,7 +53,7 @@ impl WaitReason {
 }
 
 /// How urgent a rollback is; maps to incident severity (immediate P1, rapid P2, evaluate P3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     Immediate,
@@ -69,7 +71,7 @@ impl Tier {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// Most requests fail: caught within seconds, warm-up or not.
@@ -80,7 +82,7 @@ pub enum Rule {
     Limit,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     ErrorRate,
@@ -93,7 +95,7 @@ pub enum Metric {
 }
 
 /// Why the judge rolled back.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub rule: Rule,
     pub metric: Metric,
@@ -104,7 +106,7 @@ pub struct Finding {
 }
 
 /// The numbers behind a finding, so the ledger can record why.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// The candidate's data the decision rests on, `[window_start, window_end]` in seconds.
     pub window_start: i64,
@@ -123,13 +125,13 @@ pub struct Evidence {
     pub candidate_p95_ms: Option<f64>,
     pub baseline_p95_ms: Option<f64>,
     /// Name of the statistic and its value against the threshold that was crossed.
-    pub statistic: &'static str,
+    pub statistic: Cow<'static, str>,
     pub value: f64,
     pub threshold: f64,
 }
 
 /// What the judge saw at this tick, for people watching.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub candidate_requests: u64,
     pub candidate_error_rate: Option<f64>,

@@ -55,7 +55,7 @@ pub fn check(
             latency_threshold_ms: None,
             candidate_p95_ms: p95(candidate),
             baseline_p95_ms: p95(reference),
-            statistic: "error_rate_lower_bound_95",
+            statistic: "error_rate_lower_bound_95".into(),
             value: candidate_low,
             threshold: needed,
         },

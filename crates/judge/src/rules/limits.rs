@@ -97,7 +97,8 @@ fn finding(
                 Metric::Latency => "p95_ms",
                 Metric::Cpu => "cpu_cores",
                 Metric::Memory => "memory_bytes",
-            },
+            }
+            .into(),
             value,
             threshold,
         },

@@ -503,7 +503,8 @@ impl Chart {
                     Kind::Latency(LatencyTest::SlowShare) => "slow_share_cusum_nats",
                     Kind::Latency(LatencyTest::Shift) => "latency_shift_cusum_nats",
                     Kind::Latency(LatencyTest::Tail) => "latency_tail_cusum_nats",
-                },
+                }
+                .into(),
                 value: run.statistic,
                 threshold: policy.evidence_nats,
             },

@@ -5,13 +5,12 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 use super::Workspace;
 use crate::Outcome;
 use crate::checks::{self, CheckResult, Health, Subject};
 use crate::cli::AppJsonArgs;
 use crate::clock::rfc3339;
+use crate::guard::Snapshot;
 use crate::traffic::Routes;
 
 pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcome> {
@@ -28,13 +27,9 @@ pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcom
     }
     let routes: Option<Routes> = workspace
         .ledger
-        .snapshot(&args.app)
+        .snapshot::<Snapshot>(&args.app)
         .await?
-        .and_then(|(_, body)| body.get("routes").cloned())
-        .map(serde_json::from_value)
-        .transpose()
-        .context("the guard's snapshot holds no routes this version can read")?
-        .flatten();
+        .and_then(|(_, snapshot)| snapshot.routes);
     let Some(routes) = routes else {
         return Err(crate::UsageError(format!(
             "{} serves nothing yet: deploy a release first",

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::output::Status;
 use super::{Workspace, check_version, stop_on_signals};
 use crate::cli::DeployArgs;
-use crate::guard::{Guardian, Progress};
+use crate::guard::{Guardian, Progress, Snapshot};
 use crate::ledger::{Release, ReleaseState};
 use crate::{Outcome, UsageError};
 
@@ -141,11 +141,14 @@ async fn guard_here(
                 if let Some(line) = describe(&message) {
                     bar.show(&line);
                 }
-                let state = ledger.release(release.id).await?.map(|r| r.state);
-                if state.is_some_and(ReleaseState::is_settled) {
-                    break;
-                }
             }
+            // A guard that started meanwhile may hold the app and settle the release: this
+            // one then hears nothing, so the ledger is looked at anyway.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let state = ledger.release(release.id).await?.map(|r| r.state);
+        if state.is_some_and(ReleaseState::is_settled) {
+            break;
         }
     }
     stop.cancel();
@@ -193,17 +196,17 @@ pub fn describe(progress: &Progress) -> Option<String> {
     })
 }
 
-fn describe_live(body: &serde_json::Value) -> String {
-    let s = &body["judgement"]["snapshot"];
-    if s.is_null() {
+fn describe_live(live: &Snapshot) -> String {
+    let Some(judgement) = &live.judgement else {
         return String::new();
-    }
+    };
+    let s = &judgement.snapshot;
     format!(
         "- errors {} (baseline {}), p95 {} (baseline {})",
-        percent(s["candidate_error_rate"].as_f64()),
-        percent(s["baseline_error_rate"].as_f64()),
-        millis(s["candidate_p95_ms"].as_f64()),
-        millis(s["baseline_p95_ms"].as_f64()),
+        percent(s.candidate_error_rate),
+        percent(s.baseline_error_rate),
+        millis(s.candidate_p95_ms),
+        millis(s.baseline_p95_ms),
     )
 }
 

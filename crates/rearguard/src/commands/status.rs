@@ -6,7 +6,9 @@ use super::records::Records;
 use crate::Outcome;
 use crate::cli::StatusArgs;
 use crate::clock::rfc3339;
+use crate::guard::Snapshot;
 use crate::ledger::Release;
+use rearguard_judge::Verdict;
 
 pub async fn run(
     config_path: &Path,
@@ -36,7 +38,7 @@ fn print_app(
     current: Option<&Release>,
     known_good: &str,
     guarded: bool,
-    live: Option<&serde_json::Value>,
+    live: Option<&Snapshot>,
 ) {
     match current {
         Some(release) => println!(
@@ -56,35 +58,37 @@ fn print_app(
         println!("  guard: running, no live view yet");
         return;
     };
-    let snapshot = &live["judgement"]["snapshot"];
-    let rate = |v: &serde_json::Value| {
-        v.as_f64()
-            .map_or("-".into(), |r| format!("{:.2}%", r * 100.0))
-    };
-    let ms = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |m| format!("{m:.0} ms"));
+    let seen = live
+        .judgement
+        .as_ref()
+        .map(|j| j.snapshot.clone())
+        .unwrap_or_default();
+    let rate = |v: Option<f64>| v.map_or("-".into(), |r| format!("{:.2}%", r * 100.0));
+    let ms = |v: Option<f64>| v.map_or("-".into(), |m| format!("{m:.0} ms"));
     println!(
         "  live (last minute): {} requests, errors {} (baseline {}), p95 {} (baseline {})",
-        snapshot["candidate_requests"].as_u64().unwrap_or(0),
-        rate(&snapshot["candidate_error_rate"]),
-        rate(&snapshot["baseline_error_rate"]),
-        ms(&snapshot["candidate_p95_ms"]),
-        ms(&snapshot["baseline_p95_ms"]),
+        seen.candidate_requests,
+        rate(seen.candidate_error_rate),
+        rate(seen.baseline_error_rate),
+        ms(seen.candidate_p95_ms),
+        ms(seen.baseline_p95_ms),
     );
-    if let Some(usage) = live["usage"].as_object() {
-        for (version, usage) in usage {
-            println!(
-                "  {version}: CPU {:.2} cores, memory {:.0} MiB",
-                usage["cpu_cores"].as_f64().unwrap_or(0.0),
-                usage["memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
-            );
-        }
+    for (version, usage) in &live.usage {
+        println!(
+            "  {version}: CPU {:.2} cores, memory {:.0} MiB",
+            usage.cpu_cores,
+            usage.memory_bytes as f64 / (1024.0 * 1024.0)
+        );
     }
-    let verdict = live["judgement"]["verdict"]["verdict"]
-        .as_str()
-        .unwrap_or("-");
+    let verdict = match live.judgement.as_ref().map(|j| &j.verdict) {
+        Some(Verdict::Keep) => "keep",
+        Some(Verdict::Wait { .. }) => "wait",
+        Some(Verdict::Rollback(_)) => "rollback",
+        None => "-",
+    };
     println!(
         "  judge: {verdict}; evidence against it at {:.0}% (errors) and {:.0}% (latency) of a rollback",
-        snapshot["error_evidence"].as_f64().unwrap_or(0.0) * 100.0,
-        snapshot["latency_evidence"].as_f64().unwrap_or(0.0) * 100.0
+        seen.error_evidence * 100.0,
+        seen.latency_evidence * 100.0
     );
 }

@@ -11,6 +11,7 @@ mod progress;
 mod restarts;
 mod rollback;
 mod serving;
+mod snapshot;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use tracing::Instrument;
 
 pub use metrics::GuardMetrics;
 pub use progress::Progress;
+pub use snapshot::Snapshot;
 pub use watch::HISTORY_SECONDS;
 use watch::Watch;
 
@@ -341,19 +343,19 @@ impl Guardian {
 
     async fn write_snapshot(&self) -> anyhow::Result<()> {
         let watch = self.watch.as_ref();
-        let body = serde_json::json!({
-            "app": self.app,
-            "guard": self.context.holder,
-            "serving": self.traffic.routed().first(),
-            "release": watch.map(|w| &w.release),
-            "mode": watch.map(Watch::mode),
-            "baseline_version": watch.and_then(|w| w.canary_baseline()),
-            "judgement": watch.and_then(|w| w.last.clone()),
-            "bake_seconds": self.config.bake.as_secs_f64(),
-            "routes": self.routes,
-            "usage": self.usage,
-        });
-        self.ledger().put_snapshot(&self.app, &body).await?;
+        let snapshot = Snapshot {
+            app: self.app.clone(),
+            guard: self.context.holder.clone(),
+            serving: self.traffic.routed().first().cloned(),
+            release: watch.map(|w| w.release.clone()),
+            mode: watch.map(Watch::mode),
+            baseline_version: watch.and_then(|w| w.canary_baseline()).map(str::to_string),
+            judgement: watch.and_then(|w| w.last.clone()),
+            bake_seconds: self.config.bake.as_secs_f64(),
+            routes: self.routes.clone(),
+            usage: self.usage.clone(),
+        };
+        self.ledger().put_snapshot(&self.app, &snapshot).await?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::ledger::Evidence;
 use rearguard_judge::{Counts, Verdict, WaitReason};
 
 use super::watch::{HISTORY_SECONDS, Watch};
@@ -20,8 +21,10 @@ impl Guardian {
     /// judge and acts on its verdicts.
     pub(super) async fn observe(&mut self) -> anyhow::Result<()> {
         if let Some(finding) = self.watch.as_mut().and_then(|w| w.decided.take()) {
-            let evidence = serde_json::to_value(&finding)?;
-            return self.auto_rollback(&finding.reason, Some(evidence)).await;
+            let reason = finding.reason.clone();
+            return self
+                .auto_rollback(&reason, Some(Evidence::Judge(finding)))
+                .await;
         }
         let now = self.now_ms().div_euclid(1000);
         let readings = match &self.signals {
@@ -116,8 +119,8 @@ impl Guardian {
             Verdict::Rollback(finding) => {
                 super::failpoint("after-rollback-judged").await;
                 let reason = finding.reason.clone();
-                let evidence = serde_json::to_value(&finding)?;
-                self.auto_rollback(&reason, Some(evidence)).await?;
+                self.auto_rollback(&reason, Some(Evidence::Judge(finding)))
+                    .await?;
             }
             // Promoted only past the warm-up, and with nothing held against it: no evidence
             // building up, no failing check, no instance that died recently (low traffic is
@@ -173,8 +176,8 @@ impl Guardian {
             return Ok(());
         };
         let reason = alert.reason();
-        let evidence = serde_json::json!({ "alert": alert });
-        self.auto_rollback(&reason, Some(evidence)).await
+        self.auto_rollback(&reason, Some(Evidence::Alert { alert }))
+            .await
     }
 
     /// Forgets recorded steps no watch will need: older than the judge's lookback and the
@@ -242,7 +245,7 @@ impl Guardian {
                 result.check, self.check_failures[&result.check], result.detail
             );
             self.check_failures.clear();
-            self.auto_rollback(&reason, Some(serde_json::to_value(&result)?))
+            self.auto_rollback(&reason, Some(Evidence::Check(result)))
                 .await?;
         }
         Ok(())
@@ -284,8 +287,9 @@ impl Guardian {
         samples.retain(|(t, _)| *t >= keep_from);
         let finding = rearguard_judge::saturation_limit(&self.config.policy, samples, now_s);
         if let Some(finding) = finding {
-            let evidence = serde_json::to_value(&finding)?;
-            self.auto_rollback(&finding.reason, Some(evidence)).await?;
+            let reason = finding.reason.clone();
+            self.auto_rollback(&reason, Some(Evidence::Judge(finding)))
+                .await?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use super::{Guardian, Progress, failpoint};
 use crate::backends::Instances;
 use crate::checks::Health;
 use crate::incidents;
-use crate::ledger::{ReleaseState, Rollback, RollbackStatus, Trigger};
+use crate::ledger::{Evidence, ReleaseState, Rollback, RollbackStatus, Trigger};
 use crate::notify;
 use crate::traffic::Routes;
 
@@ -18,7 +18,7 @@ impl Guardian {
     pub(super) async fn auto_rollback(
         &mut self,
         reason: &str,
-        evidence: Option<serde_json::Value>,
+        evidence: Option<Evidence>,
     ) -> anyhow::Result<()> {
         let Some(watch) = self.watch.as_mut() else {
             return Ok(());

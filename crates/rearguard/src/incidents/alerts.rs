@@ -36,9 +36,7 @@ impl Alerts {
         let reason = incident
             .evidence
             .as_ref()
-            .and_then(|e| e["reason"].as_str())
-            .unwrap_or(&incident.title)
-            .to_string();
+            .map_or_else(|| incident.title.clone(), crate::ledger::Evidence::reason);
         let mut message = Message {
             event,
             app: incident.app.clone(),

@@ -9,18 +9,20 @@ use serde::Serialize;
 pub use alerts::Alerts;
 
 use crate::clock::rfc3339;
+use rearguard_judge::Tier;
+
 use crate::ledger::{
-    Incident, IncidentStatus, Ledger, LedgerError, NewIncident, Release, Rollback, RollbackStatus,
-    Severity, TimelineEntry, Trigger,
+    Evidence, Incident, IncidentStatus, Ledger, LedgerError, NewIncident, Release, Rollback,
+    RollbackStatus, Severity, TimelineEntry, Trigger,
 };
 
 /// The judge's tier as a severity: immediate P1, rapid P2, evaluate P3. A person may change
 /// it afterwards.
-pub fn severity_of(evidence: Option<&serde_json::Value>, trigger: Trigger) -> Severity {
-    match evidence.and_then(|e| e["tier"].as_str()) {
-        Some("immediate") => Severity::P1,
-        Some("rapid") => Severity::P2,
-        Some(_) => Severity::P3,
+pub fn severity_of(evidence: Option<&Evidence>, trigger: Trigger) -> Severity {
+    match evidence.and_then(Evidence::tier) {
+        Some(Tier::Immediate) => Severity::P1,
+        Some(Tier::Rapid) => Severity::P2,
+        Some(Tier::Evaluate) => Severity::P3,
         // A failed check or a person's decision: no tier.
         None if trigger == Trigger::Auto => Severity::P2,
         None => Severity::P3,
@@ -38,9 +40,7 @@ pub async fn open_for_rollback(
     }
     let evidence = rollback.evidence.as_ref();
     // The judge's evidence window starts when the release began to look bad (seconds).
-    let onset_at = evidence
-        .and_then(|e| e["evidence"]["window_start"].as_i64())
-        .map(|s| s * 1000);
+    let onset_at = evidence.and_then(Evidence::onset_s).map(|s| s * 1000);
     let title = format!(
         "{} {} rolled back to {}",
         rollback.app, rollback.from_version, rollback.to_version
@@ -116,7 +116,7 @@ pub async fn open_without_rollback(
     ledger: &Ledger,
     release: &Release,
     reason: &str,
-    evidence: Option<&serde_json::Value>,
+    evidence: Option<&Evidence>,
 ) -> Result<Incident, LedgerError> {
     let title = format!(
         "{} {} is bad and cannot be rolled back",
@@ -130,9 +130,7 @@ pub async fn open_without_rollback(
             to_version: None,
             severity: severity_of(evidence, Trigger::Auto),
             title: &title,
-            onset_at: evidence
-                .and_then(|e| e["evidence"]["window_start"].as_i64())
-                .map(|s| s * 1000),
+            onset_at: evidence.and_then(Evidence::onset_s).map(|s| s * 1000),
             detected_at: ledger.now(),
             evidence,
         })
@@ -259,8 +257,7 @@ pub fn render_postmortem(record: &Record, template: &str) -> Result<String, mini
             incident
                 .evidence
                 .as_ref()
-                .and_then(|e| e["reason"].as_str())
-                .unwrap_or("see the evidence below")
+                .map_or_else(|| "see the evidence below".to_string(), Evidence::reason)
         ),
         None => {
             "Rolled back on a person's decision or a failed check; see the timeline.".to_string()
@@ -412,9 +409,26 @@ mod tests {
         let v2 = ledger.release(v2.id).await.unwrap().unwrap();
         clock.advance(Duration::from_secs(45));
         let onset = ledger.now() / 1000 - 30;
-        let evidence = serde_json::json!({
-            "rule": "regression", "tier": "rapid", "reason": "error rate 6.00% against the baseline's 0.50%",
-            "evidence": {"window_start": onset, "candidate_rate": 0.06, "baseline_rate": 0.005}
+        let evidence = Evidence::Judge(rearguard_judge::Finding {
+            rule: rearguard_judge::Rule::Regression,
+            metric: rearguard_judge::Metric::ErrorRate,
+            tier: Tier::Rapid,
+            reason: "error rate 6.00% against the baseline's 0.50%".into(),
+            evidence: rearguard_judge::Evidence {
+                window_start: onset,
+                window_end: onset + 30,
+                candidate_requests: 1000.0,
+                candidate_events: 60.0,
+                candidate_rate: 0.06,
+                baseline_rate: 0.005,
+                tolerated_rate: 0.015,
+                latency_threshold_ms: None,
+                candidate_p95_ms: Some(40.0),
+                baseline_p95_ms: Some(38.0),
+                statistic: "error_rate_cusum_nats".into(),
+                value: 12.5,
+                threshold: 10.0,
+            },
         });
         let rollback = ledger
             .record_rollback(
@@ -428,10 +442,14 @@ mod tests {
             )
             .await
             .unwrap();
+        // The finding reads back as it was written (the ledger keeps it as JSON).
+        let stored = ledger.rollback(rollback.id).await.unwrap().unwrap();
+        assert_eq!(stored.evidence.as_ref(), Some(&evidence));
         let incident = open_for_rollback(&ledger, &rollback, Some(&v2))
             .await
             .unwrap();
         assert_eq!(incident.severity, Severity::P2, "rapid tier");
+        assert_eq!(incident.evidence.as_ref(), Some(&evidence));
         clock.advance(Duration::from_millis(800));
         ledger.finish_rollback(&rollback, true, "ok").await.unwrap();
         let rollback = ledger.rollback(rollback.id).await.unwrap().unwrap();

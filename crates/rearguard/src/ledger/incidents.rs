@@ -111,7 +111,7 @@ pub struct Incident {
     pub resolved_by: Option<String>,
     pub root_cause: Option<String>,
     #[schema(value_type = Option<Object>)]
-    pub evidence: Option<serde_json::Value>,
+    pub evidence: Option<super::Evidence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -134,7 +134,7 @@ pub struct NewIncident<'a> {
     pub title: &'a str,
     pub onset_at: Option<i64>,
     pub detected_at: i64,
-    pub evidence: Option<&'a serde_json::Value>,
+    pub evidence: Option<&'a super::Evidence>,
 }
 
 macro_rules! incident_select {
@@ -164,7 +164,7 @@ impl Ledger {
         .bind(new.title)
         .bind(new.onset_at)
         .bind(new.detected_at)
-        .bind(new.evidence.map(|e| e.to_string()))
+        .bind(new.evidence.map(|e| serde_json::to_string(e).unwrap_or_default()))
         .fetch_one(&self.pool)
         .await?;
         let id: i64 = row.try_get("id")?;

@@ -8,6 +8,7 @@
 
 mod access;
 mod deliveries;
+mod evidence;
 mod incidents;
 mod lease;
 mod steps;
@@ -23,6 +24,7 @@ use rearguard_judge::Mode;
 use crate::clock::SharedClock;
 pub use access::{AuditEntry, Role, TokenRecord};
 pub use deliveries::Delivery;
+pub use evidence::Evidence;
 pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry};
 pub use lease::{LeaseDecision, decide_lease};
 pub use steps::VersionStep;
@@ -216,7 +218,7 @@ pub struct Rollback {
     pub trigger: Trigger,
     pub reason: String,
     #[schema(value_type = Option<Object>)]
-    pub evidence: Option<serde_json::Value>,
+    pub evidence: Option<Evidence>,
     pub requested_by: String,
     #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
@@ -603,7 +605,7 @@ impl Ledger {
         to: &Release,
         trigger: Trigger,
         reason: &str,
-        evidence: Option<&serde_json::Value>,
+        evidence: Option<&Evidence>,
         by: &str,
         status: RollbackStatus,
     ) -> Result<Rollback> {
@@ -618,7 +620,7 @@ impl Ledger {
         .bind(to.id)
         .bind(trigger.as_str())
         .bind(reason)
-        .bind(evidence.map(|e| e.to_string()))
+        .bind(evidence.map(|e| serde_json::to_string(e).unwrap_or_default()))
         .bind(by)
         .bind(now)
         .bind(started_at)
@@ -780,34 +782,41 @@ impl Ledger {
 
     // ---- snapshots ----
 
-    /// Stores the guard's latest view of `app`.
-    pub async fn put_snapshot(&self, app: &str, body: &serde_json::Value) -> Result<()> {
+    /// Stores the guard's latest view of `app` (`guard::Snapshot`).
+    pub async fn put_snapshot(&self, app: &str, body: &impl Serialize) -> Result<()> {
+        let body = serde_json::to_string(body).map_err(|e| LedgerError::Corrupt {
+            what: "snapshot",
+            value: e.to_string(),
+        })?;
         sqlx::query(
             "INSERT INTO snapshots (app, at, body) VALUES ($1, $2, $3) \
              ON CONFLICT (app) DO UPDATE SET at = excluded.at, body = excluded.body",
         )
         .bind(app)
         .bind(self.now())
-        .bind(body.to_string())
+        .bind(body)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// The guard's latest view of `app` and when it was taken.
-    pub async fn snapshot(&self, app: &str) -> Result<Option<(i64, serde_json::Value)>> {
+    /// The guard's latest view of `app` and when it was taken; None when there is none, or
+    /// it is in a shape this version cannot read (an older guard's: it is rewritten within
+    /// a second by a current one).
+    pub async fn snapshot<T: serde::de::DeserializeOwned>(
+        &self,
+        app: &str,
+    ) -> Result<Option<(i64, T)>> {
         let row = sqlx::query("SELECT at, body FROM snapshots WHERE app = $1")
             .bind(app)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            let body: String = row.try_get("body")?;
-            Ok((
-                row.try_get("at")?,
-                serde_json::from_str(&body).unwrap_or_default(),
-            ))
-        })
-        .transpose()
+        let Some(row) = row else { return Ok(None) };
+        let body: String = row.try_get("body")?;
+        serde_json::from_str(&body)
+            .ok()
+            .map(|snapshot| Ok((row.try_get("at")?, snapshot)))
+            .transpose()
     }
 
     // ---- leases ----

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::{Result, Workspace};
+use crate::guard::Snapshot;
 use crate::ledger::Release;
 
 /// A guard snapshot older than this is not live.
@@ -19,8 +20,7 @@ pub struct AppStatus {
     /// Whether a live guard holds the app.
     pub guarded: bool,
     /// The guard's live view (judgement, routes, usage), when it is fresh.
-    #[schema(value_type = Option<Object>)]
-    pub live: Option<serde_json::Value>,
+    pub live: Option<Snapshot>,
 }
 
 pub async fn app_status(workspace: &Workspace, app: &str) -> Result<AppStatus> {
@@ -47,10 +47,6 @@ impl AppStatus {
     /// The guard's evidence against the watched release as shares of what a rollback
     /// needs: (error rate, latency). None without a live judgement.
     pub fn evidence(&self) -> Option<(f64, f64)> {
-        let judged = &self.live.as_ref()?["judgement"]["snapshot"];
-        Some((
-            judged["error_evidence"].as_f64()?,
-            judged["latency_evidence"].as_f64()?,
-        ))
+        self.live.as_ref()?.evidence()
     }
 }

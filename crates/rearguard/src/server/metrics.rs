@@ -95,15 +95,8 @@ async fn encode(shared: &Shared) -> anyhow::Result<String> {
         guarded
             .get_or_create(&vec![("app", app.clone())])
             .set(i64::from(status.guarded));
-        let judged = status
-            .live
-            .as_ref()
-            .map(|live| &live["judgement"]["snapshot"]);
-        for (metric, key) in [
-            ("error_rate", "error_evidence"),
-            ("latency", "latency_evidence"),
-        ] {
-            let level = judged.and_then(|s| s[key].as_f64()).unwrap_or(0.0);
+        let (errors, latency) = status.evidence().unwrap_or_default();
+        for (metric, level) in [("error_rate", errors), ("latency", latency)] {
             evidence
                 .get_or_create(&vec![("app", app.clone()), ("metric", metric.to_string())])
                 .set(level);
