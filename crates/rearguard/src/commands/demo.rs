@@ -252,7 +252,7 @@ async fn close_incident(
         .add_timeline(
             incident.id,
             None,
-            "note",
+            crate::ledger::TimelineKind::Note,
             &actor,
             "the demo's v2 fails requests on purpose",
         )
@@ -265,7 +265,13 @@ async fn close_incident(
         .await?;
     ledger.resolve_incident(incident.id, &actor).await?;
     ledger
-        .add_timeline(incident.id, None, "resolved", &actor, "resolved")
+        .add_timeline(
+            incident.id,
+            None,
+            crate::ledger::TimelineKind::Resolved,
+            &actor,
+            "resolved",
+        )
         .await?;
     let record = crate::incidents::Record::load(ledger, incident.id)
         .await?

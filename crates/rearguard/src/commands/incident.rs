@@ -77,7 +77,7 @@ pub async fn act(
                     println!(
                         "  {}  {:<18} {}  ({})",
                         rfc3339(entry.at),
-                        entry.kind,
+                        entry.kind.as_str(),
                         entry.text,
                         entry.actor
                     );

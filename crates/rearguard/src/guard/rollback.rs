@@ -115,7 +115,7 @@ impl Guardian {
                 .add_timeline(
                     incident.id,
                     None,
-                    "state_captured",
+                    crate::ledger::TimelineKind::StateCaptured,
                     "rearguard",
                     &format!(
                         "platform state and the last log lines of {} kept ({}): `rearguard incident show {}`",

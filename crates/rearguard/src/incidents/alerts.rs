@@ -239,7 +239,13 @@ escalation:
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|e| e.kind.starts_with("notifi"))
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        crate::ledger::TimelineKind::Notified
+                            | crate::ledger::TimelineKind::NotificationFailed
+                    )
+                })
                 .map(|e| e.text)
                 .collect();
             if entries.len() >= count {

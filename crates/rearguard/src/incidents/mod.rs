@@ -65,7 +65,7 @@ pub async fn open_for_rollback(
             .add_timeline(
                 id,
                 Some(at),
-                "deploy_started",
+                crate::ledger::TimelineKind::DeployStarted,
                 &from.created_by,
                 &format!("{} took traffic", from.version),
             )
@@ -76,7 +76,7 @@ pub async fn open_for_rollback(
             .add_timeline(
                 id,
                 Some(onset),
-                "first_bad_signal",
+                crate::ledger::TimelineKind::FirstBadSignal,
                 "judge",
                 "first data counted against the release",
             )
@@ -90,7 +90,7 @@ pub async fn open_for_rollback(
         .add_timeline(
             id,
             Some(rollback.requested_at),
-            "decision",
+            crate::ledger::TimelineKind::Decision,
             decided_by,
             &format!("decided to roll back: {}", rollback.reason),
         )
@@ -99,7 +99,7 @@ pub async fn open_for_rollback(
         .add_timeline(
             id,
             rollback.started_at,
-            "rollback_started",
+            crate::ledger::TimelineKind::RollbackStarted,
             "rearguard",
             &format!("rollback to {} started", rollback.to_version),
         )
@@ -139,7 +139,7 @@ pub async fn open_without_rollback(
         .add_timeline(
             incident.id,
             None,
-            "decision",
+            crate::ledger::TimelineKind::Decision,
             "rearguard",
             &format!("the release is bad: {reason}"),
         )
@@ -148,7 +148,7 @@ pub async fn open_without_rollback(
         .add_timeline(
             incident.id,
             None,
-            "rollback_failed",
+            crate::ledger::TimelineKind::RollbackFailed,
             "rearguard",
             "no known-good release to roll back to: manual intervention required",
         )
@@ -171,7 +171,7 @@ pub async fn rollback_finished(
             .add_timeline(
                 incident.id,
                 rollback.finished_at,
-                "rollback_finished",
+                crate::ledger::TimelineKind::RollbackFinished,
                 "rearguard",
                 &text,
             )
@@ -188,7 +188,7 @@ pub async fn rollback_finished(
             .add_timeline(
                 incident.id,
                 rollback.finished_at,
-                "rollback_failed",
+                crate::ledger::TimelineKind::RollbackFailed,
                 "rearguard",
                 &text,
             )
@@ -202,7 +202,13 @@ pub async fn rollback_finished(
             "verification FAILED on the restored release"
         };
         ledger
-            .add_timeline(incident.id, None, "verification", "rearguard", text)
+            .add_timeline(
+                incident.id,
+                None,
+                crate::ledger::TimelineKind::Verification,
+                "rearguard",
+                text,
+            )
             .await?;
     }
     Ok(())
@@ -226,7 +232,7 @@ impl Record {
     fn notes(&self) -> Vec<String> {
         self.timeline
             .iter()
-            .filter(|e| e.kind == "note")
+            .filter(|e| e.kind == crate::ledger::TimelineKind::Note)
             .map(|e| format!("{} ({})", e.text, e.actor))
             .collect()
     }
@@ -465,7 +471,7 @@ mod tests {
             .add_timeline(
                 incident.id,
                 None,
-                "note",
+                crate::ledger::TimelineKind::Note,
                 "ann@ci",
                 "the cache warm-up was skipped in v2",
             )

@@ -114,12 +114,56 @@ pub struct Incident {
     pub evidence: Option<super::Evidence>,
 }
 
+/// What a timeline entry records. Written as snake_case text in the ledger and in JSON.
+macro_rules! timeline_kinds {
+    ($($kind:ident => $text:literal: $doc:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum TimelineKind {
+            $(#[doc = $doc] $kind,)*
+        }
+
+        impl TimelineKind {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(TimelineKind::$kind => $text,)*
+                }
+            }
+
+            fn parse(text: &str) -> Result<Self> {
+                match text {
+                    $($text => Ok(TimelineKind::$kind),)*
+                    other => Err(LedgerError::Corrupt { what: "timeline kind", value: other.into() }),
+                }
+            }
+        }
+    };
+}
+
+timeline_kinds! {
+    DeployStarted => "deploy_started": "The release took traffic.",
+    FirstBadSignal => "first_bad_signal": "The first data counted against the release.",
+    Decision => "decision": "The guard decided to roll back (or could not).",
+    RollbackStarted => "rollback_started": "The rollback began.",
+    RollbackFinished => "rollback_finished": "Traffic is back on the target.",
+    RollbackFailed => "rollback_failed": "The rollback could not be done.",
+    StateCaptured => "state_captured": "The platform's state and logs were kept.",
+    Verification => "verification": "Whether service is back after the rollback.",
+    Notified => "notified": "Someone was told.",
+    NotificationFailed => "notification_failed": "Someone could not be told.",
+    Note => "note": "A person's note.",
+    Acknowledged => "acknowledged": "Someone is on it.",
+    Severity => "severity": "The severity was changed.",
+    RootCause => "root_cause": "The root cause was recorded.",
+    Resolved => "resolved": "The incident was closed.",
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     #[serde(with = "crate::clock::json_time")]
     #[schema(value_type = String, format = DateTime)]
     pub at: i64,
-    pub kind: String,
+    pub kind: TimelineKind,
     pub actor: String,
     pub text: String,
 }
@@ -204,14 +248,14 @@ impl Ledger {
         &self,
         incident: i64,
         at: Option<i64>,
-        kind: &str,
+        kind: TimelineKind,
         actor: &str,
         text: &str,
     ) -> Result<()> {
         sqlx::query("INSERT INTO incident_events (incident_id, at, kind, actor, text) VALUES ($1, $2, $3, $4, $5)")
             .bind(incident)
             .bind(at.unwrap_or_else(|| self.now()))
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(actor)
             .bind(text)
             .execute(&self.pool)
@@ -229,7 +273,7 @@ impl Ledger {
             .map(|row| {
                 Ok(TimelineEntry {
                     at: row.try_get("at")?,
-                    kind: row.try_get("kind")?,
+                    kind: TimelineKind::parse(&row.try_get::<String, _>("kind")?)?,
                     actor: row.try_get("actor")?,
                     text: row.try_get("text")?,
                 })

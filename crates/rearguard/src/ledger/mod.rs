@@ -25,7 +25,7 @@ use crate::clock::SharedClock;
 pub use access::{AuditEntry, Role, TokenRecord};
 pub use deliveries::Delivery;
 pub use evidence::Evidence;
-pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry};
+pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry, TimelineKind};
 pub use lease::{LeaseDecision, decide_lease};
 pub use steps::VersionStep;
 

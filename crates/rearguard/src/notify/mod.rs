@@ -424,13 +424,13 @@ async fn record(
 ) -> Result<(), crate::ledger::LedgerError> {
     let (kind, text, attempts, error) = match &outcome {
         Ok(attempts) => (
-            "notified",
+            crate::ledger::TimelineKind::Notified,
             format!("{}: told {}", delivery.event, delivery.channel),
             *attempts,
             None,
         ),
         Err((attempts, error)) => (
-            "notification_failed",
+            crate::ledger::TimelineKind::NotificationFailed,
             format!(
                 "{}: could not tell {} ({error}, {attempts} attempts)",
                 delivery.event, delivery.channel

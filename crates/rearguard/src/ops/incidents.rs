@@ -69,12 +69,20 @@ pub async fn act_on_incident(
         match action {
             IncidentAction::Note { text } => {
                 check_text(text)?;
-                ledger.add_timeline(id, None, "note", who, text).await?;
+                ledger
+                    .add_timeline(id, None, crate::ledger::TimelineKind::Note, who, text)
+                    .await?;
             }
             IncidentAction::Ack => {
                 ledger.acknowledge_incident(id, who).await?;
                 ledger
-                    .add_timeline(id, None, "acknowledged", who, "acknowledged")
+                    .add_timeline(
+                        id,
+                        None,
+                        crate::ledger::TimelineKind::Acknowledged,
+                        who,
+                        "acknowledged",
+                    )
                     .await?;
             }
             IncidentAction::Severity { severity } => {
@@ -86,7 +94,7 @@ pub async fn act_on_incident(
                 ledger.set_incident_severity(id, severity).await?;
                 let text = format!("severity set to {}", severity.as_str());
                 ledger
-                    .add_timeline(id, None, "severity", who, &text)
+                    .add_timeline(id, None, crate::ledger::TimelineKind::Severity, who, &text)
                     .await?;
             }
             IncidentAction::RootCause { text } => root_cause(workspace, actor, id, text).await?,
@@ -97,7 +105,13 @@ pub async fn act_on_incident(
                     }
                     ledger.resolve_incident(id, who).await?;
                     ledger
-                        .add_timeline(id, None, "resolved", who, "resolved")
+                        .add_timeline(
+                            id,
+                            None,
+                            crate::ledger::TimelineKind::Resolved,
+                            who,
+                            "resolved",
+                        )
                         .await?;
                 }
             }
@@ -123,7 +137,7 @@ async fn root_cause(workspace: &Workspace, actor: &Actor, id: i64, text: &str) -
         .add_timeline(
             id,
             None,
-            "root_cause",
+            crate::ledger::TimelineKind::RootCause,
             &actor.name,
             &format!("root cause: {text}"),
         )

@@ -477,26 +477,29 @@ impl Drop for Guard {
     }
 }
 
+/// Runs `command` to completion, its output read as it comes (a pipe holds only 64 KiB: a
+/// command that prints more would never finish otherwise); killed after `limit`.
 pub fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output().unwrap());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = finished.recv().unwrap();
             panic!(
                 "command timed out after {limit:?}; stderr: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
