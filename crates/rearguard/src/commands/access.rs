@@ -78,9 +78,9 @@ pub async fn audit(config_path: &Path, args: AuditArgs) -> anyhow::Result<Outcom
             rfc3339(e.at),
             e.actor.clone(),
             e.source.clone(),
-            e.action.clone(),
+            e.action.as_str().into(),
             e.target.clone(),
-            e.outcome.clone(),
+            e.outcome.as_str().into(),
             e.detail.clone(),
         ]);
     }

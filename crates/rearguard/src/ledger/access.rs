@@ -49,6 +49,28 @@ impl Role {
     }
 }
 
+super::text_enum! {
+    /// What was asked, for the audit log.
+    AuditAction, "audit action";
+    RecordRelease => "record_release": "A release recorded for the guard to deploy.",
+    RequestRollback => "request_rollback": "A rollback asked for.",
+    IncidentNote => "incident_note": "A note added to an incident.",
+    IncidentAck => "incident_ack": "An incident acknowledged.",
+    IncidentSeverity => "incident_severity": "An incident re-graded.",
+    IncidentRootCause => "incident_root_cause": "An incident's root cause recorded.",
+    IncidentResolve => "incident_resolve": "An incident resolved.",
+    TokenCreate => "token_create": "An API token created.",
+    TokenRevoke => "token_revoke": "An API token revoked.",
+}
+
+super::text_enum! {
+    /// How an audited write ended.
+    AuditOutcome, "audit outcome";
+    Ok => "ok": "Done.",
+    Refused => "refused": "Not done: the request was wrong or not allowed now.",
+    Failed => "failed": "Not done: something failed while doing it.",
+}
+
 /// A token as stored: never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
@@ -73,9 +95,9 @@ pub struct AuditEntry {
     pub at: i64,
     pub actor: String,
     pub source: String,
-    pub action: String,
+    pub action: AuditAction,
     pub target: String,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub detail: String,
 }
 
@@ -154,9 +176,9 @@ impl Ledger {
         &self,
         actor: &str,
         source: &str,
-        action: &str,
+        action: AuditAction,
         target: &str,
-        outcome: &str,
+        outcome: AuditOutcome,
         detail: &str,
     ) -> Result<()> {
         sqlx::query(
@@ -166,9 +188,9 @@ impl Ledger {
         .bind(self.now())
         .bind(actor)
         .bind(source)
-        .bind(action)
+        .bind(action.as_str())
         .bind(target)
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(detail)
         .execute(&self.pool)
         .await?;
@@ -191,9 +213,9 @@ impl Ledger {
                     at: row.try_get("at")?,
                     actor: row.try_get("actor")?,
                     source: row.try_get("source")?,
-                    action: row.try_get("action")?,
+                    action: AuditAction::parse(&row.try_get::<String, _>("action")?)?,
                     target: row.try_get("target")?,
-                    outcome: row.try_get("outcome")?,
+                    outcome: AuditOutcome::parse(&row.try_get::<String, _>("outcome")?)?,
                     detail: row.try_get("detail")?,
                 })
             })

@@ -114,33 +114,9 @@ pub struct Incident {
     pub evidence: Option<super::Evidence>,
 }
 
-/// What a timeline entry records. Written as snake_case text in the ledger and in JSON.
-macro_rules! timeline_kinds {
-    ($($kind:ident => $text:literal: $doc:literal,)*) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum TimelineKind {
-            $(#[doc = $doc] $kind,)*
-        }
-
-        impl TimelineKind {
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(TimelineKind::$kind => $text,)*
-                }
-            }
-
-            fn parse(text: &str) -> Result<Self> {
-                match text {
-                    $($text => Ok(TimelineKind::$kind),)*
-                    other => Err(LedgerError::Corrupt { what: "timeline kind", value: other.into() }),
-                }
-            }
-        }
-    };
-}
-
-timeline_kinds! {
+super::text_enum! {
+    /// What a timeline entry records.
+    TimelineKind, "timeline kind";
     DeployStarted => "deploy_started": "The release took traffic.",
     FirstBadSignal => "first_bad_signal": "The first data counted against the release.",
     Decision => "decision": "The guard decided to roll back (or could not).",

@@ -6,6 +6,35 @@
 //! and PostgreSQL alike), SQLite by default. No business decisions here: callers decide,
 //! the ledger records.
 
+/// A closed set of words kept as snake_case text in the ledger and in JSON: the enum, its
+/// text and its parsing from one list, so a word is written once.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal; $($variant:ident => $text:literal: $doc:literal,)*) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            pub(crate) fn parse(text: &str) -> std::result::Result<Self, $crate::ledger::LedgerError> {
+                match text {
+                    $($text => Ok($name::$variant),)*
+                    other => Err($crate::ledger::LedgerError::Corrupt { what: $what, value: other.into() }),
+                }
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
 mod access;
 mod deliveries;
 mod evidence;
@@ -22,7 +51,7 @@ use sqlx::{AnyPool, Row};
 use rearguard_judge::Mode;
 
 use crate::clock::SharedClock;
-pub use access::{AuditEntry, Role, TokenRecord};
+pub use access::{AuditAction, AuditEntry, AuditOutcome, Role, TokenRecord};
 pub use deliveries::Delivery;
 pub use evidence::Evidence;
 pub use incidents::{Incident, IncidentStatus, NewIncident, Severity, TimelineEntry, TimelineKind};

@@ -3,6 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{Actor, OpsError, Result, Workspace};
+use crate::ledger::AuditAction;
 use crate::ledger::{Role, TokenRecord};
 
 /// Prefix of every token, so a leaked one is recognisable (secret scanners, `redact`).
@@ -50,7 +51,7 @@ pub async fn create_token(
         })
     };
     workspace
-        .audited(actor, "token_create", name, role.as_str(), write)
+        .audited(actor, AuditAction::TokenCreate, name, role.as_str(), write)
         .await
 }
 
@@ -64,7 +65,7 @@ pub async fn revoke_token(workspace: &Workspace, actor: &Actor, name: &str) -> R
         }
     };
     workspace
-        .audited(actor, "token_revoke", name, "", write)
+        .audited(actor, AuditAction::TokenRevoke, name, "", write)
         .await
 }
 

@@ -2,7 +2,7 @@
 //! a change to the incident and a line in its timeline.
 
 use super::{Actor, OpsError, Result, Workspace};
-use crate::ledger::{Incident, IncidentStatus, Severity};
+use crate::ledger::{AuditAction, Incident, IncidentStatus, Severity};
 
 /// What a person does to an incident.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -33,13 +33,13 @@ pub enum IncidentAction {
 }
 
 impl IncidentAction {
-    fn name(&self) -> &'static str {
+    fn audited_as(&self) -> AuditAction {
         match self {
-            IncidentAction::Note { .. } => "incident_note",
-            IncidentAction::Ack => "incident_ack",
-            IncidentAction::Severity { .. } => "incident_severity",
-            IncidentAction::RootCause { .. } => "incident_root_cause",
-            IncidentAction::Resolve { .. } => "incident_resolve",
+            IncidentAction::Note { .. } => AuditAction::IncidentNote,
+            IncidentAction::Ack => AuditAction::IncidentAck,
+            IncidentAction::Severity { .. } => AuditAction::IncidentSeverity,
+            IncidentAction::RootCause { .. } => AuditAction::IncidentRootCause,
+            IncidentAction::Resolve { .. } => AuditAction::IncidentResolve,
         }
     }
 }
@@ -121,7 +121,7 @@ pub async fn act_on_incident(
     workspace
         .audited(
             actor,
-            action.name(),
+            action.audited_as(),
             &format!("incident {id}"),
             &detail,
             write,

@@ -16,7 +16,7 @@ pub use releases::{RollbackPlan, RollbackRequest, record_release, request_rollba
 pub use status::{AppStatus, app_status};
 
 use crate::config::{self, Config};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{AuditAction, AuditOutcome, Ledger, LedgerError};
 use anyhow::Context as _;
 
 use crate::guard::{Context, Progress};
@@ -69,11 +69,11 @@ impl From<crate::UsageError> for OpsError {
 }
 
 impl OpsError {
-    /// The word the audit log keeps for this outcome.
-    fn outcome(&self) -> &'static str {
+    /// How the audit log sees this outcome.
+    fn outcome(&self) -> AuditOutcome {
         match self {
-            OpsError::Internal(_) => "failed",
-            _ => "refused",
+            OpsError::Internal(_) => AuditOutcome::Failed,
+            _ => AuditOutcome::Refused,
         }
     }
 }
@@ -176,14 +176,14 @@ impl Workspace {
     pub(crate) async fn audited<T>(
         &self,
         actor: &Actor,
-        action: &str,
+        action: AuditAction,
         target: &str,
         detail: &str,
         write: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let result = write.await;
         let outcome = match &result {
-            Ok(_) => "ok",
+            Ok(_) => AuditOutcome::Ok,
             Err(e) => e.outcome(),
         };
         let detail = match &result {

@@ -3,6 +3,7 @@
 
 use super::{Actor, OpsError, Result, Workspace, check_version};
 use crate::backends::Backend;
+use crate::ledger::AuditAction;
 use crate::ledger::{Release, Rollback, RollbackStatus, Trigger};
 
 /// Records a release of `app` at `version` for the guard to deploy, once its artifacts are
@@ -32,7 +33,7 @@ pub async fn record_release(
     workspace
         .audited(
             actor,
-            "record_release",
+            AuditAction::RecordRelease,
             app,
             &format!("version {version}"),
             write,
@@ -98,7 +99,7 @@ pub async fn request_rollback(
     };
     let detail = format!("to {}: {reason}", version.unwrap_or("known-good"));
     workspace
-        .audited(actor, "request_rollback", app, &detail, write)
+        .audited(actor, AuditAction::RequestRollback, app, &detail, write)
         .await
 }
 
