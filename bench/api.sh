@@ -44,7 +44,7 @@ wrk -t1 -c4 -d"$((seconds * 3 + 60))s" "http://127.0.0.1:$app_port/" >"$work/tra
 "$bin" deploy demo v2 >/dev/null 2>&1
 load() { wrk -t2 -c200 -d"${seconds}s" --latency "$@" 2>/dev/null; }
 summary() { awk '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} END {print rps, p99}'; }
-echo "== 200 concurrent readers for ${seconds}s each, while v2 is watched under traffic"
+echo "== 200 concurrent readers for ${seconds}s each, while the guard guards the app under traffic (v2 deployed, watched, then promoted)"
 api="$(load -H "Authorization: Bearer $token" "http://127.0.0.1:$api_port/api/v1/apps/demo" | summary)"
 live="$(load "http://127.0.0.1:$api_port/health/live" | summary)"
 python3 - "$api" "$live" <<'PY'
