@@ -5,48 +5,14 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Ledger, LedgerError, Result};
+use super::{Ledger, Result};
 
-/// What a token may do; each role may do what the ones before it may.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads everything but the audit log.
-    Viewer,
-    /// Also records releases, requests rollbacks and works incidents.
-    Operator,
-    /// Also reads the audit log and manages tokens.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
+super::text_enum! {
+    /// What a token may do; each role may do what the ones before it may.
+    Role, "token role";
+    Viewer => "viewer": "Reads everything but the audit log and the tokens.",
+    Operator => "operator": "Also records releases, requests rollbacks and works incidents.",
+    Admin => "admin": "Also reads the audit log and manages tokens.",
 }
 
 super::text_enum! {
@@ -106,10 +72,7 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord> {
     Ok(TokenRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        role: Role::parse(&role).ok_or(LedgerError::Corrupt {
-            what: "token role",
-            value: role,
-        })?,
+        role: Role::parse(&role)?,
         created_at: row.try_get("created_at")?,
         created_by: row.try_get("created_by")?,
         revoked_at: row.try_get("revoked_at")?,

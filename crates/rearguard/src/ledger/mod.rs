@@ -11,7 +11,7 @@
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal; $($variant:ident => $text:literal: $doc:literal,)*) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $(#[doc = $doc] $variant,)*

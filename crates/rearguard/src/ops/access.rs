@@ -15,8 +15,9 @@ pub struct NewToken {
     pub token: crate::secret::Secret,
 }
 
-fn hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
+/// SHA-256 of `text`, in hex: how tokens are stored, and what derived values are made of.
+pub fn hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -10,7 +10,7 @@ mod status;
 
 use std::path::Path;
 
-pub use access::{NewToken, TOKEN_PREFIX, authenticate, create_token, revoke_token};
+pub use access::{NewToken, TOKEN_PREFIX, authenticate, create_token, hash, revoke_token};
 pub use incidents::{IncidentAction, act_on_incident};
 pub use releases::{RollbackPlan, RollbackRequest, record_release, request_rollback};
 pub use status::{AppStatus, app_status};

@@ -16,6 +16,7 @@ pub async fn record_release(
     needs_guard: bool,
 ) -> Result<Release> {
     let write = async {
+        workspace.check_app(app)?;
         check_version(version)?;
         if needs_guard {
             workspace.require_guard(app).await?;

@@ -43,10 +43,17 @@ impl FromRequestParts<Shared> for Caller {
         let token = crate::ops::authenticate(&shared.workspace, presented)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-        let source = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_string(), |info| info.0.ip().to_string());
-        Ok(Caller { token, source })
+        Ok(Caller {
+            token,
+            source: client_address(parts),
+        })
     }
+}
+
+/// The caller's address, for the audit log.
+pub fn client_address(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |info| info.0.ip().to_string())
 }

@@ -11,7 +11,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::Shared;
 use super::chart::Chart;
@@ -57,10 +56,6 @@ fn pages() -> minijinja::Environment<'static> {
             .expect("the dashboard's templates compile (a unit test renders each)");
     }
     env
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A signed-in person: their token's record, the form token of their session, where they
@@ -143,16 +138,10 @@ impl FromRequestParts<Shared> for Session {
             .await
             .map_err(|e| PageError::from(e).into_response())?
             .ok_or_else(to_login)?;
-        let source = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or_else(|| "unknown".to_string(), |info| info.0.ip().to_string());
         Ok(Session {
             token,
-            csrf: hex(&Sha256::digest(
-                format!("rearguard-form:{secret}").as_bytes(),
-            )),
-            source,
+            csrf: ops::hash(&format!("rearguard-form:{secret}")),
+            source: super::auth::client_address(parts),
         })
     }
 }
