@@ -36,8 +36,8 @@ pub struct GlobalArgs {
     )]
     pub config: PathBuf,
     /// A rearguard server (`rearguard serve`) to read from and act through instead of this
-    /// host's ledger, with the token in REARGUARD_TOKEN. Works for status, incidents,
-    /// incident and rollback.
+    /// host's ledger, with the token in REARGUARD_TOKEN. Works for status, versions, deploy
+    /// (the server's guard deploys), rollback, incidents and incident.
     #[arg(long, global = true, env = "REARGUARD_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// Log format on stderr.

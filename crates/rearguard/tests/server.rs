@@ -407,6 +407,23 @@ fn the_cli_reads_and_acts_through_a_remote_server() {
     );
     let out = remote(&["incident", "show", &id], &operator);
     assert!(stdout(&out).contains("acknowledged"), "{}", stdout(&out));
+    // A pipeline on another host deploys and waits for the verdict.
+    let out = remote(&["deploy", "shop", "v3", "--watch", "--json"], &operator);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = remote(&["versions", "shop", "--json"], &operator);
+    let versions: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let newest = &versions["releases"][0];
+    assert_eq!(
+        (
+            newest["version"].as_str(),
+            newest["current"].as_bool(),
+            newest["known_good"].as_bool()
+        ),
+        (Some("v3"), Some(true), Some(true)),
+        "{versions}"
+    );
+    assert_eq!(newest["created_by"], "token:laptop");
+    assert_eq!(versions["rollbacks"][0]["reason"], "from afar");
     // Nothing was written where the remote CLI ran.
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }

@@ -8,14 +8,25 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::output::Status;
+use super::records::Records;
 use super::{Workspace, check_version, stop_on_signals};
 use crate::cli::DeployArgs;
 use crate::guard::{Guardian, Progress, Snapshot};
 use crate::ledger::{Release, ReleaseState};
 use crate::{Outcome, UsageError};
 
-pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome> {
+pub async fn run(
+    config_path: &Path,
+    server: Option<&str>,
+    args: DeployArgs,
+) -> anyhow::Result<Outcome> {
     check_version(&args.version)?;
+    if server.is_some() {
+        // Through a server: its guard deploys; this terminal follows along.
+        let records = Records::open(config_path, server).await?;
+        let release = records.record_release(&args.app, &args.version).await?;
+        return settle(&records, release, true, &args).await;
+    }
     let workspace = Workspace::open(config_path).await?;
     workspace
         .backend(&args.app)?
@@ -38,24 +49,28 @@ pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome
         ))
         .into());
     }
-    let release = crate::ops::record_release(
-        &workspace,
-        &crate::ops::Actor::cli(),
-        &args.app,
-        &args.version,
-        false,
-    )
-    .await?;
+    let records = Records::Local(Box::new(workspace));
+    let release = records.record_release(&args.app, &args.version).await?;
+    settle(&records, release, guarded, &args).await
+}
+
+/// Waits for `release` to settle (with `--watch`) or to be deployed, guarding it from
+/// here when no guard does, and reports how it ended.
+async fn settle(
+    records: &Records,
+    release: Release,
+    guarded: bool,
+    args: &DeployArgs,
+) -> anyhow::Result<Outcome> {
     let bar = Status::new(true);
     bar.show(&format!(
         "{} {}: recorded, waiting for the guard",
         args.app, args.version
     ));
     let deadline = tokio::time::Instant::now() + args.timeout.std();
-    let settled = if guarded {
-        follow(&workspace, &release, args.watch, &bar, deadline).await?
-    } else {
-        guard_here(&workspace, &release, &bar, deadline).await?
+    let settled = match records.local() {
+        Some(workspace) if !guarded => guard_here(workspace, &release, &bar, deadline).await?,
+        _ => follow(records, &release, args.watch, &bar, deadline).await?,
     };
     bar.finish();
     // Unsettled: the wait ran out (or was interrupted) before the outcome was known.
@@ -74,22 +89,21 @@ pub async fn run(config_path: &Path, args: DeployArgs) -> anyhow::Result<Outcome
             settled.app
         );
     }
-    let outcome = report(&workspace, &settled, args.json).await?;
+    let outcome = report(records, &settled, args.json).await?;
     Ok(if done { outcome } else { Outcome::TimedOut })
 }
 
-/// Follows a release deployed by the running guard, through the ledger.
+/// Follows a release deployed by the running guard, through the records.
 async fn follow(
-    workspace: &Workspace,
+    records: &Records,
     release: &Release,
     watch: bool,
     bar: &Status,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<Release> {
-    let ledger = &workspace.ledger;
     loop {
-        let now = ledger
-            .release(release.id)
+        let now = records
+            .release(&release.app, release.id)
             .await?
             .unwrap_or_else(|| release.clone());
         let done = if watch {
@@ -100,10 +114,10 @@ async fn follow(
         if done || tokio::time::Instant::now() >= deadline {
             return Ok(now);
         }
-        let live = ledger
-            .snapshot(&release.app)
+        let live = records
+            .live(&release.app)
             .await?
-            .map(|(_, body)| describe_live(&body))
+            .map(|live| describe_live(&live))
             .unwrap_or_default();
         bar.show(&format!(
             "{} {}: {} {live}",
@@ -218,9 +232,8 @@ pub fn millis(ms: Option<f64>) -> String {
     ms.map_or_else(|| "-".into(), |m| format!("{m:.0}ms"))
 }
 
-async fn report(workspace: &Workspace, release: &Release, json: bool) -> anyhow::Result<Outcome> {
-    let rollback = workspace
-        .ledger
+async fn report(records: &Records, release: &Release, json: bool) -> anyhow::Result<Outcome> {
+    let rollback = records
         .rollbacks(&release.app)
         .await?
         .into_iter()

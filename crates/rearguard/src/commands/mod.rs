@@ -26,9 +26,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Validate => validate::run(config_path),
-        Command::Deploy(args) => deploy::run(config_path, args).await,
+        Command::Deploy(args) => deploy::run(config_path, server, args).await,
         Command::Rollback(args) => rollback::run(config_path, server, args).await,
-        Command::Versions(args) => versions::run(config_path, args).await,
+        Command::Versions(args) => versions::run(config_path, server, args).await,
         Command::Status(args) => status::run(config_path, server, args).await,
         Command::Check(args) => check::run(config_path, args).await,
         Command::Events(args) => events::run(config_path, args).await,

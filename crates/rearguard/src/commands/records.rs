@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::Workspace;
 use crate::UsageError;
-use crate::ledger::{Incident, Rollback, TimelineEntry};
+use crate::ledger::{Incident, Release, Rollback, TimelineEntry};
 use crate::ops::{self, AppStatus, IncidentAction, RollbackPlan, RollbackRequest};
 use crate::secret::Secret;
 use crate::server::{IncidentRecord, RollbackAnswer};
@@ -145,14 +145,78 @@ impl Records {
     }
 
     pub async fn rollback(&self, app: &str, id: i64) -> anyhow::Result<Option<Rollback>> {
+        Ok(self.rollbacks(app).await?.into_iter().find(|r| r.id == id))
+    }
+
+    /// The app's rollbacks, oldest first.
+    pub async fn rollbacks(&self, app: &str) -> anyhow::Result<Vec<Rollback>> {
         match self {
-            Records::Local(workspace) => Ok(workspace.ledger.rollback(id).await?),
+            Records::Local(workspace) => Ok(workspace.ledger.rollbacks(app).await?),
             Records::Remote(remote) => {
-                let all: Vec<Rollback> = remote.get(&format!("apps/{app}/rollbacks")).await?;
-                Ok(all.into_iter().find(|r| r.id == id))
+                remote
+                    .get(&format!("apps/{}/rollbacks", checked(app)?))
+                    .await
             }
         }
     }
+
+    /// The app's releases, newest first.
+    pub async fn releases(&self, app: &str) -> anyhow::Result<Vec<Release>> {
+        match self {
+            Records::Local(workspace) => {
+                workspace.check_app(app)?;
+                Ok(workspace.ledger.releases(app).await?)
+            }
+            Records::Remote(remote) => {
+                remote
+                    .get(&format!("apps/{}/releases", checked(app)?))
+                    .await
+            }
+        }
+    }
+
+    pub async fn release(&self, app: &str, id: i64) -> anyhow::Result<Option<Release>> {
+        match self {
+            Records::Local(workspace) => Ok(workspace.ledger.release(id).await?),
+            Records::Remote(_) => Ok(self.releases(app).await?.into_iter().find(|r| r.id == id)),
+        }
+    }
+
+    /// The guard's live view of `app`, when it is fresh.
+    pub async fn live(&self, app: &str) -> anyhow::Result<Option<crate::guard::Snapshot>> {
+        Ok(self.status(Some(app)).await?.pop().and_then(|s| s.live))
+    }
+
+    /// Records a release for the running guard to deploy (remotely: the server refuses
+    /// when no guard runs).
+    pub async fn record_release(&self, app: &str, version: &str) -> anyhow::Result<Release> {
+        match self {
+            Records::Local(workspace) => {
+                Ok(ops::record_release(workspace, &ops::Actor::cli(), app, version, false).await?)
+            }
+            Records::Remote(remote) => {
+                let body = serde_json::json!({ "version": version });
+                Ok(remote
+                    .post(&format!("apps/{}/releases", checked(app)?), &body)
+                    .await?
+                    .1)
+            }
+        }
+    }
+
+    /// This host's workspace, for what only runs here (guarding from the terminal).
+    pub fn local(&self) -> Option<&Workspace> {
+        match self {
+            Records::Local(workspace) => Some(workspace),
+            Records::Remote(_) => None,
+        }
+    }
+}
+
+/// An app name checked before it goes into a URL.
+fn checked(app: &str) -> Result<&str, UsageError> {
+    crate::names::check_name(app).map_err(|e| UsageError(format!("invalid app name: {e}")))?;
+    Ok(app)
 }
 
 /// A rearguard server's API.

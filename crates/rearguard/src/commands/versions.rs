@@ -5,11 +5,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::Workspace;
+use super::records::Records;
 use crate::Outcome;
 use crate::cli::AppJsonArgs;
 use crate::clock::rfc3339;
-use crate::ledger::{Ledger, Release};
+use crate::ledger::{Ledger, Release, ReleaseState};
 
 #[derive(Serialize)]
 struct Row {
@@ -19,49 +19,70 @@ struct Row {
     known_good: bool,
 }
 
-pub async fn run(config_path: &Path, args: AppJsonArgs) -> anyhow::Result<Outcome> {
-    let workspace = Workspace::open(config_path).await?;
-    workspace.check_app(&args.app)?;
-    let ledger = &workspace.ledger;
+pub async fn run(
+    config_path: &Path,
+    server: Option<&str>,
+    args: AppJsonArgs,
+) -> anyhow::Result<Outcome> {
+    let records = Records::open(config_path, server).await?;
+    let rows = rows(&records, &args.app).await?;
     if args.json {
-        let rows = rows(ledger, &args.app).await?;
-        let rollbacks = ledger.rollbacks(&args.app).await?;
+        let rollbacks = records.rollbacks(&args.app).await?;
         println!(
             "{}",
             serde_json::json!({"app": args.app, "releases": rows, "rollbacks": rollbacks})
         );
         return Ok(Outcome::Success);
     }
-    println!("{}", history(ledger, &args.app).await?);
+    println!("{}", table(&args.app, &rows));
     Ok(Outcome::Success)
 }
 
-/// The releases of `app`, newest first, each marked current and known-good or not.
-async fn rows(ledger: &Ledger, app: &str) -> anyhow::Result<Vec<Row>> {
-    let current = ledger.current(app).await?.map(|r| r.id);
-    let known_good = ledger.known_good(app, None).await?.map(|r| r.id);
-    Ok(ledger
-        .releases(app)
-        .await?
+async fn rows(records: &Records, app: &str) -> anyhow::Result<Vec<Row>> {
+    let releases = records.releases(app).await?;
+    let status = records.status(Some(app)).await?.pop();
+    let current = status
+        .as_ref()
+        .and_then(|s| s.current.as_ref())
+        .map(|r| r.id);
+    Ok(mark(releases, current, status.and_then(|s| s.known_good)))
+}
+
+/// The releases, newest first, the serving one and the known-good one (the newest stable
+/// release of the known-good version) marked.
+fn mark(releases: Vec<Release>, current: Option<i64>, known_good: Option<String>) -> Vec<Row> {
+    let known_good = releases
+        .iter()
+        .find(|r| Some(&r.version) == known_good.as_ref() && r.state == ReleaseState::Stable)
+        .map(|r| r.id);
+    releases
         .into_iter()
         .map(|release| Row {
             current: Some(release.id) == current,
             known_good: Some(release.id) == known_good,
             release,
         })
-        .collect())
+        .collect()
 }
 
 /// The release history of `app` as a table for people.
 pub async fn history(ledger: &Ledger, app: &str) -> anyhow::Result<String> {
-    let rows = rows(ledger, app).await?;
+    let current = ledger.current(app).await?.map(|r| r.id);
+    let known_good = ledger.known_good(app, None).await?.map(|r| r.version);
+    Ok(table(
+        app,
+        &mark(ledger.releases(app).await?, current, known_good),
+    ))
+}
+
+fn table(app: &str, rows: &[Row]) -> String {
     if rows.is_empty() {
-        return Ok(format!(
+        return format!(
             "{app}: no releases yet (deploy one with `rearguard deploy {app} VERSION`)"
-        ));
+        );
     }
     let mut table = super::output::table(["version", "state", "deployed", "by", "", "note"]);
-    for row in &rows {
+    for row in rows {
         let marks = [
             row.current.then_some("current"),
             row.known_good.then_some("known-good"),
@@ -79,5 +100,5 @@ pub async fn history(ledger: &Ledger, app: &str) -> anyhow::Result<String> {
             row.release.note.clone().unwrap_or_default(),
         ]);
     }
-    Ok(table.to_string())
+    table.to_string()
 }
