@@ -22,6 +22,13 @@ fn env() -> Env {
         .bake("20s")
         .policy("warmup", &format!("{WARMUP_S}s"))
         .policy("transient", "4s")
+        // These tests are about what a restart does to a watch. The bad releases fail
+        // requests; latency only measures how busy the test machine is (a full suite on two
+        // cores doubles the demo app's p95 now and then, and blue-green compares with the
+        // history from before), so it is given room here. The judge's latency rules have
+        // their own tests.
+        .policy("p95_ratio_tolerated", "2")
+        .policy("p95_ratio", "3")
         .build()
 }
 
@@ -116,7 +123,7 @@ fn baked(env: &Env, version: &str) -> f64 {
 #[test]
 fn a_good_release_whose_guard_restarts_is_promoted_once_baked_the_router_counted_meanwhile() {
     let (env, _guard, state, _) = deploy_and_kill("v2", Duration::from_secs(WARMUP_S + 2), false);
-    assert_eq!(state, "stable");
+    assert_eq!(state, "stable", "{}", env.versions_json());
     assert_eq!(support::replay(&env, "v2")["verdict"], "keep");
     let baked = baked(&env, "v2");
     // The router kept counting while no guard ran: those seconds were watched.
