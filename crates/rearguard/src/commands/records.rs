@@ -33,13 +33,7 @@ impl Records {
             (Records::Local(workspace), Some(app)) => {
                 Ok(vec![ops::app_status(workspace, app).await?])
             }
-            (Records::Local(workspace), None) => {
-                let mut all = Vec::new();
-                for app in workspace.config.apps.keys() {
-                    all.push(ops::app_status(workspace, app).await?);
-                }
-                Ok(all)
-            }
+            (Records::Local(workspace), None) => Ok(ops::every_app_status(workspace).await?),
             (Records::Remote(remote), Some(app)) => {
                 Ok(vec![remote.get(&format!("apps/{app}")).await?])
             }

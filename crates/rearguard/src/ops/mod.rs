@@ -13,7 +13,7 @@ use std::path::Path;
 pub use access::{NewToken, TOKEN_PREFIX, authenticate, create_token, hash, revoke_token};
 pub use incidents::{IncidentAction, act_on_incident};
 pub use releases::{RollbackPlan, RollbackRequest, record_release, request_rollback};
-pub use status::{AppStatus, app_status};
+pub use status::{AppStatus, app_status, every_app_status};
 
 use crate::config::{self, Config};
 use crate::ledger::{AuditAction, AuditOutcome, Ledger, LedgerError};

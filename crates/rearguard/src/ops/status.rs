@@ -43,6 +43,15 @@ pub async fn app_status(workspace: &Workspace, app: &str) -> Result<AppStatus> {
     })
 }
 
+/// Every configured app's status, in the config's order.
+pub async fn every_app_status(workspace: &Workspace) -> Result<Vec<AppStatus>> {
+    let mut all = Vec::new();
+    for app in workspace.config.apps.keys() {
+        all.push(app_status(workspace, app).await?);
+    }
+    Ok(all)
+}
+
 impl AppStatus {
     /// The guard's evidence against the watched release as shares of what a rollback
     /// needs: (error rate, latency). None without a live judgement.

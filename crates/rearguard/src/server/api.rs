@@ -127,11 +127,7 @@ async fn list_apps(
     caller: Caller,
 ) -> Result<Json<Vec<AppStatus>>, ApiError> {
     caller.require(Role::Viewer)?;
-    let mut apps = Vec::new();
-    for app in shared.workspace.config.apps.keys() {
-        apps.push(ops::app_status(&shared.workspace, app).await?);
-    }
-    Ok(Json(apps))
+    Ok(Json(ops::every_app_status(&shared.workspace).await?))
 }
 
 /// One app: current and known-good release, guard, live view.

@@ -153,22 +153,14 @@ struct PageError(StatusCode, String);
 
 impl PageError {
     fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %crate::telemetry::redact(&e.to_string()), "dashboard request failed");
-        PageError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error; the server's log has the details".into(),
-        )
+        OpsError::Internal(anyhow::anyhow!("{e}")).into()
     }
 }
 
 impl From<OpsError> for PageError {
     fn from(e: OpsError) -> Self {
-        match e {
-            OpsError::NotFound(m) => PageError(StatusCode::NOT_FOUND, m),
-            OpsError::Invalid(m) => PageError(StatusCode::UNPROCESSABLE_ENTITY, m),
-            OpsError::Conflict(m) => PageError(StatusCode::CONFLICT, m),
-            OpsError::Internal(e) => PageError::internal(format!("{e:#}")),
-        }
+        let (status, detail) = super::error::classify(e);
+        PageError(status, detail)
     }
 }
 
@@ -303,10 +295,11 @@ async fn recent_incidents(
 
 async fn apps(State(shared): State<Shared>, session: Session) -> Page {
     let workspace = &shared.workspace;
-    let mut lines = Vec::new();
-    for app in workspace.config.apps.keys() {
-        lines.push(AppLine::from(ops::app_status(workspace, app).await?));
-    }
+    let lines: Vec<AppLine> = ops::every_app_status(workspace)
+        .await?
+        .into_iter()
+        .map(AppLine::from)
+        .collect();
     let incidents = recent_incidents(&shared, None).await?;
     let (who, csrf) = session.context();
     render(

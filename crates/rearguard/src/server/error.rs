@@ -40,6 +40,23 @@ impl From<crate::ledger::LedgerError> for ApiError {
     }
 }
 
+/// A use case's error as the status and the words a caller gets, for the API and the
+/// dashboard alike: 4xx with the detail; 5xx generic, the real error logged here, once.
+pub fn classify(e: OpsError) -> (StatusCode, String) {
+    match e {
+        OpsError::NotFound(detail) => (StatusCode::NOT_FOUND, detail),
+        OpsError::Invalid(detail) => (StatusCode::UNPROCESSABLE_ENTITY, detail),
+        OpsError::Conflict(detail) => (StatusCode::CONFLICT, detail),
+        OpsError::Internal(e) => {
+            tracing::error!(error = %crate::telemetry::redact(&format!("{e:#}")), "request failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; the server's log has the details".to_string(),
+            )
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail) = match self {
@@ -52,16 +69,7 @@ impl IntoResponse for ApiError {
                 format!("this needs a token with the {role} role or above"),
             ),
             ApiError::BadRequest(detail) => (StatusCode::BAD_REQUEST, detail),
-            ApiError::Ops(OpsError::NotFound(detail)) => (StatusCode::NOT_FOUND, detail),
-            ApiError::Ops(OpsError::Invalid(detail)) => (StatusCode::UNPROCESSABLE_ENTITY, detail),
-            ApiError::Ops(OpsError::Conflict(detail)) => (StatusCode::CONFLICT, detail),
-            ApiError::Ops(OpsError::Internal(e)) => {
-                tracing::error!(error = %crate::telemetry::redact(&format!("{e:#}")), "request failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error; the server's log has the details".to_string(),
-                )
-            }
+            ApiError::Ops(e) => classify(e),
         };
         let mut response = (
             status,
