@@ -3,7 +3,7 @@
 
   bench/judge_sets.py [--bin BIN] [--peer BIN] [--seeds 11-16,41-46]
                       [--keep-seeds 21-24] [--stress-seeds 31-38] [--miss-seeds 61-62]
-                      [--draws 23]
+                      [--draws 23] [--show-misses]
 
 Each standard seed is one set from bench/gen_scenarios.py (25 scenarios per family); each
 keep seed is a set of 75 per good-release family (what a false rollback would come from);
@@ -71,6 +71,22 @@ def pooled(binary, directories):
     return summary, labels, results
 
 
+def misses(labels, results):
+    """One line per detectable fault not caught (or caught before its onset), with the
+    parameters it was drawn with, so a class of misses shows itself."""
+    lines = []
+    for name, truth in sorted(labels.items()):
+        if truth["expect"] != "rollback" or truth.get("oracle_delay") is None \
+                or truth["oracle_delay"] > score.DETECTABLE_S:
+            continue
+        result = results.get(name) or {}
+        if result.get("verdict") == "rollback" and (result.get("decided_at") or 0) >= truth["onset"]:
+            continue
+        keys = ("mode", "canary_weight", "rps", "error_delta", "baseline_error_rate", "jitter", "p95_ratio", "oracle_delay")
+        lines.append(f"  missed {name}: " + ", ".join(f"{k} {truth.get(k)}" for k in keys))
+    return lines
+
+
 def median_over_draws(labels, results, faults, draws=2000, target=45):
     """Spread of the median delay over sets of `faults` detectable faults drawn at random
     (each scored by score.py, so misses are left out of the median as it leaves them)."""
@@ -102,6 +118,8 @@ def main():
     ap.add_argument("--stress-seeds", default="")
     ap.add_argument("--miss-seeds", default="")
     ap.add_argument("--draws", type=int, help="faults per draw for the median's spread")
+    ap.add_argument("--show-misses", action="store_true",
+                    help="list the judge's missed detectable faults with their parameters")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         groups = {"standard": [], "keep": [], "stress": []}
@@ -127,6 +145,8 @@ def main():
                 if binary:
                     summary, labels, results = pooled(binary, directories)
                     print(f"{group} ({len(directories)} sets) {label}: {summary}", flush=True)
+                    if a.show_misses and label == "judge":
+                        print("\n".join(misses(labels, results)), flush=True)
                     if a.draws and group == "standard":
                         print(f"  {median_over_draws(labels, results, a.draws)}", flush=True)
 

@@ -28,6 +28,7 @@ pub use verdict::{
     Evidence, Finding, Judgement, Metric, Rule, Snapshot, Tier, Verdict, WaitReason,
 };
 
+use rules::pooled::PooledErrors;
 use rules::regression::{Chart, LatencyTest, p95};
 use serde::{Deserialize, Serialize};
 use series::{Sums, block_dispersion};
@@ -112,6 +113,8 @@ pub struct Judge {
     last_t: Option<i64>,
     history: Option<History>,
     charts: Option<[Chart; 4]>,
+    /// The error rate's evidence pooled since the warm-up (low traffic's test).
+    pooled: Option<PooledErrors>,
 }
 
 impl Judge {
@@ -123,6 +126,7 @@ impl Judge {
             last_t: None,
             history: None,
             charts: None,
+            pooled: None,
         }
     }
 
@@ -167,6 +171,18 @@ impl Judge {
             };
             chart.observe(&self.policy, &self.setup, &step, reference, traffic_share);
         }
+        // A step counts as after the warm-up only when all of it is (steps may be 60 s long).
+        let first_second = now - i64::from(self.setup.step_seconds.max(1)) + 1;
+        if first_second >= deploy_at + self.policy.warmup.whole_seconds() {
+            let pooled = self.pooled.as_mut().expect("made with the history");
+            pooled.observe(
+                &self.policy,
+                now,
+                &step.baseline,
+                &step.candidate,
+                traffic_share,
+            );
+        }
         self.sums
             .drop_before(now.min(deploy_at) - self.policy.lookback.whole_seconds());
         let verdict = self.decide(now);
@@ -201,13 +217,18 @@ impl Judge {
             Chart::latency(LatencyTest::Tail, z, tail_dispersion.max(dispersion), fixed),
         ]);
         let seconds = error_blocks.len() as f64 * series::DISPERSION_BLOCK_SECONDS as f64;
+        let steady_errors = Counts {
+            requests: steady.trials.round() as u64,
+            errors: steady.events.round() as u64,
+            ..Counts::default()
+        };
+        self.pooled = Some(match self.setup.mode {
+            Mode::BlueGreen => PooledErrors::new(Some(&steady_errors), steady.dispersion),
+            Mode::Canary => PooledErrors::new(None, 1.0),
+        });
         self.history = Some(History {
             baseline: history,
-            steady_errors: Counts {
-                requests: steady.trials.round() as u64,
-                errors: steady.events.round() as u64,
-                ..Counts::default()
-            },
+            steady_errors,
             requests_per_second: history.requests as f64 / seconds.max(1.0),
         });
     }
@@ -323,6 +344,10 @@ impl Judge {
                 return Verdict::Rollback(finding);
             }
         }
+        let pooled = self.pooled.as_ref().expect("made with the history");
+        if let Some(finding) = pooled.finding(policy, now) {
+            return Verdict::Rollback(finding);
+        }
         if since_deploy.requests < rules::regression::MIN_REQUESTS_TO_KEEP {
             return Verdict::Wait {
                 why: WaitReason::LowTraffic,
@@ -344,12 +369,16 @@ impl Judge {
             _ => self.sums.between(now - RECENT_SECONDS + 1, now).baseline,
         };
         let evidence = |metric: Metric| {
+            let pooled = match (metric, &self.pooled) {
+                (Metric::ErrorRate, Some(pooled)) => pooled.evidence(&self.policy),
+                _ => 0.0,
+            };
             self.charts.as_ref().map_or(0.0, |charts| {
                 charts
                     .iter()
                     .filter(|c| c.metric() == metric)
                     .map(|c| c.evidence(&self.policy))
-                    .fold(0.0, f64::max)
+                    .fold(pooled, f64::max)
             })
         };
         let candidate = if now >= self.setup.deploy_at {

@@ -516,6 +516,32 @@ fn seconds_against_a_regression_give_its_transient_budget_back() {
 }
 
 #[test]
+fn clear_evidence_at_low_traffic_is_acted_on_within_the_watch() {
+    // A clean baseline and a release failing far more, at a request or less a second: a
+    // minute holds a few failures at most, so the minute-scale tests stay below their bar,
+    // and the evidence pooled since the warm-up must decide. Without it, these caught 0
+    // and 9 of 20 runs.
+    let canary = Traffic {
+        rps: 0.5,
+        ..Traffic::steady(Mode::Canary)
+    };
+    let caught = runs_caught(&canary, 0.15);
+    assert!(
+        caught >= 17,
+        "canary at 0.5 req/s, 15 %: caught in {caught} of 20 runs"
+    );
+    let blue_green = Traffic {
+        rps: 1.0,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    let caught = runs_caught(&blue_green, 0.05);
+    assert!(
+        caught >= 16,
+        "blue-green at 1 req/s, 5 %: caught in {caught} of 20 runs"
+    );
+}
+
+#[test]
 fn a_small_regression_over_a_clean_canary_baseline_is_caught() {
     // +2 points on a canary taking 5 requests a second, the baseline never failing. The
     // baseline's error rate is only known within its bound: over 20 s (100 requests) that

@@ -2,4 +2,5 @@
 
 pub mod gross;
 pub mod limits;
+pub mod pooled;
 pub mod regression;

@@ -35,9 +35,9 @@ use crate::{Setup, Step};
 
 /// Regression sizes tried, as multiples of `Chart::unit`: one CUSUM per size, so small and
 /// large regressions are each caught at their own best speed.
-const ALTERNATIVES: [f64; 7] = [1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+pub(crate) const ALTERNATIVES: [f64; 7] = [1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 /// A run needs at least this many events (errors, slow requests) to conclude anything.
-const MIN_EVENTS: f64 = 3.0;
+pub(crate) const MIN_EVENTS: f64 = 3.0;
 /// A p95 is only trusted from this many requests.
 const MIN_REQUESTS_FOR_P95: u64 = 20;
 /// Below this many requests since the deploy the judge says "wait", not "keep".
@@ -50,7 +50,7 @@ const TAIL_QUANTILE: f64 = 1.0 - TAIL_SHARE;
 /// than two or three beyond the p95, and a tail guessed from them is no null hypothesis.
 const MIN_SHAPE_REQUESTS: u64 = 50;
 /// Most of the evidence a rollback needs that one transient-long window may add.
-const TRANSIENT_SHARE: f64 = 0.45;
+pub(crate) const TRANSIENT_SHARE: f64 = 0.45;
 /// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
 const CONFIRM_SHARE: f64 = 0.3;
 /// A latency rollback also needs the candidate's p95 over this many seconds to be
