@@ -127,7 +127,7 @@ impl PooledErrors {
             .iter()
             .map(|&(_, statistic)| statistic)
             .fold(self.statistic, f64::min);
-        let budget = TRANSIENT_SHARE * POOLED_BAR_SHARE * policy.evidence_nats;
+        let budget = TRANSIENT_SHARE * bar(policy);
         let increment = (raw - self.raw).min(floor + budget - self.statistic);
         self.raw = raw;
         self.statistic += increment;
@@ -136,12 +136,12 @@ impl PooledErrors {
 
     /// Evidence against the candidate as a share of what a rollback needs.
     pub fn evidence(&self, policy: &Policy) -> f64 {
-        self.statistic.max(0.0) / policy.evidence_nats
+        self.statistic.max(0.0) / bar(policy)
     }
 
     pub fn finding(&self, policy: &Policy, now: i64) -> Option<Finding> {
         let (errors, requests) = self.candidate;
-        if self.statistic < POOLED_BAR_SHARE * policy.evidence_nats || errors < MIN_EVENTS {
+        if self.statistic < bar(policy) || errors < MIN_EVENTS {
             return None;
         }
         let start = self.since.unwrap_or(now);
@@ -172,10 +172,15 @@ impl PooledErrors {
                 baseline_p95_ms: None,
                 statistic: "error_rate_pooled_bayes_factor_nats".into(),
                 value: self.statistic,
-                threshold: policy.evidence_nats,
+                threshold: bar(policy),
             },
         })
     }
+}
+
+/// The statistic a pooled rollback needs.
+fn bar(policy: &Policy) -> f64 {
+    POOLED_BAR_SHARE * policy.evidence_nats
 }
 
 /// ln of the Bayes factor "the candidate's rate is the baseline's plus one of the bad
