@@ -127,6 +127,9 @@ def scenario(rng, family, episode_every=None):
     median = rng.choice([15, 40, 120, 400])
     sigma = rng.choice([0.4, 0.7, 1.0])
     expect, onset = "keep", None
+    # A ramp is worse than tolerated (+0.3 point, x1.08) from gray_from on, as in the
+    # public labels: a rollback from then on is early, not premature.
+    gray_from = None
     error_delta = lambda t: 0.0
     ratio = lambda t: 1.0
     tail = (0.0, 1.0)
@@ -158,6 +161,7 @@ def scenario(rng, family, episode_every=None):
         span = rng.choice([300, 600])
         error_delta = lambda t: d * min(1.0, (t - DEPLOY) / span)
         expect, onset = "rollback", DEPLOY + math.ceil(0.01 / d * span)
+        gray_from = DEPLOY + math.ceil(0.003 / d * span)
     elif family == "latency_shift":
         r = rng.choice([1.05, 1.6, 2.5])
         ratio = lambda t: r
@@ -169,6 +173,7 @@ def scenario(rng, family, episode_every=None):
         ratio = lambda t: 1 + (r - 1) * min(1.0, (t - DEPLOY) / span)
         bad_ratio = r
         expect, onset = "rollback", DEPLOY + math.ceil(0.25 / (r - 1) * span)
+        gray_from = DEPLOY + math.ceil(0.08 / (r - 1) * span)
     elif family == "tail":
         tail = rng.choice([(0.03, 4.0), (0.05, 5.0), (0.08, 4.0), (0.1, 3.0), (0.05, 8.0)])
         bad_ratio = p95_ratio(sigma, *tail)
@@ -276,6 +281,8 @@ def scenario(rng, family, episode_every=None):
              "episodes": len(episodes), "error_delta": round(error_delta(DURATION - 1), 4)}
     if mode == "canary":
         label["canary_weight"] = weight
+    if gray_from is not None:
+        label["gray_from"] = gray_from
     return rows, meta, label
 
 
