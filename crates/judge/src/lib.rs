@@ -171,9 +171,7 @@ impl Judge {
             };
             chart.observe(&self.policy, &self.setup, &step, reference, traffic_share);
         }
-        // A step counts as after the warm-up only when all of it is (steps may be 60 s long).
-        let first_second = now - i64::from(self.setup.step_seconds.max(1)) + 1;
-        if first_second >= deploy_at + self.policy.warmup.whole_seconds() {
+        if rules::regression::after_warmup(&self.policy, &self.setup, now) {
             let pooled = self.pooled.as_mut().expect("made with the history");
             pooled.observe(
                 &self.policy,

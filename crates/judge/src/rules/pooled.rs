@@ -17,11 +17,11 @@
 //! needs `MIN_EVENTS` failures; the environment's dispersion tempers blue-green's history
 //! and the candidate's steps, as quasi-likelihood does.
 
-use std::collections::VecDeque;
-
 use crate::counts::Counts;
 use crate::policy::Policy;
-use crate::rules::regression::{ALTERNATIVES, MIN_EVENTS, TRANSIENT_SHARE, show_rate};
+use crate::rules::regression::{
+    ALTERNATIVES, MIN_EVENTS, TRANSIENT_SHARE, TransientBudget, show_rate,
+};
 use crate::stats::wilson_bound;
 use crate::verdict::{Evidence, Finding, Metric, Rule, Tier};
 
@@ -54,8 +54,8 @@ pub struct PooledErrors {
     raw: f64,
     /// The statistic: the log Bayes factor's rises, each within the transient budget.
     statistic: f64,
-    /// The statistic after each step of the last `transient` seconds and the one before.
-    recent: VecDeque<(i64, f64)>,
+    /// The transient budget's window.
+    window: TransientBudget,
     since: Option<i64>,
     /// When the Bayes factor was last computed.
     evaluated: Option<i64>,
@@ -75,7 +75,7 @@ impl PooledErrors {
             fixed_baseline: history.is_some(),
             raw: 0.0,
             statistic: 0.0,
-            recent: VecDeque::new(),
+            window: TransientBudget::default(),
             since: None,
             evaluated: None,
         }
@@ -98,17 +98,6 @@ impl PooledErrors {
         }
         self.candidate.0 += candidate.errors as f64;
         self.candidate.1 += candidate.requests as f64;
-        let transient = policy.transient.whole_seconds();
-        if self.recent.is_empty() {
-            self.recent.push_back((t - 1, self.statistic));
-        }
-        while self
-            .recent
-            .get(1)
-            .is_some_and(|&(at, _)| at <= t - transient)
-        {
-            self.recent.pop_front();
-        }
         let due = self
             .evaluated
             .is_none_or(|at| t - at >= EVALUATE_EVERY_SECONDS);
@@ -122,16 +111,15 @@ impl PooledErrors {
             1.0
         };
         let raw = log_bayes_factor(policy, self.baseline, self.candidate, dispersion);
-        let floor = self
-            .recent
-            .iter()
-            .map(|&(_, statistic)| statistic)
-            .fold(self.statistic, f64::min);
-        let budget = TRANSIENT_SHARE * bar(policy);
-        let increment = (raw - self.raw).min(floor + budget - self.statistic);
+        self.statistic += self.window.allowed(
+            t,
+            policy.transient.whole_seconds(),
+            self.statistic,
+            TRANSIENT_SHARE * bar(policy),
+            raw - self.raw,
+        );
         self.raw = raw;
-        self.statistic += increment;
-        self.recent.push_back((t, self.statistic));
+        self.window.record(t, self.statistic);
     }
 
     /// Evidence against the candidate as a share of what a rollback needs.

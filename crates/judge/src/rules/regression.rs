@@ -51,6 +51,56 @@ const TAIL_QUANTILE: f64 = 1.0 - TAIL_SHARE;
 const MIN_SHAPE_REQUESTS: u64 = 50;
 /// Most of the evidence a rollback needs that one transient-long window may add.
 pub(crate) const TRANSIENT_SHARE: f64 = 0.45;
+/// Caps how far a statistic rises over any `transient`-long window: it may stand no
+/// higher than its lowest in the window plus the budget. Steps against the regression
+/// lower that floor again, so noise does not use the budget up.
+#[derive(Clone, Default)]
+pub(crate) struct TransientBudget {
+    /// The statistic after each step of the last `transient` seconds and the one standing
+    /// before them (seconds without traffic may have no step).
+    recent: VecDeque<(i64, f64)>,
+}
+
+impl TransientBudget {
+    /// The part of `rise` a statistic standing at `statistic` may take at `t`.
+    pub(crate) fn allowed(
+        &mut self,
+        t: i64,
+        transient: i64,
+        statistic: f64,
+        budget: f64,
+        rise: f64,
+    ) -> f64 {
+        if self.recent.is_empty() {
+            self.recent.push_back((t - 1, statistic));
+        }
+        while self
+            .recent
+            .get(1)
+            .is_some_and(|&(at, _)| at <= t - transient)
+        {
+            self.recent.pop_front();
+        }
+        let floor = self
+            .recent
+            .iter()
+            .map(|&(_, statistic)| statistic)
+            .fold(statistic, f64::min);
+        rise.min(floor + budget - statistic)
+    }
+
+    /// Records the statistic after the step at `t`.
+    pub(crate) fn record(&mut self, t: i64, statistic: f64) {
+        self.recent.push_back((t, statistic));
+    }
+}
+
+/// Whether all of the step ending at `t` comes after the warm-up (steps may be 60 s long).
+pub(crate) fn after_warmup(policy: &Policy, setup: &Setup, t: i64) -> bool {
+    let first_second = t - i64::from(setup.step_seconds.max(1)) + 1;
+    first_second >= setup.deploy_at + policy.warmup.whole_seconds()
+}
+
 /// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
 const CONFIRM_SHARE: f64 = 0.3;
 /// A latency rollback also needs the candidate's p95 over this many seconds to be
@@ -71,9 +121,8 @@ struct Run {
     /// Evidence of this run from steps after the warm-up (not limited by the transient
     /// budget: it only has to show the regression outlived the warm-up).
     after_warmup: f64,
-    /// The statistic after each step of the last `transient` seconds and the one standing
-    /// before them, for the window budget.
-    recent: VecDeque<(i64, f64)>,
+    /// The transient budget's window.
+    window: TransientBudget,
 }
 
 /// Log-likelihood ratio over latency buckets: `counts` observed, `alternative` and `null`
@@ -314,34 +363,12 @@ impl Chart {
         let trials = step.candidate.requests as f64;
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
         let transient = policy.transient.whole_seconds();
-        // A step counts as after the warm-up only when all of it is (steps may be 60 s long).
-        let first_second = step.t - i64::from(setup.step_seconds.max(1)) + 1;
-        let after_warmup = first_second >= setup.deploy_at + policy.warmup.whole_seconds();
+        let past_warmup = after_warmup(policy, setup, step.t);
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
-            // The window starts from the statistic standing `transient` seconds ago: the
-            // latest entry at or before then (seconds without traffic may have no step), or
-            // the value before the first step.
-            if run.recent.is_empty() {
-                run.recent.push_back((step.t - 1, run.statistic));
-            }
-            while run
-                .recent
-                .get(1)
-                .is_some_and(|&(t, _)| t <= step.t - transient)
-            {
-                run.recent.pop_front();
-            }
-            // Over any `transient`-long window the statistic rises by at most the budget:
-            // it may stand no higher than its lowest in the window plus the budget. Seconds
-            // against the regression lower that floor again, so noise does not use it up.
-            let floor = run
-                .recent
-                .iter()
-                .map(|&(_, statistic)| statistic)
-                .fold(run.statistic, f64::min);
             let llr = llr / self.candidate_dispersion;
-            let increment = llr.min(floor + budget - run.statistic);
-            run.statistic += increment;
+            run.statistic += run
+                .window
+                .allowed(step.t, transient, run.statistic, budget, llr);
             if run.statistic <= 0.0 {
                 run.statistic = 0.0;
                 run.start = None;
@@ -349,14 +376,14 @@ impl Chart {
                 run.trials = 0.0;
                 run.after_warmup = 0.0;
             } else {
-                if after_warmup {
+                if past_warmup {
                     run.after_warmup += llr;
                 }
                 run.start.get_or_insert(step.t);
                 run.events += events;
                 run.trials += trials;
             }
-            run.recent.push_back((step.t, run.statistic));
+            run.window.record(step.t, run.statistic);
         }
     }
 
