@@ -47,7 +47,8 @@ pub struct PooledErrors {
     /// requests since the warm-up accumulate here.
     baseline: (f64, f64),
     candidate: (f64, f64),
-    /// Tempering of the candidate's likelihood (quasi-likelihood, see the regression rule).
+    /// The environment's dispersion, which tempers the candidate's likelihood at its share
+    /// of the traffic (quasi-likelihood, see the regression rule).
     candidate_dispersion: f64,
     fixed_baseline: bool,
     /// The log Bayes factor at the last step, untempered by the budget.
@@ -62,8 +63,9 @@ pub struct PooledErrors {
 }
 
 impl PooledErrors {
-    /// `history` is the baseline's steady errors before the deploy (blue-green) or `None`
-    /// for a canary, whose baseline is taken from the same seconds as the candidate.
+    /// `history` is the baseline's steady errors before the deploy (blue-green), with the
+    /// environment's `dispersion` measured on it, or `None` for a canary, whose baseline is
+    /// taken from the same seconds as the candidate (and shares its environment: 1).
     pub fn new(history: Option<&Counts>, dispersion: f64) -> Self {
         let dispersion = dispersion.max(1.0);
         Self {
@@ -71,7 +73,7 @@ impl PooledErrors {
                 (h.errors as f64 / dispersion, h.requests as f64 / dispersion)
             }),
             candidate: (0.0, 0.0),
-            candidate_dispersion: if history.is_some() { dispersion } else { 1.0 },
+            candidate_dispersion: dispersion,
             fixed_baseline: history.is_some(),
             raw: 0.0,
             statistic: 0.0,
@@ -105,11 +107,7 @@ impl PooledErrors {
             return;
         }
         self.evaluated = Some(t);
-        let dispersion = if self.fixed_baseline {
-            1.0 + traffic_share.min(1.0) * (self.candidate_dispersion - 1.0)
-        } else {
-            1.0
-        };
+        let dispersion = 1.0 + traffic_share.min(1.0) * (self.candidate_dispersion - 1.0);
         let raw = log_bayes_factor(policy, self.baseline, self.candidate, dispersion);
         self.statistic += self.window.allowed(
             t,
@@ -187,12 +185,11 @@ fn log_bayes_factor(
     let largest = shifts[shifts.len() - 1];
     // The grid spans every baseline rate with weight under either hypothesis: around the
     // baseline's own rate and below the candidate's by each shift.
-    let bound = |e: f64, n: f64, z: f64| wilson_bound(e, n, z);
-    let lo = bound(base_events, base_trials, -GRID_Z)
-        .min(bound(events, trials, -GRID_Z) - largest)
+    let lo = wilson_bound(base_events, base_trials, -GRID_Z)
+        .min(wilson_bound(events, trials, -GRID_Z) - largest)
         .max(1e-9);
-    let hi = bound(base_events, base_trials, GRID_Z)
-        .max(bound(events, trials, GRID_Z) - tolerated)
+    let hi = wilson_bound(base_events, base_trials, GRID_Z)
+        .max(wilson_bound(events, trials, GRID_Z) - tolerated)
         .clamp(lo * 1.001, 1.0 - tolerated - 1e-9);
     let (x_lo, x_hi) = (logit(lo), logit(hi));
     let step = (x_hi - x_lo) / GRID_POINTS as f64;

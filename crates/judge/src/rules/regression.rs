@@ -51,6 +51,15 @@ const TAIL_QUANTILE: f64 = 1.0 - TAIL_SHARE;
 const MIN_SHAPE_REQUESTS: u64 = 50;
 /// Most of the evidence a rollback needs that one transient-long window may add.
 pub(crate) const TRANSIENT_SHARE: f64 = 0.45;
+/// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
+const CONFIRM_SHARE: f64 = 0.3;
+/// A latency rollback also needs the candidate's p95 over this many seconds to be
+/// materially worse than the baseline's (see [`Chart::materially_slower`]).
+const MATERIAL_SECONDS: i64 = 30;
+/// z of the p95's lower bound in the materiality check: a point estimate of a p95 at
+/// ×1.2 reads ×1.25 often enough, over a ramp's many seconds, to roll back early.
+const MATERIAL_Z: f64 = crate::stats::Z_95;
+
 /// Caps how far a statistic rises over any `transient`-long window: it may stand no
 /// higher than its lowest in the window plus the budget. Steps against the regression
 /// lower that floor again, so noise does not use the budget up.
@@ -100,15 +109,6 @@ pub(crate) fn after_warmup(policy: &Policy, setup: &Setup, t: i64) -> bool {
     let first_second = t - i64::from(setup.step_seconds.max(1)) + 1;
     first_second >= setup.deploy_at + policy.warmup.whole_seconds()
 }
-
-/// Evidence a rollback needs from after the warm-up, as a share of what a rollback needs.
-const CONFIRM_SHARE: f64 = 0.3;
-/// A latency rollback also needs the candidate's p95 over this many seconds to be
-/// materially worse than the baseline's (see [`Chart::materially_slower`]).
-const MATERIAL_SECONDS: i64 = 30;
-/// z of the p95's lower bound in the materiality check: a point estimate of a p95 at
-/// ×1.2 reads ×1.25 often enough, over a ramp's many seconds, to roll back early.
-const MATERIAL_Z: f64 = crate::stats::Z_95;
 
 #[derive(Clone, Default)]
 struct Run {
