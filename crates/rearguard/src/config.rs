@@ -788,6 +788,7 @@ mod tests {
             "hooks/github-actions.yaml",
             "hooks/kubectl.yaml",
             "compose/rearguard.yaml",
+            "kubernetes/rearguard.yaml",
         ] {
             let path = root.join(example);
             let text = std::fs::read_to_string(&path).unwrap();

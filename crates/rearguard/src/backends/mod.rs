@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod compose;
+pub mod kubernetes;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -127,6 +128,8 @@ pub enum BackendConfig {
     /// A platform driven by commands (a CLI, an API call): deploy, rollback, current,
     /// available hooks.
     Command(command::CommandConfig),
+    /// Kubernetes: a version is the image tag on each component's Deployment.
+    Kubernetes(kubernetes::KubernetesConfig),
 }
 
 impl BackendConfig {
@@ -141,6 +144,11 @@ impl BackendConfig {
             BackendConfig::Command(config) => {
                 Box::new(command::CommandBackend::new(app, config.clone(), dirs))
             }
+            BackendConfig::Kubernetes(config) => Box::new(kubernetes::KubernetesBackend::new(
+                app,
+                config.clone(),
+                dirs,
+            )),
         }
     }
 
@@ -150,6 +158,7 @@ impl BackendConfig {
             BackendConfig::Process(config) => config.problems(),
             BackendConfig::Compose(config) => config.problems(),
             BackendConfig::Command(config) => config.problems(),
+            BackendConfig::Kubernetes(config) => config.problems(),
         }
     }
 
@@ -159,6 +168,7 @@ impl BackendConfig {
             BackendConfig::Process(config) => config.components(),
             BackendConfig::Compose(config) => config.listening_components(),
             BackendConfig::Command(config) => config.listening_components(),
+            BackendConfig::Kubernetes(config) => config.components.keys().cloned().collect(),
         }
     }
 
@@ -168,6 +178,7 @@ impl BackendConfig {
             BackendConfig::Process(config) => config.listening_components(),
             BackendConfig::Compose(config) => config.listening_components(),
             BackendConfig::Command(config) => config.listening_components(),
+            BackendConfig::Kubernetes(config) => config.listening_components(),
         }
     }
 }

@@ -116,6 +116,14 @@ impl Guardian {
             incidents::rollback_finished(self.ledger(), &finished, None).await?;
         }
         self.backend.stop(&release.version).await;
+        // An in-place platform (a rolling Deployment, a hook) may be left on the failed
+        // version: put the serving one back.
+        if let Some(previous) = previous
+            && self.backend.running(&previous.version).await.is_none()
+            && let Err(e) = self.backend.rollback(&previous.version).await
+        {
+            tracing::error!(app = %self.app, version = %previous.version, error = %e, "cannot put the serving release back after a failed deploy");
+        }
         self.context.tell(Progress::Failed {
             app: self.app.clone(),
             version: release.version.clone(),
