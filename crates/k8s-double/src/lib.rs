@@ -263,6 +263,24 @@ impl Cluster {
             .count()
     }
 
+    /// A write's optimistic concurrency: a resourceVersion in the new object that is not
+    /// the stored one (or a conflict the test arranged) is refused with 409.
+    fn precondition(
+        &mut self,
+        kind: &str,
+        name: &str,
+        new: &Value,
+        stored: &ObjectMeta,
+    ) -> Option<Response> {
+        let stated = new
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        let stale = stated.is_some_and(|v| Some(v) != stored.resource_version.as_deref());
+        let arranged = self.conflicts > 0;
+        self.conflicts = self.conflicts.saturating_sub(1);
+        (arranged || stale).then(|| conflict(kind, name))
+    }
+
     /// Defaults, generation, resource version, uid: what the API server adds on a write.
     fn admit_deployment(
         &mut self,
@@ -1018,15 +1036,8 @@ fn write_deployment(
     current: Deployment,
     new: Value,
 ) -> Response {
-    if cluster.conflicts > 0 {
-        cluster.conflicts -= 1;
-        return conflict("deployments.apps", name);
-    }
-    let stated = new
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str);
-    if stated.is_some_and(|v| Some(v) != current.metadata.resource_version.as_deref()) {
-        return conflict("deployments.apps", name);
+    if let Some(refused) = cluster.precondition("deployments.apps", name, &new, &current.metadata) {
+        return refused;
     }
     let mut deployment: Deployment = match serde_json::from_value(new) {
         Ok(d) => d,
@@ -1109,15 +1120,8 @@ async fn patch_service(
         Ok(value) => value,
         Err(response) => return response,
     };
-    if cluster.conflicts > 0 {
-        cluster.conflicts -= 1;
-        return conflict("services", &name);
-    }
-    let stated = patched
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str);
-    if stated.is_some_and(|v| Some(v) != current.metadata.resource_version.as_deref()) {
-        return conflict("services", &name);
+    if let Some(refused) = cluster.precondition("services", &name, &patched, &current.metadata) {
+        return refused;
     }
     let mut service: Service = match serde_json::from_value(patched) {
         Ok(s) => s,

@@ -157,6 +157,30 @@ impl Cluster {
         history
     }
 
+    /// Whether ready pods of Deployment `name` run `version`.
+    fn serves(&self, name: &str, version: &str) -> bool {
+        self.double
+            .cluster()
+            .serving_images(NAMESPACE, name)
+            .contains(&image(version))
+    }
+
+    /// Sends a patch of shop-web straight to the API, as another client would; its status.
+    async fn patch_directly(&self, content_type: &str, patch: serde_json::Value) -> u16 {
+        reqwest::Client::new()
+            .patch(format!(
+                "{}/apis/apps/v1/namespaces/shop/deployments/shop-web",
+                self.double.url()
+            ))
+            .header("content-type", content_type)
+            .body(patch.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     fn requests(&self, prefix: &str) -> usize {
         self.double.cluster().count_requests(prefix)
     }
@@ -224,17 +248,10 @@ async fn a_rollback_goes_to_the_known_good_replica_set_across_two_bad_revisions(
     let feature = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "web", "env": [{"name": "FEATURE_X", "value": "on"}]}
     ]}}}});
-    let response = reqwest::Client::new()
-        .patch(format!(
-            "{}/apis/apps/v1/namespaces/shop/deployments/shop-web",
-            cluster.double.url()
-        ))
-        .header("content-type", "application/strategic-merge-patch+json")
-        .body(feature.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let status = cluster
+        .patch_directly("application/strategic-merge-patch+json", feature)
+        .await;
+    assert_eq!(status, 200);
     cluster.wait_for(|c| c.replica_sets(NAMESPACE).len() == 4);
     // `kubectl rollout undo` would take the previous revision: bad-v2.
     let history = cluster.history();
@@ -277,17 +294,10 @@ async fn a_write_that_meets_a_conflict_is_read_again_and_retried() {
     assert_eq!(cluster.template_image("shop-web"), image("v2"));
     // A stale resourceVersion is refused by the API server itself, not only by the test hook.
     let stale = json!({"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 3}});
-    let response = reqwest::Client::new()
-        .patch(format!(
-            "{}/apis/apps/v1/namespaces/shop/deployments/shop-web",
-            cluster.double.url()
-        ))
-        .header("content-type", "application/merge-patch+json")
-        .body(stale.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 409);
+    let status = cluster
+        .patch_directly("application/merge-patch+json", stale)
+        .await;
+    assert_eq!(status, 409);
 }
 
 #[tokio::test]
@@ -299,13 +309,7 @@ async fn progress_deadline_exceeded_fails_the_deploy_with_the_conditions_message
     assert!(error.contains("ProgressDeadlineExceeded"), "{error}");
     assert!(error.contains("has timed out progressing"), "{error}");
     // The old pods kept serving: nothing was taken down for a rollout that did not come up.
-    assert!(
-        cluster
-            .double
-            .cluster()
-            .serving_images(NAMESPACE, "shop-web")
-            .contains(&image("v1"))
-    );
+    assert!(cluster.serves("shop-web", "v1"));
 }
 
 #[tokio::test]
@@ -371,13 +375,7 @@ async fn crash_looping_pods_fail_the_deploy_and_the_incident_keeps_them_redacted
     assert!(!logs.contains("hunter2-pass"), "{logs}");
     assert!(!logs.contains("K8S_TEST_SECRET_VALUE_123"), "{logs}");
     // The old pods still serve while the new ones crash.
-    assert!(
-        cluster
-            .double
-            .cluster()
-            .serving_images(NAMESPACE, "shop-web")
-            .contains(&image("v1"))
-    );
+    assert!(cluster.serves("shop-web", "v1"));
 }
 
 #[tokio::test]
@@ -400,13 +398,7 @@ async fn blue_green_runs_a_deployment_per_version_and_switches_the_service_in_on
     backend.deploy("v2").await.unwrap();
     assert_eq!(cluster.service_selector()["rearguard.dev/version"], "v2");
     assert_eq!(cluster.template_image("shop-web-v2"), image("v2"));
-    assert!(
-        cluster
-            .double
-            .cluster()
-            .serving_images(NAMESPACE, "shop-web-v1")
-            .contains(&image("v1"))
-    );
+    assert!(cluster.serves("shop-web-v1", "v1"));
     // The switch back to the warm version: one patch, of the Service; nothing created.
     cluster.clear_requests();
     backend.rollback("v1").await.unwrap();

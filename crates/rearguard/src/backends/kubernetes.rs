@@ -378,9 +378,7 @@ impl KubernetesBackend {
         retry_conflicts(|| async {
             let deployment = get(&api, &component.deployment).await?;
             refuse_paused(&deployment)?;
-            if container_image(&deployment.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default(), container)?
-                == image
-            {
+            if container_image(&template_of(&deployment), container)? == image {
                 return Ok(());
             }
             let patch = json!({
@@ -411,16 +409,8 @@ impl KubernetesBackend {
         let undone = retry_conflicts(|| async {
             let deployment = get(&deployments, &component.deployment).await?;
             refuse_paused(&deployment)?;
-            let current = deployment.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-            let selector = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.selector.match_labels.clone())
-                .unwrap_or_default()
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let current = template_of(&deployment);
+            let selector = match_labels(&deployment);
             let owned = replica_sets
                 .list(&ListParams::default().labels(&selector))
                 .await
@@ -558,11 +548,11 @@ impl KubernetesBackend {
         let mut stuck_since: Option<tokio::time::Instant> = None;
         loop {
             let deployment = get(&api, &target).await?;
-            match rollout_state(&deployment) {
+            let waiting_for = match rollout_state(&deployment) {
                 Rollout::Done => return Ok(()),
                 Rollout::Failed(why) => return Err(not_ready(why, self.config.rollout_timeout)),
-                Rollout::Waiting(_) => {}
-            }
+                Rollout::Waiting(why) => why,
+            };
             match self.stuck_pods(&deployment, &image).await? {
                 Some(why) => {
                     let since = *stuck_since.get_or_insert_with(tokio::time::Instant::now);
@@ -573,10 +563,7 @@ impl KubernetesBackend {
                 None => stuck_since = None,
             }
             if started.elapsed() >= self.config.rollout_timeout.std() {
-                let Rollout::Waiting(why) = rollout_state(&deployment) else {
-                    continue;
-                };
-                return Err(not_ready(why, self.config.rollout_timeout));
+                return Err(not_ready(waiting_for, self.config.rollout_timeout));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -621,13 +608,9 @@ impl KubernetesBackend {
             else {
                 return Ok(false);
             };
-            let template = deployment
-                .spec
-                .as_ref()
-                .map(|s| s.template.clone())
-                .unwrap_or_default();
-            let runs_version = container_image(&template, self.container(name, component))?
-                == self.image(component, version);
+            let runs_version =
+                container_image(&template_of(&deployment), self.container(name, component))?
+                    == self.image(component, version);
             let scaled_up = deployment
                 .spec
                 .as_ref()
@@ -789,7 +772,7 @@ impl Backend for KubernetesBackend {
         for (name, component) in &self.config.components {
             match api.get_opt(&component.deployment).await {
                 Ok(Some(deployment)) => {
-                    let template = deployment.spec.map(|s| s.template).unwrap_or_default();
+                    let template = template_of(&deployment);
                     if let Err(e) = container_image(&template, self.container(name, component)) {
                         missing.push(e.to_string());
                     }
@@ -965,11 +948,23 @@ fn container_image(template: &PodTemplateSpec, container: &str) -> Result<String
         .as_ref()
         .and_then(|s| s.containers.iter().find(|c| c.name == container))
         .map(|c| c.image.clone().unwrap_or_default())
-        .ok_or_else(|| BackendError::Platform {
-            what: format!("finding container {container}"),
-            why: "the Deployment's pod template has no container of that name (set `container:`)"
-                .into(),
-        })
+        .ok_or_else(|| no_container(container))
+}
+
+fn no_container(container: &str) -> BackendError {
+    BackendError::Platform {
+        what: format!("finding container {container}"),
+        why: "the Deployment's pod template has no container of that name (set `container:`)"
+            .into(),
+    }
+}
+
+fn template_of(deployment: &Deployment) -> PodTemplateSpec {
+    deployment
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default()
 }
 
 fn template_images(template: &PodTemplateSpec) -> Vec<String> {
@@ -1141,11 +1136,7 @@ fn versioned_copy(
         .spec
         .as_mut()
         .and_then(|s| s.containers.iter_mut().find(|c| c.name == container))
-        .ok_or_else(|| BackendError::Platform {
-            what: format!("finding container {container}"),
-            why: "the Deployment's pod template has no container of that name (set `container:`)"
-                .into(),
-        })?;
+        .ok_or_else(|| no_container(container))?;
     found.image = Some(image.to_string());
     Ok(copy)
 }
