@@ -525,9 +525,10 @@ fn rolled_out_tag(deployment: &Deployment) -> Option<String> {
 }
 
 /// The whole loop through the guard process: a good release baked, a release whose pods
-/// crash refused and the Deployment put back on the known-good template, a release failing
-/// 30 % of its requests (seen by the router in front of the cluster's endpoint) rolled back
-/// on its own to the known-good ReplicaSet, with the pods and their logs in the incident.
+/// crash refused and the Deployment put back on the known-good template, then an unbaked
+/// release replaced by one failing 30 % of its requests (seen by the router in front of the
+/// cluster's endpoint), rolled back on its own to the known-good ReplicaSet, with the pods
+/// and their logs in the incident.
 #[test]
 fn the_guard_rolls_a_bad_release_back_on_kubernetes() {
     let cluster = Cluster::start(600);
@@ -556,6 +557,7 @@ fn the_guard_rolls_a_bad_release_back_on_kubernetes() {
         .in_dir(dir, public)
         .backend(&backend)
         .without_checks()
+        .bake("15s")
         .build();
     let _guard = env.guard();
     support::wait_until("v1 serves", Duration::from_secs(10), || {
@@ -577,11 +579,22 @@ fn the_guard_rolls_a_bad_release_back_on_kubernetes() {
     // Put back by the failed deploy itself, not found dead and restarted later.
     let events = serde_json::Value::from(env.events()).to_string();
     assert!(!events.contains("instance_restarted"), "{events}");
-    // A release that serves badly: rolled back by the judge, to v1's ReplicaSet.
+    // v2 rolls out and is watched, not yet baked; bad-v3 replaces it and serves badly: the
+    // judge rolls back to v1's ReplicaSet, the last release that passed its bake, not to
+    // v2, the previous revision `kubectl rollout undo` would take.
+    assert_eq!(env.run(&["deploy", "shop", "v2"]).status.code(), Some(0));
+    support::wait_until("v2 is watched", Duration::from_secs(30), || {
+        env.state_of("v2") == "watching"
+    });
+    // A few seconds of v2's traffic: the baseline bad-v3 is judged against.
+    std::thread::sleep(Duration::from_secs(5));
     assert_eq!(support::deploy_watch(&env, "bad-v3"), 3);
     drop(traffic);
     assert_eq!(cluster.template_image("shop-web"), image("v1"));
     let history = cluster.history();
+    let previous = &history[history.len() - 2];
+    assert_eq!(previous.1, image("bad-v3"), "{history:?}");
+    assert_eq!(history[history.len() - 3].1, image("v2"), "{history:?}");
     let newest = history.last().unwrap();
     assert_eq!(newest.1, image("v1"), "{history:?}");
     assert_eq!(
