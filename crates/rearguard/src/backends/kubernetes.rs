@@ -1157,6 +1157,39 @@ mod tests {
     }
 
     #[test]
+    fn config_mistakes_are_named_at_their_key() {
+        let config: KubernetesConfig = serde_json::from_value(json!({
+            "strategy": "bluegreen",
+            "namespace": "Shop",
+            "components": {
+                "web": {"deployment": "shop_web", "image": "registry.example/shop-web:v1"},
+            },
+        }))
+        .unwrap();
+        let problems: Vec<String> = config
+            .problems()
+            .iter()
+            .map(|f| format!("{}: {}", f.at.join("."), f.message))
+            .collect();
+        let expected = [
+            "backend.components.web.deployment: \"shop_web\" is not a Kubernetes name",
+            "backend.components.web.image: \"registry.example/shop-web:v1\": give the repository without a tag",
+            "backend.components.web.service: blue-green needs the Service",
+            "backend.namespace: \"Shop\" is not a Kubernetes name",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for (problem, expected) in problems.iter().zip(expected) {
+            assert!(problem.starts_with(expected), "{problem}");
+        }
+        // A registry with a port is not a tag.
+        let fine: KubernetesConfig = serde_json::from_value(json!({
+            "components": {"web": {"deployment": "shop-web", "image": "registry.example:5000/shop-web"}},
+        }))
+        .unwrap();
+        assert!(fine.problems().is_empty(), "{:?}", fine.problems());
+    }
+
+    #[test]
     fn versions_that_cannot_be_labels_are_refused() {
         assert!(check_version("a1b2c3d").is_ok());
         for bad in ["v1;id", "v1-", &"f".repeat(64)] {
