@@ -1000,12 +1000,9 @@ async fn patch_deployment(
     body: Bytes,
 ) -> Response {
     let mut cluster = cluster.lock().expect("lock");
-    let key = (namespace.clone(), name.clone());
-    let Some(current) = cluster.deployments.get(&key).cloned() else {
-        return not_found("deployments.apps", &name);
-    };
-    let patched = match apply_patch(&headers, &body, &current) {
-        Ok(value) => value,
+    let current = cluster.deployment(&namespace, &name);
+    let (current, patched) = match patch_of(current, "deployments.apps", &name, &headers, &body) {
+        Ok(both) => both,
         Err(response) => return response,
     };
     write_deployment(&mut cluster, &namespace, &name, current, patched)
@@ -1112,14 +1109,12 @@ async fn patch_service(
     body: Bytes,
 ) -> Response {
     let mut cluster = cluster.lock().expect("lock");
-    let key = (namespace.clone(), name.clone());
-    let Some(current) = cluster.services.get(&key).cloned() else {
-        return not_found("services", &name);
-    };
-    let patched = match apply_patch(&headers, &body, &current) {
-        Ok(value) => value,
+    let current = cluster.service(&namespace, &name);
+    let (current, patched) = match patch_of(current, "services", &name, &headers, &body) {
+        Ok(both) => both,
         Err(response) => return response,
     };
+    let key = (namespace.clone(), name.clone());
     if let Some(refused) = cluster.precondition("services", &name, &patched, &current.metadata) {
         return refused;
     }
@@ -1194,6 +1189,20 @@ async fn list_events(State(cluster): State<Shared>, Path(namespace): Path<String
         .filter(|e| e.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .collect();
     list("EventList", "v1", cluster.version, items)
+}
+
+/// The stored object and the patch applied to it, or why not (404, a bad patch).
+#[allow(clippy::result_large_err)]
+fn patch_of<T: serde::Serialize>(
+    current: Option<T>,
+    kind: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(T, Value), Response> {
+    let current = current.ok_or_else(|| not_found(kind, name))?;
+    let patched = apply_patch(headers, body, &current)?;
+    Ok((current, patched))
 }
 
 /// Applies a patch of the kind its Content-Type names to `current`.
