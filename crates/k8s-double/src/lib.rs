@@ -468,7 +468,9 @@ impl Cluster {
                 );
             }
         }
-        let all: Vec<bool> = owned
+        // Every pod of the Deployment, the ReplicaSet this pass created among them.
+        let all: Vec<bool> = self
+            .owned_replica_sets(&uid)
             .iter()
             .flat_map(|k| self.pods_of(k).map(|p| pod_ready(&p.pod)))
             .collect();

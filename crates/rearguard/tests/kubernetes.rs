@@ -81,11 +81,17 @@ impl Cluster {
             cluster.create_deployment(NAMESPACE, shop_web(progress_deadline_seconds));
         }
         let this = Self { double, dir };
-        this.wait_for(|c| {
-            c.serving_images(NAMESPACE, "shop-web")
-                .contains(&image("v1"))
-        });
+        this.wait_until_rolled_out("v1");
         this
+    }
+
+    /// Settled on `tag`: the controller writes no more status that would race a test's counted
+    /// patch into a (correctly retried) 409.
+    fn wait_until_rolled_out(&self, tag: &str) {
+        self.wait_for(|c| {
+            c.deployment(NAMESPACE, "shop-web")
+                .is_some_and(|d| rolled_out_tag(&d).as_deref() == Some(tag))
+        });
     }
 
     fn backend(&self, more: serde_json::Value) -> Box<dyn Backend> {
@@ -252,7 +258,8 @@ async fn a_rollback_goes_to_the_known_good_replica_set_across_two_bad_revisions(
         .patch_directly("application/strategic-merge-patch+json", feature)
         .await;
     assert_eq!(status, 200);
-    cluster.wait_for(|c| c.replica_sets(NAMESPACE).len() == 4);
+    cluster.wait_until_rolled_out("bad-v3");
+    assert_eq!(cluster.double.cluster().replica_sets(NAMESPACE).len(), 4);
     // `kubectl rollout undo` would take the previous revision: bad-v2.
     let history = cluster.history();
     assert_eq!(
