@@ -41,6 +41,32 @@ pub struct Config {
     /// back (none by default).
     #[serde(default)]
     pub alertmanager: Option<crate::signals::alertmanager::AlertmanagerConfig>,
+    /// How the guard itself runs.
+    #[serde(default)]
+    pub guard: GuardSettings,
+}
+
+/// How the guard itself runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSettings {
+    /// How often each app's reconciler looks ("1s", the default). A deploy or rollback
+    /// someone asks for waits up to one tick; thousands of apps on one guard cost less with
+    /// longer ticks ("10s", as long as the signals' step; 1s to 60s).
+    #[serde(default = "default_tick")]
+    pub tick: Span,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            tick: default_tick(),
+        }
+    }
+}
+
+fn default_tick() -> Span {
+    Span::from_secs(1)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -361,6 +387,12 @@ fn validate(config: &Config, locate: &Locator, problems: &mut Vec<Problem>) {
             &["database"],
             "only SQLite databases are supported so far (sqlite://PATH); PostgreSQL is not yet"
                 .into(),
+        );
+    }
+    if !(1_000..=60_000).contains(&config.guard.tick.as_millis()) {
+        add(
+            &["guard", "tick"],
+            format!("tick {} is out of range: 1s to 60s", config.guard.tick),
         );
     }
     if config.apps.is_empty() {
@@ -707,6 +739,20 @@ mod tests {
         let web = &process(&config).components["web"];
         assert_eq!(web.env["API_TOKEN"], "s3cret");
         assert_eq!(config.apps["shop"].bake, Span::from_secs(600));
+    }
+
+    #[test]
+    fn the_guards_tick_defaults_to_a_second_and_is_kept_within_a_minute() {
+        assert_eq!(parse_text(GOOD).unwrap().guard.tick, Span::from_secs(1));
+        let ten = format!("guard:\n  tick: 10s\n{GOOD}");
+        assert_eq!(parse_text(&ten).unwrap().guard.tick, Span::from_secs(10));
+        for (tick, shown) in [("500ms", "500ms"), ("2m", "120s")] {
+            let text = format!("guard:\n  tick: {tick}\n{GOOD}");
+            assert_eq!(
+                problems(&text),
+                vec![format!("2: tick {shown} is out of range: 1s to 60s")]
+            );
+        }
     }
 
     #[test]

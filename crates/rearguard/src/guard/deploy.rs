@@ -114,6 +114,7 @@ impl Guardian {
                 .await?
                 .unwrap_or(rollback);
             incidents::rollback_finished(self.ledger(), &finished, None).await?;
+            self.rollback_log_due = true;
         }
         self.backend.stop(&release.version).await;
         // An in-place platform (a rolling Deployment, a hook) may be left on the failed

@@ -38,9 +38,8 @@ use crate::signals::SignalSource;
 use crate::traffic::{Routes, Traffic};
 use crate::{incidents, notify};
 
-/// How often the guard looks.
-pub const TICK: Duration = Duration::from_secs(1);
-/// How long a lease lasts without renewal.
+/// How long a lease lasts without renewal, at least: ten ticks of a second, or three of
+/// longer ticks, so a busy guard keeps its apps.
 const LEASE_TTL_MS: i64 = 10_000;
 /// Checks run this often while a release is watched.
 pub(crate) const CHECK_EVERY_MS: i64 = 5_000;
@@ -54,7 +53,7 @@ const INCIDENT_FOLLOW_UP_MS: i64 = 7 * 24 * 3600 * 1000;
 /// What every guardian shares.
 #[derive(Clone)]
 pub struct Context {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub config_path: std::path::PathBuf,
     pub ledger: Ledger,
     pub clock: SharedClock,
@@ -160,6 +159,9 @@ pub struct Guardian {
     /// Versions kept warm after a switch, to stop at the given time.
     retiring: Vec<(String, i64)>,
     leased: bool,
+    /// Finished rollbacks may be missing from the rollback log (since the lease was taken,
+    /// or a rollback was performed).
+    rollback_log_due: bool,
     /// Where traffic was last sent, for the status snapshot (`rearguard check` reads it).
     routes: Option<Routes>,
     /// CPU and memory of the versions taking traffic, last sampled.
@@ -199,6 +201,7 @@ impl Guardian {
             restarts: BTreeMap::new(),
             resumed: false,
             leased: false,
+            rollback_log_due: true,
             routes: None,
             usage: BTreeMap::new(),
             usage_samples: (String::new(), Vec::new()),
@@ -214,10 +217,18 @@ impl Guardian {
         self.context.clock.now_ms()
     }
 
+    fn tick_every(&self) -> Duration {
+        Duration::from_millis(self.context.config.guard.tick.as_millis())
+    }
+
+    fn lease_ttl_ms(&self) -> i64 {
+        LEASE_TTL_MS.max(3 * self.tick_every().as_millis() as i64)
+    }
+
     /// Ticks until `ending` says so; then stops everything this guardian started, unless
     /// it detaches (another guard process takes over what runs).
     pub async fn run(mut self, ending: Ending) -> anyhow::Result<()> {
-        let mut interval = tokio::time::interval(TICK);
+        let mut interval = tokio::time::interval(self.tick_every());
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
             tokio::select! {
@@ -265,7 +276,12 @@ impl Guardian {
         let holder_alive = crate::identity::holder_alive;
         let leased = self
             .ledger()
-            .acquire_lease(&self.app, &self.context.holder, LEASE_TTL_MS, holder_alive)
+            .acquire_lease(
+                &self.app,
+                &self.context.holder,
+                self.lease_ttl_ms(),
+                holder_alive,
+            )
             .await?;
         if !leased {
             if self.leased {
@@ -283,13 +299,17 @@ impl Guardian {
                 self.last_step_t = self.last_step_t.max(t);
             }
             self.leased = true;
+            self.rollback_log_due = true;
         }
         // Takes over a running router, or starts one again if it died.
         self.traffic.start().await?;
-        for rollback in self.ledger().open_rollbacks(&self.app).await? {
-            self.perform_rollback(rollback).await?;
+        let (rollbacks, release) = self.ledger().work_waiting(&self.app).await?;
+        if rollbacks {
+            for rollback in self.ledger().open_rollbacks(&self.app).await? {
+                self.perform_rollback(rollback).await?;
+            }
         }
-        if let Some(release) = self.ledger().pending_release(&self.app).await? {
+        if release && let Some(release) = self.ledger().pending_release(&self.app).await? {
             self.deploy(release).await?;
         }
         self.ensure_serving().await?;

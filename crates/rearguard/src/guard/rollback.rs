@@ -87,6 +87,7 @@ impl Guardian {
     /// Moves traffic to the rollback's target. Safe to run again on a rollback that was
     /// interrupted: each step checks what is already done.
     pub(super) async fn perform_rollback(&mut self, rollback: Rollback) -> anyhow::Result<()> {
+        self.rollback_log_due = true;
         if rollback.status == RollbackStatus::Requested {
             self.ledger().mark_rollback_started(&rollback).await?;
         }
@@ -207,8 +208,12 @@ impl Guardian {
         serde_json::json!({"passed": passed, "checks": results})
     }
 
-    /// Appends the lines of finished rollbacks to the rollback log, once each.
-    pub(super) async fn write_rollback_log(&self) -> anyhow::Result<()> {
+    /// Appends the rollbacks finished since the lease was taken (or before it, by a guard
+    /// that died before logging them) to the rollback log, once each.
+    pub(super) async fn write_rollback_log(&mut self) -> anyhow::Result<()> {
+        if !self.rollback_log_due {
+            return Ok(());
+        }
         for rollback in self.ledger().unlogged_rollbacks(&self.app).await? {
             self.context
                 .rollback_log
@@ -221,6 +226,7 @@ impl Guardian {
                 })?;
             self.ledger().mark_logged(&rollback).await?;
         }
+        self.rollback_log_due = false;
         Ok(())
     }
 }

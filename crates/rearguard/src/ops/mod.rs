@@ -125,7 +125,7 @@ impl Workspace {
         .context("the notification templates do not compile")?
         .map(std::sync::Arc::new);
         Ok(Context {
-            config: self.config.clone(),
+            config: std::sync::Arc::new(self.config.clone()),
             config_path: self.config_path.clone(),
             ledger: self.ledger.clone(),
             clock: clock::system(),

@@ -6,7 +6,8 @@ use super::{Result, Workspace};
 use crate::guard::Snapshot;
 use crate::ledger::Release;
 
-/// A guard snapshot older than this is not live.
+/// A guard snapshot older than this (or three of the guard's ticks, when longer) is not
+/// live.
 const LIVE_MS: i64 = 5_000;
 
 /// One app as `status` shows it.
@@ -29,10 +30,11 @@ pub async fn app_status(workspace: &Workspace, app: &str) -> Result<AppStatus> {
     let current = ledger.current(app).await?;
     let known_good = ledger.known_good(app, None).await?;
     let guarded = workspace.guard_running(app).await?;
+    let live_ms = LIVE_MS.max(3 * workspace.config.guard.tick.as_millis() as i64);
     let live = ledger
         .snapshot(app)
         .await?
-        .filter(|(at, _)| guarded && ledger.now() - at < LIVE_MS)
+        .filter(|(at, _)| guarded && ledger.now() - at < live_ms)
         .map(|(_, body)| body);
     Ok(AppStatus {
         app: app.to_string(),
