@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use rearguard::ledger::{Ledger, ReleaseState};
 
+#[path = "common/proc_status.rs"]
+mod proc_status;
 #[path = "common/stand_in.rs"]
 mod stand_in;
 
-/// Ticks of the kernel's CPU clock per second (`getconf CLK_TCK`; 100 on Linux).
-const CLOCK_TICKS: f64 = 100.0;
+use proc_status::{cpu_seconds, status_kib};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -67,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
-    let pid = guard.id();
+    let pid = guard.id().to_string();
     children.0.push(guard);
     runtime.block_on(async {
         // Bounded: 20 minutes for every release to be deployed and watched.
@@ -81,7 +82,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{watched} of {apps} releases watched after {:.0}s; resident {} MiB",
                 started.elapsed().as_secs_f64(),
-                status_kib(pid, "VmRSS") / 1024
+                status_kib(&pid, "VmRSS") / 1024
             );
             if watched == apps {
                 return Ok(());
@@ -90,9 +91,9 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("the guard did not watch every release in 20 minutes; see its log")
     })?;
     let warm_up_s = started.elapsed().as_secs_f64();
-    let (cpu_before, at) = (cpu_seconds(pid)?, Instant::now());
+    let (cpu_before, at) = (cpu_seconds(&pid)?, Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));
-    let cores = (cpu_seconds(pid)? - cpu_before) / at.elapsed().as_secs_f64();
+    let cores = (cpu_seconds(&pid)? - cpu_before) / at.elapsed().as_secs_f64();
     let log = std::fs::read_to_string(dir.path().join("guard.log"))?;
     if let Ok(keep) = std::env::var("GUARD_LOG_TO") {
         std::fs::write(keep, &log)?;
@@ -102,8 +103,8 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "{{\"apps\": {apps}, \"tick\": \"{tick}\", \"warm_up_s\": {warm_up_s:.0}, \"steady_cores\": {cores:.3}, \"peak_resident_mib\": {}, \"resident_mib\": {}, \"guard_log_lines\": {}}}",
-        status_kib(pid, "VmHWM") / 1024,
-        status_kib(pid, "VmRSS") / 1024,
+        status_kib(&pid, "VmHWM") / 1024,
+        status_kib(&pid, "VmRSS") / 1024,
         log.lines().count()
     );
     Ok(())
@@ -140,41 +141,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// User and system CPU seconds of process `pid` so far (/proc/PID/stat fields 14 and 15).
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may hold spaces; the fields after it do not.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(i)
-            .ok_or_else(|| anyhow::anyhow!("short stat"))?
-            .parse()?)
-    };
-    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS)
-}
-
-/// A `Vm*` line of /proc/PID/status, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .trim_start_matches(':')
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// Every process the benchmark started, killed when it ends however it ends.

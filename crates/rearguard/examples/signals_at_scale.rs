@@ -21,6 +21,8 @@ use rearguard::backends::Instances;
 use rearguard::signals::prometheus::{PrometheusConfig, Servers};
 use rearguard::signals::{Ask, SignalSource};
 
+#[path = "common/proc_status.rs"]
+mod proc_status;
 #[path = "common/stand_in.rs"]
 mod stand_in;
 
@@ -102,22 +104,22 @@ async fn measure(apps: usize, ticks: usize, port: u16) -> anyhow::Result<()> {
         println!(
             "tick {tick}: {steps} steps for {apps} apps ({requests} requests counted) in {:.2}s; resident {} MiB",
             started.elapsed().as_secs_f64(),
-            resident_kib("VmRSS") / 1024
+            proc_status::status_kib("self", "VmRSS") / 1024
         );
         std::io::stdout().flush()?;
         if tick == 0 {
             // The first ask reads the history; the steady state is measured after it.
-            cpu_at_warm = cpu_seconds();
+            cpu_at_warm = proc_status::cpu_seconds("self")?;
             warm_at = Instant::now();
         }
         let next = STEP_S as f64 - (epoch_seconds_f64() % STEP_S as f64) + 1.5;
         tokio::time::sleep(Duration::from_secs_f64(next)).await;
     }
-    let cores = (cpu_seconds() - cpu_at_warm) / warm_at.elapsed().as_secs_f64();
+    let cores = (proc_status::cpu_seconds("self")? - cpu_at_warm) / warm_at.elapsed().as_secs_f64();
     println!(
         "{{\"apps\": {apps}, \"step_s\": {STEP_S}, \"steady_cores\": {cores:.3}, \"peak_resident_mib\": {}, \"resident_mib\": {}}}",
-        resident_kib("VmHWM") / 1024,
-        resident_kib("VmRSS") / 1024
+        proc_status::status_kib("self", "VmHWM") / 1024,
+        proc_status::status_kib("self", "VmRSS") / 1024
     );
     Ok(())
 }
@@ -131,29 +133,4 @@ fn epoch_seconds_f64() -> f64 {
 
 fn epoch_seconds() -> i64 {
     epoch_seconds_f64() as i64
-}
-
-/// User and system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .expect("getrusage");
-    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    seconds(usage.user_time()) + seconds(usage.system_time())
-}
-
-/// A `Vm*` line of /proc/self/status, in KiB.
-fn resident_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .trim_start_matches(':')
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }

@@ -159,6 +159,8 @@ pub struct Guardian {
     /// Versions kept warm after a switch, to stop at the given time.
     retiring: Vec<(String, i64)>,
     leased: bool,
+    /// When the lease runs out at the earliest (epoch milliseconds).
+    lease_until: i64,
     /// Finished rollbacks may be missing from the rollback log (since the lease was taken,
     /// or a rollback was performed).
     rollback_log_due: bool,
@@ -201,6 +203,7 @@ impl Guardian {
             restarts: BTreeMap::new(),
             resumed: false,
             leased: false,
+            lease_until: 0,
             rollback_log_due: true,
             routes: None,
             usage: BTreeMap::new(),
@@ -274,15 +277,21 @@ impl Guardian {
     /// One pass of the reconciler.
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         let holder_alive = crate::identity::holder_alive;
-        let leased = self
-            .ledger()
-            .acquire_lease(
-                &self.app,
-                &self.context.holder,
-                self.lease_ttl_ms(),
-                holder_alive,
-            )
-            .await?;
+        let (now, ttl) = (self.now_ms(), self.lease_ttl_ms());
+        // Renewed once half of it is gone, not every tick: nobody else may take a lease
+        // before it expires, and each renewal is a write.
+        let leased = if self.leased && now < self.lease_until - ttl / 2 {
+            true
+        } else {
+            let leased = self
+                .ledger()
+                .acquire_lease(&self.app, &self.context.holder, ttl, holder_alive)
+                .await?;
+            if leased {
+                self.lease_until = now + ttl;
+            }
+            leased
+        };
         if !leased {
             if self.leased {
                 tracing::warn!(app = %self.app, "another guard took over this app; standing by");
@@ -303,13 +312,15 @@ impl Guardian {
         }
         // Takes over a running router, or starts one again if it died.
         self.traffic.start().await?;
-        let (rollbacks, release) = self.ledger().work_waiting(&self.app).await?;
-        if rollbacks {
+        let waiting = self.ledger().work_waiting(&self.app).await?;
+        if waiting.rollbacks {
             for rollback in self.ledger().open_rollbacks(&self.app).await? {
                 self.perform_rollback(rollback).await?;
             }
         }
-        if release && let Some(release) = self.ledger().pending_release(&self.app).await? {
+        if waiting.release
+            && let Some(release) = self.ledger().pending_release(&self.app).await?
+        {
             self.deploy(release).await?;
         }
         self.ensure_serving().await?;

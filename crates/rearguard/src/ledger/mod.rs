@@ -304,6 +304,15 @@ macro_rules! rollback_select {
     };
 }
 
+/// What waits for an app's guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkWaiting {
+    /// Rollbacks requested or started, not finished.
+    pub rollbacks: bool,
+    /// A release recorded, not deployed yet.
+    pub release: bool,
+}
+
 impl Ledger {
     /// Opens (creating if needed) the database at `url` and brings its schema up to date.
     pub async fn open(url: &str, clock: SharedClock) -> Result<Self> {
@@ -474,9 +483,9 @@ impl Ledger {
         )).bind(app)).await
     }
 
-    /// Whether `app` has (open rollbacks, a release waiting to be deployed): one query for
-    /// what each tick asks and mostly finds nothing.
-    pub async fn work_waiting(&self, app: &str) -> Result<(bool, bool)> {
+    /// What waits for `app`'s guard: one query for what each tick asks and mostly finds
+    /// nothing.
+    pub async fn work_waiting(&self, app: &str) -> Result<WorkWaiting> {
         let row = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM rollbacks WHERE app = $1 AND status IN ('requested', 'started')) AS rollbacks, \
              EXISTS (SELECT 1 FROM releases WHERE app = $1 AND state = 'deploying') AS release",
@@ -486,7 +495,10 @@ impl Ledger {
         .await?;
         let rollbacks: i64 = row.try_get("rollbacks")?;
         let release: i64 = row.try_get("release")?;
-        Ok((rollbacks != 0, release != 0))
+        Ok(WorkWaiting {
+            rollbacks: rollbacks != 0,
+            release: release != 0,
+        })
     }
 
     /// The newest release of `app` waiting to be deployed, if any.
