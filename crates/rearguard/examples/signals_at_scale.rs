@@ -14,6 +14,10 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::io::Write;
+
+/// The guard binary's allocator (src/main.rs), so resident memory is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a guard of thousands of apps holds a few hundred MB
+/// live but glibc kept about four times that resident (freed memory stays in per-thread
+/// arenas), and malloc was a tenth of the guard's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // Die quietly on a closed pipe (`rearguard ... | head`), as command-line tools do.
     // SAFETY: called first, before any thread exists; SIG_DFL is always a valid handler.

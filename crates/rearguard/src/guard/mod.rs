@@ -13,6 +13,7 @@ mod rollback;
 mod serving;
 mod snapshot;
 mod watch;
+mod work_board;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use progress::Progress;
 pub use snapshot::Snapshot;
 pub use watch::HISTORY_SECONDS;
 use watch::Watch;
+pub use work_board::WorkBoard;
 
 use crate::backends::{Backend, Workdirs};
 use crate::clock::SharedClock;
@@ -71,6 +73,8 @@ pub struct Context {
     pub alerts_received: Option<Arc<crate::signals::alertmanager::Inbox>>,
     /// What the guard counts about itself.
     pub metrics: Arc<GuardMetrics>,
+    /// Which apps have work waiting, read once for all guardians.
+    pub work: Arc<WorkBoard>,
 }
 
 impl Context {
@@ -312,7 +316,10 @@ impl Guardian {
         }
         // Takes over a running router, or starts one again if it died.
         self.traffic.start().await?;
-        let waiting = self.ledger().work_waiting(&self.app).await?;
+        let clock = &self.context.clock;
+        let waiting = (self.context.work)
+            .of(self.ledger(), &self.app, now, || clock.now_ms())
+            .await?;
         if waiting.rollbacks {
             for rollback in self.ledger().open_rollbacks(&self.app).await? {
                 self.perform_rollback(rollback).await?;

@@ -38,10 +38,12 @@ pub(crate) use text_enum;
 mod access;
 mod deliveries;
 mod evidence;
+mod group_commit;
 mod incidents;
 mod lease;
 mod steps;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use serde::Serialize;
@@ -284,6 +286,7 @@ pub struct Event {
 pub struct Ledger {
     pool: AnyPool,
     clock: SharedClock,
+    group_commit: group_commit::GroupCommit,
 }
 
 // Column lists as macros so queries stay `&'static str` (sqlx refuses SQL built at run
@@ -305,7 +308,7 @@ macro_rules! rollback_select {
 }
 
 /// What waits for an app's guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkWaiting {
     /// Rollbacks requested or started, not finished.
     pub rollbacks: bool,
@@ -370,7 +373,12 @@ impl Ledger {
                     source,
                 },
             })?;
-        let ledger = Self { pool, clock };
+        let group_commit = group_commit::GroupCommit::start(pool.clone());
+        let ledger = Self {
+            pool,
+            clock,
+            group_commit,
+        };
         ledger.check_writable(&shown).await?;
         Ok(ledger)
     }
@@ -483,22 +491,22 @@ impl Ledger {
         )).bind(app)).await
     }
 
-    /// What waits for `app`'s guard: one query for what each tick asks and mostly finds
-    /// nothing.
-    pub async fn work_waiting(&self, app: &str) -> Result<WorkWaiting> {
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM rollbacks WHERE app = $1 AND status IN ('requested', 'started')) AS rollbacks, \
-             EXISTS (SELECT 1 FROM releases WHERE app = $1 AND state = 'deploying') AS release",
+    /// The apps with a rollback to perform or a release to deploy (usually none), in one
+    /// query for all apps: each guardian asks every tick.
+    pub async fn work_waiting(&self) -> Result<BTreeMap<String, WorkWaiting>> {
+        let rows = sqlx::query(
+            "SELECT app, 1 AS rollbacks, 0 AS release FROM rollbacks WHERE status IN ('requested', 'started') \
+             UNION ALL SELECT app, 0 AS rollbacks, 1 AS release FROM releases WHERE state = 'deploying'",
         )
-        .bind(app)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        let rollbacks: i64 = row.try_get("rollbacks")?;
-        let release: i64 = row.try_get("release")?;
-        Ok(WorkWaiting {
-            rollbacks: rollbacks != 0,
-            release: release != 0,
-        })
+        let mut waiting = BTreeMap::<String, WorkWaiting>::new();
+        for row in rows {
+            let work = waiting.entry(row.try_get("app")?).or_default();
+            work.rollbacks |= row.try_get::<i64, _>("rollbacks")? != 0;
+            work.release |= row.try_get::<i64, _>("release")? != 0;
+        }
+        Ok(waiting)
     }
 
     /// The newest release of `app` waiting to be deployed, if any.
@@ -853,15 +861,13 @@ impl Ledger {
             what: "snapshot",
             value: e.to_string(),
         })?;
-        sqlx::query(
-            "INSERT INTO snapshots (app, at, body) VALUES ($1, $2, $3) \
-             ON CONFLICT (app) DO UPDATE SET at = excluded.at, body = excluded.body",
-        )
-        .bind(app)
-        .bind(self.now())
-        .bind(body)
-        .execute(&self.pool)
-        .await?;
+        self.group_commit
+            .write(group_commit::Write::Snapshot {
+                app: app.to_string(),
+                at: self.now(),
+                body,
+            })
+            .await?;
         Ok(())
     }
 
@@ -914,18 +920,17 @@ impl Ledger {
     ) -> Result<bool> {
         let now = self.now();
         // The usual case, a live lease of ours, in one statement instead of a read and a
-        // write (each app renews every tick).
-        let renewed = sqlx::query(
-            "UPDATE leases SET expires_at = $1 WHERE app = $2 AND holder = $3 AND expires_at > $4",
-        )
-        .bind(now + ttl_ms)
-        .bind(app)
-        .bind(me)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if renewed == 1 {
+        // write, committed with the other guardians' writes.
+        let renewed = self
+            .group_commit
+            .write(group_commit::Write::RenewLease {
+                app: app.to_string(),
+                holder: me.to_string(),
+                expires_at: now + ttl_ms,
+                now,
+            })
+            .await?;
+        if renewed {
             return Ok(true);
         }
         let current = self.lease(app).await?;

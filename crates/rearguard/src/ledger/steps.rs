@@ -5,6 +5,7 @@
 use rearguard_judge::{BUCKETS, Counts, LatencyHistogram};
 use sqlx::Row;
 
+use super::group_commit::Write;
 use super::{Ledger, LedgerError, Result};
 
 /// One version's counts over the second ending at `t` (epoch seconds).
@@ -28,39 +29,49 @@ const BUCKET_COLUMNS: [&str; BUCKETS - 1] = [
     "le_5000", "le_10000",
 ];
 
+/// One statement adding `rows` (keyed by app, version and second) to the steps.
+pub(super) fn steps_upsert(rows: &[((&str, &str, i64), Counts)]) -> sqlx::QueryBuilder<sqlx::Any> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Any>::new(concat!(
+        "INSERT INTO steps (app, version, t, requests, errors, ",
+        bucket_columns!(),
+        ") "
+    ));
+    query.push_values(rows, |mut row, ((app, version, t), counts)| {
+        row.push_bind(app.to_string())
+            .push_bind(version.to_string())
+            .push_bind(*t)
+            .push_bind(counts.requests as i64)
+            .push_bind(counts.errors as i64);
+        for count in &counts.latency.cumulative[..BUCKETS - 1] {
+            row.push_bind(*count as i64);
+        }
+    });
+    query.push(
+        " ON CONFLICT (app, version, t) DO UPDATE SET requests = steps.requests + excluded.requests, \
+         errors = steps.errors + excluded.errors, le_5 = steps.le_5 + excluded.le_5, \
+         le_10 = steps.le_10 + excluded.le_10, le_25 = steps.le_25 + excluded.le_25, \
+         le_50 = steps.le_50 + excluded.le_50, le_100 = steps.le_100 + excluded.le_100, \
+         le_250 = steps.le_250 + excluded.le_250, le_500 = steps.le_500 + excluded.le_500, \
+         le_1000 = steps.le_1000 + excluded.le_1000, le_2500 = steps.le_2500 + excluded.le_2500, \
+         le_5000 = steps.le_5000 + excluded.le_5000, le_10000 = steps.le_10000 + excluded.le_10000",
+    );
+    query
+}
+
 impl Ledger {
-    /// Adds the counts of several versions for one second, in one statement (a second
-    /// written twice holds the sum). One statement, not a transaction of several: each app
-    /// writes every step, and each round trip to the database costs the guard CPU.
+    /// Adds the counts of several versions for one second (a second written twice holds
+    /// the sum). Returns once committed; the writes of every app waiting at that moment are
+    /// committed together (see `group_commit`).
     pub async fn record_steps(&self, app: &str, steps: &[VersionStep]) -> Result<()> {
         if steps.is_empty() {
             return Ok(());
         }
-        let mut query = sqlx::QueryBuilder::<sqlx::Any>::new(concat!(
-            "INSERT INTO steps (app, version, t, requests, errors, ",
-            bucket_columns!(),
-            ") "
-        ));
-        query.push_values(steps, |mut row, step| {
-            row.push_bind(app)
-                .push_bind(step.version.clone())
-                .push_bind(step.t)
-                .push_bind(step.counts.requests as i64)
-                .push_bind(step.counts.errors as i64);
-            for count in &step.counts.latency.cumulative[..BUCKETS - 1] {
-                row.push_bind(*count as i64);
-            }
-        });
-        query.push(
-            " ON CONFLICT (app, version, t) DO UPDATE SET requests = steps.requests + excluded.requests, \
-             errors = steps.errors + excluded.errors, le_5 = steps.le_5 + excluded.le_5, \
-             le_10 = steps.le_10 + excluded.le_10, le_25 = steps.le_25 + excluded.le_25, \
-             le_50 = steps.le_50 + excluded.le_50, le_100 = steps.le_100 + excluded.le_100, \
-             le_250 = steps.le_250 + excluded.le_250, le_500 = steps.le_500 + excluded.le_500, \
-             le_1000 = steps.le_1000 + excluded.le_1000, le_2500 = steps.le_2500 + excluded.le_2500, \
-             le_5000 = steps.le_5000 + excluded.le_5000, le_10000 = steps.le_10000 + excluded.le_10000",
-        );
-        query.build().execute(&self.pool).await?;
+        self.group_commit
+            .write(Write::Steps {
+                app: app.to_string(),
+                steps: steps.to_vec(),
+            })
+            .await?;
         Ok(())
     }
 

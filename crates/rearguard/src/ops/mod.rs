@@ -137,6 +137,7 @@ impl Workspace {
             prometheus: Default::default(),
             alerts_received: None,
             metrics: Default::default(),
+            work: Default::default(),
         })
     }
 

@@ -194,6 +194,10 @@ struct Answers {
     /// repeats them: 10,000 apps' series re-allocated every step grew by 56 MiB a step).
     labels: HashSet<Arc<BTreeMap<String, String>>>,
     owners: HashSet<Arc<str>>,
+    /// The first step each app asked for last time: older answers are kept only for an
+    /// app that still needs them (a fresh guard's history), not for the whole history
+    /// (10,000 apps' series kept for 10 minutes were most of a guard's memory).
+    wanted_from: HashMap<Box<str>, i64>,
 }
 
 impl Answers {
@@ -346,7 +350,18 @@ impl Server {
                 start = end + self.step;
             }
         }
-        answers.forget_before(to - HISTORY_SECONDS - 2 * self.step);
+        let asker = app.unwrap_or_default();
+        match answers.wanted_from.get_mut(asker) {
+            Some(wanted) => *wanted = from,
+            None => {
+                answers.wanted_from.insert(asker.into(), from);
+            }
+        }
+        if missing.is_some() {
+            // Once a step, when a new one came: whatever no app will ask again goes.
+            let wanted = answers.wanted_from.values().min().copied().unwrap_or(from);
+            answers.forget_before(wanted.max(to - HISTORY_SECONDS - 2 * self.step));
+        }
         Ok(answers.of(app, from, to))
     }
 
