@@ -319,9 +319,8 @@ impl Guardian {
         }
         // Takes over a running router, or starts one again if it died.
         self.traffic.start().await?;
-        let clock = &self.context.clock;
         let waiting = (self.context.work)
-            .of(self.ledger(), &self.app, now, || clock.now_ms())
+            .of(self.ledger(), &self.app, now)
             .await?;
         if waiting.rollbacks {
             for rollback in self.ledger().open_rollbacks(&self.app).await? {

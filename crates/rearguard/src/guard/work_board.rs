@@ -23,11 +23,10 @@ impl WorkBoard {
         ledger: &Ledger,
         app: &str,
         since: i64,
-        now: impl Fn() -> i64,
     ) -> Result<WorkWaiting, LedgerError> {
         let mut last = self.last.lock().await;
         if last.0 < since {
-            let read_at = now();
+            let read_at = ledger.now();
             *last = (read_at, ledger.work_waiting().await?);
         }
         Ok(last.1.get(app).copied().unwrap_or_default())
@@ -37,7 +36,7 @@ impl WorkBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, FakeClock};
+    use crate::clock::FakeClock;
 
     #[tokio::test]
     async fn an_answer_read_before_the_tick_began_is_read_again() {
@@ -46,16 +45,15 @@ mod tests {
         let clock = FakeClock::at(1_000);
         let ledger = Ledger::open(&url, clock.clone()).await.unwrap();
         let board = WorkBoard::default();
-        let now = || clock.now_ms();
         assert_eq!(
-            board.of(&ledger, "shop", 1_000, now).await.unwrap(),
+            board.of(&ledger, "shop", 1_000).await.unwrap(),
             WorkWaiting::default()
         );
         ledger.record_release("shop", "v1", "test").await.unwrap();
         // Read at 1,000: fresh enough for a tick that began then, not for a later one.
-        assert!(!board.of(&ledger, "shop", 1_000, now).await.unwrap().release);
+        assert!(!board.of(&ledger, "shop", 1_000).await.unwrap().release);
         clock.advance(std::time::Duration::from_millis(10));
-        assert!(board.of(&ledger, "shop", 1_010, now).await.unwrap().release);
-        assert!(!board.of(&ledger, "cart", 1_010, now).await.unwrap().release);
+        assert!(board.of(&ledger, "shop", 1_010).await.unwrap().release);
+        assert!(!board.of(&ledger, "cart", 1_010).await.unwrap().release);
     }
 }

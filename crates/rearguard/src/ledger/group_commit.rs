@@ -18,7 +18,7 @@ use super::{LedgerError, Result};
 const WRITES_PER_COMMIT: usize = 1000;
 /// Rows in one statement at most (16 parameters a step row: under SQLite's 32,766 and
 /// PostgreSQL's 65,535 parameters).
-pub(super) const ROWS_PER_STATEMENT: usize = 1000;
+const ROWS_PER_STATEMENT: usize = 1000;
 
 pub(super) enum Write {
     Steps {
