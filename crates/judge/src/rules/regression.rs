@@ -123,6 +123,8 @@ struct Run {
     after_warmup: f64,
     /// The transient budget's window.
     window: TransientBudget,
+    /// The run's evidence before any discount for a fixed reference's sampling error.
+    undiscounted: f64,
 }
 
 /// Log-likelihood ratio over latency buckets: `counts` observed, `alternative` and `null`
@@ -364,8 +366,28 @@ impl Chart {
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
         let transient = policy.transient.whole_seconds();
         let past_warmup = after_warmup(policy, setup, step.t);
+        // A shape test against blue-green's fixed history takes the history's shape as
+        // exact, and its sampling error does not average out: it is the same bias at every
+        // step. The variance of a two-sample comparison is the candidate's times (1 +
+        // candidate requests / reference requests), so a run's evidence is its sum divided
+        // by that factor: a run as long as a 90-request history counts half (runs over 13
+        // minutes at 0.3 req/s rolled good releases back). A canary's reference moves with
+        // time, and the error rate and slow share already hold the candidate against the
+        // history's upper bound.
+        let fixed_shape = self.fixed_latency_threshold.is_some()
+            && matches!(
+                self.kind,
+                Kind::Latency(LatencyTest::Shift | LatencyTest::Tail)
+            );
+        let discount = |trials: f64| match fixed_shape {
+            true => 1.0 + trials / reference.requests.max(1.0),
+            false => 1.0,
+        };
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
             let llr = llr / self.candidate_dispersion;
+            let undiscounted = run.undiscounted + llr;
+            let llr = undiscounted / discount(run.trials + trials)
+                - run.undiscounted / discount(run.trials);
             run.statistic += run
                 .window
                 .allowed(step.t, transient, run.statistic, budget, llr);
@@ -375,7 +397,9 @@ impl Chart {
                 run.events = 0.0;
                 run.trials = 0.0;
                 run.after_warmup = 0.0;
+                run.undiscounted = 0.0;
             } else {
+                run.undiscounted = undiscounted;
                 if past_warmup {
                     run.after_warmup += llr;
                 }
