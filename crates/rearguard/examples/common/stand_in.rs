@@ -5,7 +5,7 @@ const BOUNDS: [&str; 12] = [
 ];
 
 /// The stand-in Prometheus: answers `query_range` for the three default queries with every
-/// app's series, counters growing steadily (about 20 requests a second per app, 1 % 5xx).
+/// app's series (or one app's, when the query matches `app="appN"`), counters growing steadily (about 20 requests a second per app, 1 % 5xx).
 pub fn serve(apps: usize, port: u16) -> anyhow::Result<()> {
     use axum::extract::Query;
     use axum::routing::get;
@@ -45,7 +45,13 @@ pub fn serve(apps: usize, port: u16) -> anyhow::Result<()> {
                     }
                     body.push_str("]}");
                 };
-                for app in 0..apps {
+                // A query for one app (a fresh guard's history) matches its label.
+                let only: Option<usize> = range
+                    .query
+                    .split_once(r#"app="app"#)
+                    .and_then(|(_, rest)| rest.split('"').next())
+                    .and_then(|n| n.parse().ok());
+                for app in (0..apps).filter(|app| only.is_none_or(|only| only == *app)) {
                     let labels = format!(r#""app":"app{app}","version":"v1","instance":"i{app}""#);
                     if range.query.contains("_bucket") {
                         for (i, le) in BOUNDS.iter().enumerate() {

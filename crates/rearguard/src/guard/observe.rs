@@ -59,46 +59,34 @@ impl Guardian {
                 counts: BTreeMap::new(),
             }],
         };
+        let routed = self.traffic.routed();
+        let (mut last_t, mut steps, mut new) = (self.last_step_t, Vec::new(), Vec::new());
         for reading in readings {
-            self.observe_step(reading).await?;
+            let mut counts = reading.counts;
+            for (version, carried) in std::mem::take(&mut self.carry) {
+                counts.entry(version).or_default().add(&carried);
+            }
+            // A step already recorded (two takes in one step): its counts go to the next.
+            if reading.t <= last_t {
+                self.carry = counts;
+                continue;
+            }
+            last_t = reading.t;
+            steps.extend(version_steps(reading.t, &counts, &routed));
+            new.push((reading.t, counts));
+        }
+        // Written before the judge sees them: a restarted guard replays exactly these. In
+        // one write: a fresh guard's history is 60 steps, and 10,000 guardians each waiting
+        // for 60 commits in turn held their ticks' state for minutes.
+        self.ledger().record_steps(&self.app, &steps).await?;
+        self.last_step_t = last_t;
+        for (t, counts) in new {
+            self.judge_step(t, counts).await?;
         }
         Ok(())
     }
 
-    async fn observe_step(&mut self, reading: Reading) -> anyhow::Result<()> {
-        let mut counts = reading.counts;
-        for (version, carried) in std::mem::take(&mut self.carry) {
-            counts.entry(version).or_default().add(&carried);
-        }
-        let t = reading.t;
-        // A step already recorded (two takes in one step): its counts go to the next.
-        if t <= self.last_step_t {
-            self.carry = counts;
-            return Ok(());
-        }
-        // Written before the judge sees them: a restarted guard replays exactly these.
-        let routed = self.traffic.routed();
-        let steps: Vec<VersionStep> = counts
-            .iter()
-            .filter(|(version, c)| c.requests > 0 || routed.contains(version))
-            .map(|(version, c)| VersionStep {
-                version: version.clone(),
-                t,
-                counts: *c,
-            })
-            .chain(
-                routed
-                    .iter()
-                    .filter(|version| !counts.contains_key(*version))
-                    .map(|version| VersionStep {
-                        version: version.clone(),
-                        t,
-                        counts: Counts::default(),
-                    }),
-            )
-            .collect();
-        self.ledger().record_steps(&self.app, &steps).await?;
-        self.last_step_t = t;
+    async fn judge_step(&mut self, t: i64, counts: BTreeMap<String, Counts>) -> anyhow::Result<()> {
         if t % FORGET_STEPS_EVERY_S == 0 {
             self.forget_old_steps(t).await?;
         }
@@ -293,4 +281,28 @@ impl Guardian {
         }
         Ok(())
     }
+}
+
+/// What each version served at `t`, as recorded: every version with traffic, and every
+/// version traffic is routed to, with or without (a quiet second is evidence too).
+fn version_steps(t: i64, counts: &BTreeMap<String, Counts>, routed: &[String]) -> Vec<VersionStep> {
+    counts
+        .iter()
+        .filter(|(version, c)| c.requests > 0 || routed.contains(version))
+        .map(|(version, c)| VersionStep {
+            version: version.clone(),
+            t,
+            counts: *c,
+        })
+        .chain(
+            routed
+                .iter()
+                .filter(|version| !counts.contains_key(*version))
+                .map(|version| VersionStep {
+                    version: version.clone(),
+                    t,
+                    counts: Counts::default(),
+                }),
+        )
+        .collect()
 }

@@ -138,6 +138,9 @@ impl Workspace {
             alerts_received: None,
             metrics: Default::default(),
             work: Default::default(),
+            first_ticks: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::guard::FIRST_TICKS_AT_ONCE,
+            )),
         })
     }
 

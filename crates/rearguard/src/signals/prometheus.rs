@@ -21,8 +21,15 @@ use crate::secret::Secret;
 
 /// Seconds of history a fresh guard reads (the judge's baseline history).
 const HISTORY_SECONDS: i64 = crate::guard::HISTORY_SECONDS;
-/// Steps asked in one `query_range` at most.
+/// Steps asked in one `query_range` of every app's series at most.
 const STEPS_PER_QUERY: i64 = 10;
+/// Steps of every app's series kept for all apps to share: what a guardian asks each tick
+/// (its steps since the last, and the one before them). Older steps, a fresh guard's
+/// history, are asked for each app alone.
+const SHARED_STEPS: i64 = 6;
+/// Apps whose history is asked at once: 10,000 fresh guardians would otherwise open as
+/// many connections to the server.
+const HISTORIES_AT_ONCE: usize = 16;
 /// A query must be answered within this long.
 const QUERY_WITHIN: Duration = Duration::from_secs(10);
 
@@ -194,10 +201,6 @@ struct Answers {
     /// repeats them: 10,000 apps' series re-allocated every step grew by 56 MiB a step).
     labels: HashSet<Arc<BTreeMap<String, String>>>,
     owners: HashSet<Arc<str>>,
-    /// The first step each app asked for last time: older answers are kept only for an
-    /// app that still needs them (a fresh guard's history), not for the whole history
-    /// (10,000 apps' series kept for 10 minutes were most of a guard's memory).
-    wanted_from: HashMap<Box<str>, i64>,
 }
 
 impl Answers {
@@ -273,6 +276,7 @@ struct Server {
     auth: Option<Auth>,
     client: reqwest::Client,
     answers: Mutex<BTreeMap<String, Answers>>,
+    histories: tokio::sync::Semaphore,
 }
 
 #[derive(Deserialize)]
@@ -318,12 +322,15 @@ impl Server {
             auth: config.auth.clone(),
             client: crate::http_client(QUERY_WITHIN).unwrap_or_default(),
             answers: Mutex::new(BTreeMap::new()),
+            histories: tokio::sync::Semaphore::new(HISTORIES_AT_ONCE),
         }
     }
 
     /// The points of `query` at each step end from `from` to `to` (those labelled as
-    /// `app`'s, when given), asking the server only for the step ends no app asked before.
-    /// Answers older than `to` minus the history are forgotten.
+    /// `app`'s, when given). The last `SHARED_STEPS` come from answers shared by every app
+    /// (asking the server only for the step ends no app asked before); older ones, a fresh
+    /// guard's history, are asked for `app` alone, so 10,000 apps' 10 minutes are never
+    /// held at once (they were twice the memory of a steady guard while it started).
     async fn points(
         &self,
         query: &str,
@@ -331,13 +338,22 @@ impl Server {
         from: i64,
         to: i64,
     ) -> Result<BTreeMap<i64, Vec<Point>>, String> {
+        let shared_from = to - SHARED_STEPS * self.step;
+        let (mut points, from) = match app {
+            Some(app) if from < shared_from => {
+                let history = self
+                    .history(query, app, from, shared_from - self.step)
+                    .await?;
+                (history, shared_from)
+            }
+            _ => (BTreeMap::new(), from),
+        };
         let mut all = self.answers.lock().await;
         let answers = all.entry(query.to_string()).or_default();
         let missing = (from..=to)
             .step_by(self.step as usize)
             .find(|t| !answers.asked.contains(t));
         if let Some(first) = missing {
-            // A long range (a fresh guard's history) in parts: each answer stays small.
             let part = self.step * STEPS_PER_QUERY;
             let mut start = first;
             while start <= to {
@@ -349,20 +365,29 @@ impl Server {
                     .extend((start..=end).step_by(self.step as usize));
                 start = end + self.step;
             }
+            // Once a step, when a new one came: what no app asks for again goes.
+            answers.forget_before(from.min(shared_from - 2 * self.step));
         }
-        let asker = app.unwrap_or_default();
-        match answers.wanted_from.get_mut(asker) {
-            Some(wanted) => *wanted = from,
-            None => {
-                answers.wanted_from.insert(asker.into(), from);
-            }
-        }
-        if missing.is_some() {
-            // Once a step, when a new one came: whatever no app will ask again goes.
-            let wanted = answers.wanted_from.values().min().copied().unwrap_or(from);
-            answers.forget_before(wanted.max(to - HISTORY_SECONDS - 2 * self.step));
-        }
-        Ok(answers.of(app, from, to))
+        points.extend(answers.of(app, from, to));
+        Ok(points)
+    }
+
+    /// `app`'s points of `query` from `from` to `to`, asked for it alone: `query` with the
+    /// app's label matched in each of its selectors (as `{app}` in a template would).
+    async fn history(
+        &self,
+        query: &str,
+        app: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeMap<i64, Vec<Point>>, String> {
+        let _permit = self.histories.acquire().await.map_err(|e| e.to_string())?;
+        let series = self
+            .query_range(&only_app(query, &self.app_label, app), from, to)
+            .await?;
+        let mut answers = Answers::default();
+        answers.add(series, &self.app_label);
+        Ok(answers.of(Some(app), from, to))
     }
 
     async fn query_range(&self, query: &str, from: i64, to: i64) -> Result<Vec<Series>, String> {
@@ -393,6 +418,47 @@ impl Server {
             ));
         }
         Ok(body.data.map(|d| d.result).unwrap_or_default())
+    }
+}
+
+/// `query` with `label="app"` matched in each of its selectors. The query was checked as
+/// PromQL when the config loaded; were it not PromQL it is left as it is, and the app's
+/// series are still picked from the answer by their label.
+fn only_app(query: &str, label: &str, app: &str) -> String {
+    use promql_parser::label::{MatchOp, Matcher};
+    use promql_parser::parser::{self, Expr};
+    fn narrow(expr: &mut Expr, matcher: &Matcher) {
+        match expr {
+            Expr::VectorSelector(selector) => add(selector, matcher),
+            Expr::MatrixSelector(matrix) => add(&mut matrix.vs, matcher),
+            Expr::Aggregate(aggregate) => narrow(&mut aggregate.expr, matcher),
+            Expr::Unary(unary) => narrow(&mut unary.expr, matcher),
+            Expr::Paren(paren) => narrow(&mut paren.expr, matcher),
+            Expr::Subquery(subquery) => narrow(&mut subquery.expr, matcher),
+            Expr::Binary(binary) => {
+                narrow(&mut binary.lhs, matcher);
+                narrow(&mut binary.rhs, matcher);
+            }
+            Expr::Call(call) => {
+                for arg in &mut call.args.args {
+                    narrow(arg, matcher);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    fn add(selector: &mut parser::VectorSelector, matcher: &Matcher) {
+        selector.matchers.matchers.push(matcher.clone());
+        for alternative in &mut selector.matchers.or_matchers {
+            alternative.push(matcher.clone());
+        }
+    }
+    match parser::parse(query) {
+        Ok(mut expr) => {
+            narrow(&mut expr, &Matcher::new(MatchOp::Equal, label, app));
+            expr.to_string()
+        }
+        Err(_) => query.to_string(),
     }
 }
 
@@ -558,6 +624,25 @@ mod tests {
             ..Queries::default()
         };
         assert!(config(per_app).problems().is_empty());
+    }
+
+    #[test]
+    fn a_history_is_asked_with_the_app_matched_in_every_selector() {
+        let defaults = Queries::default();
+        assert_eq!(
+            only_app(&defaults.errors, "app", "web"),
+            r#"sum by (app, version, instance) (http_requests_total{app="web",code=~"5.."})"#
+        );
+        let two = r#"sum by (app, version) (rate(a_total[1m])) + sum by (app, version) (b{x="1" or y="2"})"#;
+        let narrowed = only_app(two, "service", r#"we"b"#);
+        let parsed = promql_parser::parser::parse(&narrowed).expect("still PromQL");
+        assert_eq!(parsed.to_string(), narrowed);
+        assert_eq!(
+            narrowed.matches(r#"service="we\"b""#).count(),
+            3,
+            "{narrowed}"
+        );
+        assert_eq!(only_app("not promql (", "app", "web"), "not promql (");
     }
 
     fn series(labels: &[(&str, &str)], values: &[(i64, f64)]) -> Series {
