@@ -154,9 +154,10 @@ pub fn steady_blocks(blocks: &[(f64, f64)], dispersion: f64) -> Steady {
     );
     let mut d = dispersion;
     for _ in 0..8 {
-        let rate = match sums.0 {
-            0.0 => wilson_bound(0.0, sums.1, Z_95),
-            events => events / sums.1,
+        let rate = if sums.0 > 0.0 {
+            sums.0 / sums.1
+        } else {
+            wilson_bound(0.0, sums.1, Z_95)
         };
         let kept = within(rate, d);
         let next = total(&kept);

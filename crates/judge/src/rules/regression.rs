@@ -379,9 +379,12 @@ impl Chart {
                 self.kind,
                 Kind::Latency(LatencyTest::Shift | LatencyTest::Tail)
             );
-        let discount = |trials: f64| match fixed_shape {
-            true => 1.0 + trials / reference.requests.max(1.0),
-            false => 1.0,
+        let discount = |trials: f64| {
+            if fixed_shape {
+                1.0 + trials / reference.requests.max(1.0)
+            } else {
+                1.0
+            }
         };
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
             let llr = llr / self.candidate_dispersion;

@@ -254,14 +254,15 @@ impl Guardian {
                 _ = ending.detach.cancelled() => return Ok(()),
                 _ = interval.tick() => {}
             }
-            let first_tick = self.context.first_ticks.clone();
-            let _first_tick = match started {
-                true => None,
-                false => tokio::select! {
+            let _first_tick = if started {
+                None
+            } else {
+                let first_ticks = self.context.first_ticks.clone();
+                tokio::select! {
                     _ = ending.stop.cancelled() => break Ok(()),
                     _ = ending.detach.cancelled() => return Ok(()),
-                    permit = first_tick.acquire_owned() => permit.ok(),
-                },
+                    permit = first_ticks.acquire_owned() => permit.ok(),
+                }
             };
             let span = tracing::info_span!("tick", app = %self.app);
             let stopwatch = crate::clock::Stopwatch::start();
