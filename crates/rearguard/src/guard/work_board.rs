@@ -40,10 +40,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_read_before_the_tick_began_is_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
         let clock = FakeClock::at(1_000);
-        let ledger = Ledger::open(&url, clock.clone()).await.unwrap();
+        let (ledger, _dir) = Ledger::temporary(clock.clone()).await;
         let board = WorkBoard::default();
         assert_eq!(
             board.of(&ledger, "shop", 1_000).await.unwrap(),

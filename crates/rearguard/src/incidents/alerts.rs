@@ -194,9 +194,7 @@ mod tests {
     }
 
     async fn ledger(clock: std::sync::Arc<FakeClock>) -> (Ledger, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
-        (Ledger::open(&url, clock).await.unwrap(), dir)
+        Ledger::temporary(clock).await
     }
 
     fn config(port: u16) -> NotificationsConfig {

@@ -396,10 +396,8 @@ mod tests {
 
     /// A recorded incident: v2 deployed, judged bad, rolled back, annotated, resolved.
     async fn recorded() -> (Ledger, i64, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
         let clock = FakeClock::at(1_790_000_000_000);
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
-        let ledger = Ledger::open(&url, clock.clone()).await.unwrap();
+        let (ledger, dir) = Ledger::temporary(clock.clone()).await;
         let v1 = ledger.record_release("shop", "v1", "ann@ci").await.unwrap();
         ledger
             .start_watching(&v1, rearguard_judge::Mode::BlueGreen, None)

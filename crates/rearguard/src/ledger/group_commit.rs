@@ -175,9 +175,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_of_many_apps_at_once_are_all_committed_and_a_second_written_twice_sums() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
-        let ledger = Ledger::open(&url, FakeClock::at(0)).await.unwrap();
+        let (ledger, _dir) = Ledger::temporary(FakeClock::at(0)).await;
         let mut one = Counts {
             requests: 1,
             ..Default::default()
@@ -216,9 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_is_renewed_only_for_its_live_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
-        let ledger = Ledger::open(&url, FakeClock::at(1_000)).await.unwrap();
+        let (ledger, _dir) = Ledger::temporary(FakeClock::at(1_000)).await;
         assert!(
             ledger
                 .acquire_lease("shop", "me", 500, |_| true)

@@ -318,6 +318,14 @@ pub struct WorkWaiting {
 
 impl Ledger {
     /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    /// A ledger in a fresh temporary directory, removed with the directory (tests).
+    #[cfg(test)]
+    pub(crate) async fn temporary(clock: SharedClock) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("l.db").display());
+        (Self::open(&url, clock).await.unwrap(), dir)
+    }
+
     pub async fn open(url: &str, clock: SharedClock) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let shown = crate::telemetry::redact(url);
@@ -1163,10 +1171,9 @@ mod tests {
     use crate::clock::FakeClock;
 
     async fn ledger() -> (Ledger, tempfile::TempDir, std::sync::Arc<FakeClock>) {
-        let dir = tempfile::tempdir().unwrap();
         let clock = FakeClock::at(1_700_000_000_000);
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
-        (Ledger::open(&url, clock.clone()).await.unwrap(), dir, clock)
+        let (ledger, dir) = Ledger::temporary(clock.clone()).await;
+        (ledger, dir, clock)
     }
 
     #[tokio::test]

@@ -171,9 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn steps_round_trip_and_old_ones_are_forgotten_but_the_kept_history() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
-        let ledger = Ledger::open(&url, FakeClock::at(0)).await.unwrap();
+        let (ledger, _dir) = Ledger::temporary(FakeClock::at(0)).await;
         let mut counts = Counts::default();
         for ms in [3.0, 40.0, 40.0, 20_000.0] {
             counts.requests += 1;

@@ -354,6 +354,8 @@ impl Server {
             .step_by(self.step as usize)
             .find(|t| !answers.asked.contains(t));
         if let Some(first) = missing {
+            // In parts (a template with `{app}` asks its app's whole history here): each
+            // answer stays small.
             let part = self.step * STEPS_PER_QUERY;
             let mut start = first;
             while start <= to {
