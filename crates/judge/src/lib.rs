@@ -181,10 +181,24 @@ impl Judge {
                 traffic_share,
             );
         }
-        self.sums
-            .drop_before(now.min(deploy_at) - self.policy.lookback.whole_seconds());
+        let charts = self.charts.as_ref().expect("made with the history");
+        let run_starts = charts.iter().flat_map(Chart::run_starts);
+        self.sums.mark(std::iter::once(deploy_at).chain(run_starts));
+        self.sums.drop_before(now - self.reach_back());
         let verdict = self.decide(now);
         Ok(self.judgement(now, verdict))
+    }
+
+    /// How far back from now a window is still asked for, once deployed (windows from the
+    /// deploy and from each CUSUM run's start are marked): blue-green holds the candidate
+    /// against its frozen history, so only its recent windows; a canary's references reach
+    /// back over the lookback.
+    fn reach_back(&self) -> i64 {
+        let recent = match self.setup.mode {
+            Mode::BlueGreen => RECENT_SECONDS.max(rules::regression::MATERIAL_SECONDS),
+            Mode::Canary => self.policy.lookback.whole_seconds().max(RECENT_SECONDS),
+        };
+        recent.max(self.policy.limits_for.whole_seconds())
     }
 
     fn freeze_history(&mut self) {
@@ -282,7 +296,7 @@ impl Judge {
             && reference.requests < LATENCY_REFERENCE_REQUESTS
             && seconds < self.policy.lookback.whole_seconds()
         {
-            seconds *= 2;
+            seconds = (seconds * 2).min(self.policy.lookback.whole_seconds());
             reference = self.reference(now - seconds + 1, now);
         }
         reference
@@ -395,6 +409,52 @@ impl Judge {
                 error_evidence: evidence(Metric::ErrorRate),
                 latency_evidence: evidence(Metric::Latency),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A watch of hours at a step a second keeps what its windows reach, not every step.
+    #[test]
+    fn a_long_watch_keeps_only_the_steps_its_windows_reach() {
+        for mode in [Mode::BlueGreen, Mode::Canary] {
+            let policy = Policy::default();
+            let lookback = policy.lookback.whole_seconds();
+            let deploy_at = lookback;
+            let mut judge = Judge::new(
+                policy,
+                Setup {
+                    mode,
+                    deploy_at,
+                    step_seconds: 1,
+                },
+            );
+            let counts = Counts {
+                requests: 20,
+                errors: 0,
+                ..Counts::default()
+            };
+            for t in 0..deploy_at + 3 * lookback {
+                let judgement = judge
+                    .observe(Step {
+                        t,
+                        baseline: counts,
+                        candidate: counts,
+                    })
+                    .unwrap();
+                assert!(!judgement.verdict.is_rollback(), "{mode:?} at {t}");
+            }
+            let reach = judge.reach_back() as usize;
+            assert!(
+                judge.sums.steps_kept() <= reach + 1,
+                "{mode:?} keeps {} steps",
+                judge.sums.steps_kept()
+            );
+            let since_deploy = judge.sums.between(deploy_at, deploy_at + 3 * lookback);
+            assert_eq!(since_deploy.candidate.requests, 20 * 3 * lookback as u64);
         }
     }
 }

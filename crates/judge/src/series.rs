@@ -1,7 +1,7 @@
 //! Running sums over the recent steps, so any time window's totals cost a subtraction,
 //! and the frozen picture of the replaced release's history taken at the deploy.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::counts::Counts;
 use crate::stats::dispersion;
@@ -16,12 +16,15 @@ struct Entry {
     running: Totals,
 }
 
-/// Cumulative totals of the steps seen within the lookback.
+/// Cumulative totals of the steps the judge's windows still reach.
 #[derive(Default)]
 pub struct Sums {
     entries: VecDeque<Entry>,
     /// Totals of the steps already dropped from the front.
     dropped: Totals,
+    /// The totals before each of a few times whose windows outlive their steps (the
+    /// deploy, each CUSUM run's start): a watch keeps only its recent steps, not all.
+    marks: BTreeMap<i64, Totals>,
 }
 
 /// Totals of both versions over a window.
@@ -50,6 +53,26 @@ impl Sums {
         }
     }
 
+    /// How many steps are kept.
+    #[cfg(test)]
+    pub fn steps_kept(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Keeps windows from each of `times` answerable after their steps are dropped (and
+    /// forgets other marks).
+    pub fn mark(&mut self, times: impl IntoIterator<Item = i64>) {
+        self.marks = times.into_iter().map(|t| (t, self.before(t))).collect();
+    }
+
+    /// Totals of the steps before `t` (those dropped unmarked count as nothing).
+    fn before(&self, t: i64) -> Totals {
+        match self.entries.partition_point(|e| e.t < t) {
+            0 => self.marks.get(&t).copied().unwrap_or(self.dropped),
+            start => self.entries[start - 1].running,
+        }
+    }
+
     /// Totals over steps with `from <= t <= to`.
     pub fn between(&self, from: i64, to: i64) -> Totals {
         let start = self.entries.partition_point(|e| e.t < from);
@@ -57,10 +80,7 @@ impl Sums {
         if end <= start {
             return Totals::default();
         }
-        let before = match start {
-            0 => self.dropped,
-            _ => self.entries[start - 1].running,
-        };
+        let before = self.before(from);
         let mut totals = self.entries[end - 1].running;
         totals.baseline.sub(&before.baseline);
         totals.candidate.sub(&before.candidate);
@@ -94,4 +114,40 @@ impl Sums {
 /// least 1, at most 20.
 pub fn block_dispersion(blocks: &[(f64, f64)]) -> f64 {
     dispersion(blocks, 5.0).clamp(1.0, 20.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(requests: u64) -> Counts {
+        Counts {
+            requests,
+            ..Counts::default()
+        }
+    }
+
+    #[test]
+    fn a_marked_window_is_answered_after_its_steps_are_dropped() {
+        let mut sums = Sums::default();
+        for t in 0..100 {
+            sums.push(t, &step(1), &step(t as u64));
+            sums.mark([10, 50]);
+            sums.drop_before(t - 5);
+        }
+        assert_eq!(sums.entries.len(), 6, "only the last steps are kept");
+        assert_eq!(sums.marks.len(), 2);
+        let from_ten = sums.between(10, 99);
+        assert_eq!(from_ten.baseline.requests, 90);
+        assert_eq!(from_ten.candidate.requests, (10..100).sum::<u64>());
+        assert_eq!(sums.between(50, 99).baseline.requests, 50);
+        assert_eq!(sums.between(95, 99).baseline.requests, 5);
+        assert_eq!(sums.between(96, 98).candidate.requests, 96 + 97 + 98);
+        sums.mark([50]);
+        assert_eq!(
+            sums.marks.len(),
+            1,
+            "marks not asked for again are forgotten"
+        );
+    }
 }

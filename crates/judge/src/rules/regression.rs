@@ -55,7 +55,7 @@ pub(crate) const TRANSIENT_SHARE: f64 = 0.45;
 const CONFIRM_SHARE: f64 = 0.3;
 /// A latency rollback also needs the candidate's p95 over this many seconds to be
 /// materially worse than the baseline's (see [`Chart::materially_slower`]).
-const MATERIAL_SECONDS: i64 = 30;
+pub(crate) const MATERIAL_SECONDS: i64 = 30;
 /// z of the p95's lower bound in the materiality check: a point estimate of a p95 at
 /// ×1.2 reads ×1.25 often enough, over a ramp's many seconds, to roll back early.
 const MATERIAL_Z: f64 = crate::stats::Z_95;
@@ -419,6 +419,11 @@ impl Chart {
             .iter()
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))
             .expect("alternatives are not empty")
+    }
+
+    /// When each CUSUM run under way started: its window is asked for at a finding.
+    pub fn run_starts(&self) -> impl Iterator<Item = i64> + '_ {
+        self.runs.iter().filter_map(|run| run.start)
     }
 
     /// Evidence against the candidate as a share of what a rollback needs.
