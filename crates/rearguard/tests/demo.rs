@@ -87,22 +87,31 @@ fn the_demo_rolls_the_bad_release_back_and_leaves_nothing_running() {
 fn ctrl_c_stops_the_demo_and_everything_it_started() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port().to_string();
+    let stderr_path = dir.path().join("demo.stderr");
     let mut demo = Command::new(support::binary())
         .args(["demo", "--port", &port, "--dir"])
         .arg(dir.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
+    let said = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(30);
     let pids = loop {
         let pids = instance_pids(dir.path());
         if !pids.is_empty() {
             break pids;
         }
+        if let Some(status) = demo.try_wait().unwrap() {
+            panic!(
+                "the demo ended ({status}) before it started its service: {}",
+                said()
+            );
+        }
         assert!(
             Instant::now() < deadline,
-            "the demo did not start its service"
+            "the demo did not start its service: {}",
+            said()
         );
         std::thread::sleep(Duration::from_millis(100));
     };

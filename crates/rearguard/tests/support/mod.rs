@@ -17,7 +17,25 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rearguard"))
 }
 
+/// A port free now, picked below the kernel's ephemeral range: a port-0 bind and every
+/// outgoing connection (thousands, with tests in parallel) draw from that range, and one
+/// took a port handed out by a port-0 bind before the demo could listen on it.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_from > LOWEST + 1_000 {
+        for attempt in 0..200u32 {
+            let random = RandomState::new().hash_one((std::process::id(), attempt));
+            let port = LOWEST + (random % u64::from(ephemeral_from - LOWEST)) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
