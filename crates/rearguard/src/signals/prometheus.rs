@@ -186,7 +186,9 @@ fn auth_key(auth: &Auth) -> String {
 /// One series' value at one step; the series' labels are shared by all its values.
 #[derive(Debug, Clone)]
 struct Point {
-    labels: Arc<BTreeMap<String, String>>,
+    /// The labels as the server wrote them (a JSON object), read when an app's step is
+    /// taken: held parsed, 10,000 apps' series were a third of the guard's memory.
+    labels: Arc<str>,
     value: f64,
 }
 
@@ -198,31 +200,35 @@ struct Answers {
     points: BTreeMap<i64, HashMap<Arc<str>, Vec<Point>>>,
     asked: BTreeSet<i64>,
     /// Every series' labels once, shared by all its points across answers (each answer
-    /// repeats them: 10,000 apps' series re-allocated every step grew by 56 MiB a step).
-    labels: HashSet<Arc<BTreeMap<String, String>>>,
+    /// repeats them: 10,000 apps' series re-allocated every step grew by 56 MiB a step),
+    /// with the app they belong to.
+    series: HashMap<Arc<str>, Arc<str>>,
     owners: HashSet<Arc<str>>,
 }
 
 impl Answers {
     /// Adds what the server answered, filed by the series' `app_label` (step ends already
     /// asked keep their earlier answer).
-    fn add(&mut self, answer: Vec<Series>, app_label: &str) {
+    fn add(&mut self, answer: Vec<Series>, app_label: &str) -> Result<(), String> {
         for series in answer {
-            let owner = series.metric.get(app_label).map_or("", String::as_str);
-            let owner = match self.owners.get(owner) {
-                Some(owner) => owner.clone(),
+            let text = series.metric.get();
+            let (labels, owner) = match self.series.get_key_value(text) {
+                Some((labels, owner)) => (labels.clone(), owner.clone()),
                 None => {
-                    let owner: Arc<str> = Arc::from(owner);
-                    self.owners.insert(owner.clone());
-                    owner
-                }
-            };
-            let labels = match self.labels.get(&series.metric) {
-                Some(labels) => labels.clone(),
-                None => {
-                    let labels = Arc::new(series.metric);
-                    self.labels.insert(labels.clone());
-                    labels
+                    let parsed = parse_labels(text)
+                        .map_err(|e| format!("a series' labels are not names and values: {e}"))?;
+                    let owner = parsed.get(app_label).map_or("", String::as_str);
+                    let owner = match self.owners.get(owner) {
+                        Some(owner) => owner.clone(),
+                        None => {
+                            let owner: Arc<str> = Arc::from(owner);
+                            self.owners.insert(owner.clone());
+                            owner
+                        }
+                    };
+                    let labels: Arc<str> = Arc::from(text);
+                    self.series.insert(labels.clone(), owner.clone());
+                    (labels, owner)
                 }
             };
             for (t, Sample(value)) in series.values {
@@ -241,6 +247,7 @@ impl Answers {
                     });
             }
         }
+        Ok(())
     }
 
     /// The points from `from` to `to`: `app`'s, or all when `None`.
@@ -263,7 +270,8 @@ impl Answers {
         self.asked = self.asked.split_off(&t);
         if self.points.len() < steps {
             // Series no point refers to any more (their app or version is gone).
-            self.labels.retain(|labels| Arc::strong_count(labels) > 1);
+            self.series
+                .retain(|labels, _| Arc::strong_count(labels) > 1);
             self.owners.retain(|owner| Arc::strong_count(owner) > 1);
         }
     }
@@ -280,22 +288,26 @@ struct Server {
 }
 
 #[derive(Deserialize)]
-struct Response {
+struct Response<'a> {
     status: String,
-    #[serde(default)]
-    data: Option<Matrix>,
+    #[serde(default, borrow)]
+    data: Option<Matrix<'a>>,
     #[serde(default)]
     error: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct Matrix {
-    result: Vec<Series>,
+struct Matrix<'a> {
+    #[serde(borrow)]
+    result: Vec<Series<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Series {
-    metric: BTreeMap<String, String>,
+struct Series<'a> {
+    /// The labels' text, borrowed from the answer: a series already known is not parsed
+    /// again (10,000 apps' series parsed from every answer were its reader's peak memory).
+    #[serde(borrow)]
+    metric: &'a serde_json::value::RawValue,
     values: Vec<(f64, Sample)>,
 }
 
@@ -360,8 +372,7 @@ impl Server {
             let mut start = first;
             while start <= to {
                 let end = (start + part - self.step).min(to);
-                let series = self.query_range(query, start, end).await?;
-                answers.add(series, &self.app_label);
+                self.query_range(query, start, end, answers).await?;
                 answers
                     .asked
                     .extend((start..=end).step_by(self.step as usize));
@@ -384,15 +395,25 @@ impl Server {
         to: i64,
     ) -> Result<BTreeMap<i64, Vec<Point>>, String> {
         let _permit = self.histories.acquire().await.map_err(|e| e.to_string())?;
-        let series = self
-            .query_range(&only_app(query, &self.app_label, app), from, to)
-            .await?;
         let mut answers = Answers::default();
-        answers.add(series, &self.app_label);
+        self.query_range(
+            &only_app(query, &self.app_label, app),
+            from,
+            to,
+            &mut answers,
+        )
+        .await?;
         Ok(answers.of(Some(app), from, to))
     }
 
-    async fn query_range(&self, query: &str, from: i64, to: i64) -> Result<Vec<Series>, String> {
+    /// Asks `query` from `from` to `to` and adds the answer to `answers`.
+    async fn query_range(
+        &self,
+        query: &str,
+        from: i64,
+        to: i64,
+        answers: &mut Answers,
+    ) -> Result<(), String> {
         let url = format!("{}/api/v1/query_range", self.url);
         let mut request = self.client.get(&url).query(&[
             ("query", query),
@@ -409,17 +430,21 @@ impl Server {
         };
         let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
         let status = response.status();
-        let body: Response = response
-            .json()
-            .await
-            .map_err(|e| format!("{url} answered {status} with no Prometheus answer: {e}"))?;
-        if body.status != "success" {
+        let no_answer = |e: &dyn std::fmt::Display| {
+            format!("{url} answered {status} with no Prometheus answer: {e}")
+        };
+        let body = response.bytes().await.map_err(|e| no_answer(&e))?;
+        let answer: Response = serde_json::from_slice(&body).map_err(|e| no_answer(&e))?;
+        if answer.status != "success" {
             return Err(format!(
                 "{url} refused {query:?}: {}",
-                body.error.unwrap_or_else(|| status.to_string())
+                answer.error.unwrap_or_else(|| status.to_string())
             ));
         }
-        Ok(body.data.map(|d| d.result).unwrap_or_default())
+        let series = answer.data.map(|d| d.result).unwrap_or_default();
+        answers
+            .add(series, &self.app_label)
+            .map_err(|e| no_answer(&e))
     }
 }
 
@@ -477,17 +502,30 @@ pub struct PrometheusSignals {
 /// A series' identity within its version: every label but the bucket bound.
 type SeriesKey = BTreeMap<String, String>;
 
+/// A series' labels from the JSON object the server wrote.
+fn parse_labels(text: &str) -> serde_json::Result<BTreeMap<String, String>> {
+    serde_json::from_str(text)
+}
+
+/// A point's value with its bucket bound (`le`), if it has one.
+type Value = (Option<String>, f64);
+
 impl PrometheusSignals {
-    /// The points by version and series (without `le`).
-    fn by_series<'a>(&self, points: &'a [Point]) -> BTreeMap<(String, SeriesKey), Vec<&'a Point>> {
-        let mut mine: BTreeMap<(String, SeriesKey), Vec<&Point>> = BTreeMap::new();
+    /// The points' values by version and series (without `le`).
+    fn by_series(&self, points: &[Point]) -> BTreeMap<(String, SeriesKey), Vec<Value>> {
+        let mut mine: BTreeMap<(String, SeriesKey), Vec<Value>> = BTreeMap::new();
         for point in points {
-            let Some(version) = point.labels.get(&self.config.version_label) else {
+            // Read once already, when the answer came.
+            let Ok(mut key) = parse_labels(&point.labels) else {
                 continue;
             };
-            let mut key = (*point.labels).clone();
-            key.remove("le");
-            mine.entry((version.clone(), key)).or_default().push(point);
+            let Some(version) = key.get(&self.config.version_label).cloned() else {
+                continue;
+            };
+            let le = key.remove("le");
+            mine.entry((version, key))
+                .or_default()
+                .push((le, point.value));
         }
         mine
     }
@@ -500,8 +538,8 @@ impl PrometheusSignals {
             let was = before
                 .get(&(version.clone(), key))
                 .and_then(|p| p.first())
-                .map_or(0.0, |p| p.value);
-            let value = points.first().map_or(0.0, |p| p.value);
+                .map_or(0.0, |&(_, value)| value);
+            let value = points.first().map_or(0.0, |&(_, value)| value);
             *sums.entry(version).or_default() += super::increase(was, value);
         }
         sums
@@ -509,11 +547,11 @@ impl PrometheusSignals {
 
     /// Each version's latency buckets' increase from `before` to `after`.
     fn bucket_increases(&self, before: &[Point], after: &[Point]) -> BTreeMap<String, Buckets> {
-        let buckets = |points: Vec<&Point>| {
+        let buckets = |values: Vec<Value>| {
             let mut buckets = Buckets::default();
-            for point in points {
-                if let Some(le) = point.labels.get("le") {
-                    buckets.add(le, point.value);
+            for (le, value) in values {
+                if let Some(le) = le {
+                    buckets.add(&le, value);
                 }
             }
             buckets
@@ -647,25 +685,21 @@ mod tests {
         assert_eq!(only_app("not promql (", "app", "web"), "not promql (");
     }
 
-    fn series(labels: &[(&str, &str)], values: &[(i64, f64)]) -> Series {
-        Series {
-            metric: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            values: values
-                .iter()
-                .map(|(t, v)| (*t as f64, Sample(*v)))
-                .collect(),
-        }
+    /// A series as Prometheus writes it in a matrix answer.
+    fn series(labels: &[(&str, &str)], values: &[(i64, f64)]) -> serde_json::Value {
+        let metric: BTreeMap<_, _> = labels.iter().copied().collect();
+        let values: Vec<_> = values
+            .iter()
+            .map(|(t, v)| serde_json::json!([t, v.to_string()]))
+            .collect();
+        serde_json::json!({ "metric": metric, "values": values })
     }
 
     #[test]
     fn increases_are_taken_per_series_then_summed_per_version_of_each_app() {
         let source = Servers::default().source(&config(Queries::default()));
         let mut answers = Answers::default();
-        answers.add(
-            vec![
+        let text = serde_json::json!({ "status": "success", "data": { "result": [
                 // a served 10; b restarted and served 5; a new instance d served 3.
                 series(
                     &[("app", "web"), ("version", "v1"), ("instance", "a")],
@@ -683,9 +717,10 @@ mod tests {
                     &[("app", "api"), ("version", "v1"), ("instance", "c")],
                     &[(0, 7.0), (15, 9.0)],
                 ),
-            ],
-            "app",
-        );
+        ]}})
+        .to_string();
+        let answer: Response = serde_json::from_str(&text).unwrap();
+        answers.add(answer.data.unwrap().result, "app").unwrap();
         let web = answers.of(Some("web"), 0, 15);
         assert_eq!(
             source.increases(at(&web, 0), at(&web, 15)),
@@ -697,5 +732,18 @@ mod tests {
             BTreeMap::from([("v1".to_string(), 2.0)])
         );
         assert_eq!(answers.of(None, 15, 15)[&15].len(), 4);
+        // A later answer's series are those known, not new ones.
+        let text = serde_json::json!({ "status": "success", "data": { "result": [
+            series(&[("app", "api"), ("version", "v1"), ("instance", "c")], &[(30, 12.0)]),
+        ]}})
+        .to_string();
+        let answer: Response = serde_json::from_str(&text).unwrap();
+        answers.add(answer.data.unwrap().result, "app").unwrap();
+        assert_eq!(answers.series.len(), 4);
+        let api = answers.of(Some("api"), 15, 30);
+        assert_eq!(
+            source.increases(at(&api, 15), at(&api, 30)),
+            BTreeMap::from([("v1".to_string(), 3.0)])
+        );
     }
 }
