@@ -65,6 +65,9 @@ pub(super) async fn serve(listener: TcpListener, table: Shared<Table>, stop: Can
             });
             let connection = http1::Builder::new()
                 .keep_alive(true)
+                // One flat buffer a message: for the small messages of most answers, a
+                // copy costs less than vectored writes (+7 % requests/s, bench/router.sh).
+                .writev(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::select! {
@@ -173,7 +176,10 @@ async fn connect(address: SocketAddr, upgrades: bool) -> Result<SendRequest<Inco
         .await
         .map_err(|_| Failure::Unreachable)?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        // As on the client side (see `serve`).
+        .writev(false)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|_| Failure::Unreachable)?;
     tokio::spawn(async move {
