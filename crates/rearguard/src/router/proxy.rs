@@ -177,7 +177,7 @@ async fn connect(address: SocketAddr, upgrades: bool) -> Result<SendRequest<Inco
         .map_err(|_| Failure::Unreachable)?;
     let _ = stream.set_nodelay(true);
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        // As on the client side (see `serve`).
+        // As toward clients (see `serve`).
         .writev(false)
         .handshake(TokioIo::new(stream))
         .await
