@@ -72,15 +72,17 @@ def pooled(binary, directories):
 
 
 def misses(labels, results):
-    """One line per detectable fault not caught (or caught before its onset), with the
-    parameters it was drawn with, so a class of misses shows itself."""
+    """One line per detectable fault not caught (or caught before it was worse than
+    tolerated: its onset, or a ramp's gray_from, as score.py counts), with the parameters it
+    was drawn with, so a class of misses shows itself."""
     lines = []
     for name, truth in sorted(labels.items()):
         if truth["expect"] != "rollback" or truth.get("oracle_delay") is None \
                 or truth["oracle_delay"] > score.DETECTABLE_S:
             continue
         result = results.get(name) or {}
-        if result.get("verdict") == "rollback" and (result.get("decided_at") or 0) >= truth["onset"]:
+        early = truth.get("gray_from", truth["onset"])
+        if result.get("verdict") == "rollback" and (result.get("decided_at") or 0) >= early:
             continue
         keys = ("mode", "canary_weight", "rps", "error_delta", "baseline_error_rate", "jitter", "p95_ratio", "oracle_delay")
         lines.append(f"  missed {name}: " + ", ".join(f"{k} {truth.get(k)}" for k in keys))
