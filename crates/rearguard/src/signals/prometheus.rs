@@ -490,9 +490,13 @@ fn only_app(query: &str, label: &str, app: &str) -> String {
     }
 }
 
-/// The points of step `t` (none when Prometheus had none).
-fn at(answers: &BTreeMap<i64, Vec<Point>>, t: i64) -> &[Point] {
-    answers.get(&t).map_or(&[], Vec::as_slice)
+/// A step's values by version and series (see [`PrometheusSignals::by_series`]).
+type Grouped = BTreeMap<(String, SeriesKey), Vec<Value>>;
+
+/// The values of step `t` (none when Prometheus had none).
+fn at(steps: &BTreeMap<i64, Grouped>, t: i64) -> &Grouped {
+    static NONE: Grouped = BTreeMap::new();
+    steps.get(&t).unwrap_or(&NONE)
 }
 
 pub struct PrometheusSignals {
@@ -512,9 +516,10 @@ fn parse_labels(text: &str) -> serde_json::Result<BTreeMap<String, String>> {
 type Value = (Option<String>, f64);
 
 impl PrometheusSignals {
-    /// The points' values by version and series (without `le`).
-    fn by_series(&self, points: &[Point]) -> BTreeMap<(String, SeriesKey), Vec<Value>> {
-        let mut mine: BTreeMap<(String, SeriesKey), Vec<Value>> = BTreeMap::new();
+    /// The points' values by version and series (without `le`). Each step's labels are
+    /// read once, though a step is both the end of one and the start of the next.
+    fn by_series(&self, points: &[Point]) -> Grouped {
+        let mut mine = Grouped::new();
         for point in points {
             // Read once already, when the answer came.
             let Ok(mut key) = parse_labels(&point.labels) else {
@@ -532,44 +537,35 @@ impl PrometheusSignals {
     }
 
     /// Each version's increase of a counter query from `before` to `after`.
-    fn increases(&self, before: &[Point], after: &[Point]) -> BTreeMap<String, f64> {
-        let before = self.by_series(before);
+    fn increases(&self, before: &Grouped, after: &Grouped) -> BTreeMap<String, f64> {
         let mut sums = BTreeMap::new();
-        for ((version, key), points) in self.by_series(after) {
+        for (series, points) in after {
             let was = before
-                .get(&(version.clone(), key))
+                .get(series)
                 .and_then(|p| p.first())
                 .map_or(0.0, |&(_, value)| value);
             let value = points.first().map_or(0.0, |&(_, value)| value);
-            *sums.entry(version).or_default() += super::increase(was, value);
+            *sums.entry(series.0.clone()).or_default() += super::increase(was, value);
         }
         sums
     }
 
     /// Each version's latency buckets' increase from `before` to `after`.
-    fn bucket_increases(&self, before: &[Point], after: &[Point]) -> BTreeMap<String, Buckets> {
-        let buckets = |values: Vec<Value>| {
+    fn bucket_increases(&self, before: &Grouped, after: &Grouped) -> BTreeMap<String, Buckets> {
+        let buckets = |values: &[Value]| {
             let mut buckets = Buckets::default();
             for (le, value) in values {
                 if let Some(le) = le {
-                    buckets.add(&le, value);
+                    buckets.add(le, *value);
                 }
             }
             buckets
         };
-        let before: BTreeMap<_, _> = self
-            .by_series(before)
-            .into_iter()
-            .map(|(key, points)| (key, buckets(points)))
-            .collect();
         let mut sums: BTreeMap<String, Buckets> = BTreeMap::new();
-        for ((version, key), points) in self.by_series(after) {
+        for (series, points) in after {
             let now = buckets(points);
-            let was = before
-                .get(&(version.clone(), key))
-                .cloned()
-                .unwrap_or_default();
-            let sum = sums.entry(version).or_default();
+            let was = before.get(series).map(|p| buckets(p)).unwrap_or_default();
+            let sum = sums.entry(series.0.clone()).or_default();
             for (bound, count) in now.increase_since(&was).0 {
                 *sum.0.entry(bound).or_default() += count;
             }
@@ -608,12 +604,16 @@ impl SignalSource for PrometheusSignals {
             } else {
                 (template.to_string(), Some(ask.app))
             };
-            answers.push(
-                self.server
-                    .points(&query, only, first - step, ready)
-                    .await
-                    .map_err(error)?,
-            );
+            let points = self
+                .server
+                .points(&query, only, first - step, ready)
+                .await
+                .map_err(error)?;
+            let steps: BTreeMap<i64, Grouped> = points
+                .iter()
+                .map(|(t, points)| (*t, self.by_series(points)))
+                .collect();
+            answers.push(steps);
         }
         let [requests, errors, latency] = [&answers[0], &answers[1], &answers[2]];
         let mut readings = Vec::new();
@@ -696,11 +696,25 @@ mod tests {
         serde_json::json!({ "metric": metric, "values": values })
     }
 
+    /// Adds a matrix answer of `series` to `answers`, read as the server's text is.
+    fn answer(answers: &mut Answers, series: Vec<serde_json::Value>) {
+        let text =
+            serde_json::json!({ "status": "success", "data": { "result": series } }).to_string();
+        let answer: Response = serde_json::from_str(&text).unwrap();
+        answers.add(answer.data.unwrap().result, "app").unwrap();
+    }
+
     #[test]
     fn increases_are_taken_per_series_then_summed_per_version_of_each_app() {
         let source = Servers::default().source(&config(Queries::default()));
+        let increases = |points: &BTreeMap<i64, Vec<Point>>, from: i64, to: i64| {
+            let step = |t: i64| source.by_series(points.get(&t).map_or(&[], Vec::as_slice));
+            source.increases(&step(from), &step(to))
+        };
         let mut answers = Answers::default();
-        let text = serde_json::json!({ "status": "success", "data": { "result": [
+        answer(
+            &mut answers,
+            vec![
                 // a served 10; b restarted and served 5; a new instance d served 3.
                 series(
                     &[("app", "web"), ("version", "v1"), ("instance", "a")],
@@ -718,32 +732,31 @@ mod tests {
                     &[("app", "api"), ("version", "v1"), ("instance", "c")],
                     &[(0, 7.0), (15, 9.0)],
                 ),
-        ]}})
-        .to_string();
-        let answer: Response = serde_json::from_str(&text).unwrap();
-        answers.add(answer.data.unwrap().result, "app").unwrap();
+            ],
+        );
         let web = answers.of(Some("web"), 0, 15);
         assert_eq!(
-            source.increases(at(&web, 0), at(&web, 15)),
+            increases(&web, 0, 15),
             BTreeMap::from([("v1".to_string(), 15.0), ("v2".to_string(), 3.0)])
         );
         let api = answers.of(Some("api"), 0, 15);
         assert_eq!(
-            source.increases(at(&api, 0), at(&api, 15)),
+            increases(&api, 0, 15),
             BTreeMap::from([("v1".to_string(), 2.0)])
         );
         assert_eq!(answers.of(None, 15, 15)[&15].len(), 4);
         // A later answer's series are those known, not new ones.
-        let text = serde_json::json!({ "status": "success", "data": { "result": [
-            series(&[("app", "api"), ("version", "v1"), ("instance", "c")], &[(30, 12.0)]),
-        ]}})
-        .to_string();
-        let answer: Response = serde_json::from_str(&text).unwrap();
-        answers.add(answer.data.unwrap().result, "app").unwrap();
+        answer(
+            &mut answers,
+            vec![series(
+                &[("app", "api"), ("version", "v1"), ("instance", "c")],
+                &[(30, 12.0)],
+            )],
+        );
         assert_eq!(answers.series.len(), 4);
         let api = answers.of(Some("api"), 15, 30);
         assert_eq!(
-            source.increases(at(&api, 15), at(&api, 30)),
+            increases(&api, 15, 30),
             BTreeMap::from([("v1".to_string(), 3.0)])
         );
     }
