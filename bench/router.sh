@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The built-in router beside HAProxy (nbthread 1), both in front of the same nginx
-# `return 200`, loaded in turns by `wrk -t1 -c32` in one run: requests/s and p99 of each,
-# and their ratios. No timed assertion: a benchmark, compared side by side.
+# `return 200`, loaded in turns by `wrk -t1 -c32` in one run: requests/s, p99 and CPU time
+# per request of each (the proxy process's user + system time over the requests it served:
+# steadier than requests/s on a machine whose cores are shared), and their ratios. No timed
+# assertion: a benchmark, compared side by side.
 #   bench/router.sh [rounds] [seconds]     (installs nginx, haproxy and wrk if missing)
 #   PEER_BIN=path/to/other/rearguard bench/router.sh   adds another build's router beside them
 set -euo pipefail
@@ -58,11 +60,13 @@ backend app
     server app1 127.0.0.1:$backend
 CFG
 $proxy haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+declare -A pid_of=([haproxy]=$!)
 # The router process the guard runs, on its default single thread, routed as a guard
 # routes it: over its control socket.
 start_router() {  # binary port name
     $proxy "$1" router --app bench --control "$work/$3.sock" --listen "web=127.0.0.1:$2" \
         --threads "${ROUTER_THREADS:-1}" & pids+=($!)
+    pid_of[$3]=$!
     python3 - "$work/$3.sock" "$backend" <<'PY'
 import json, socket, sys, time
 for _ in range(100):
@@ -86,11 +90,17 @@ if [ -n "${PEER_BIN:-}" ]; then
     start_router "$PEER_BIN" 18304 peer
     names+=(peer)
 fi
+# User + system clock ticks the process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sleep 0.5
 for round in $(seq "$rounds"); do
     for target in haproxy:$haproxy router:$router ${PEER_BIN:+peer:18304}; do
         name="${target%%:*}"; port="${target##*:}"
+        before=$(cpu_ticks "${pid_of[$name]}")
         $load wrk -t1 -c32 -d"${seconds}s" --latency "http://127.0.0.1:$port/" > "$work/$name-$round.txt"
+        after=$(cpu_ticks "${pid_of[$name]}")
+        awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+            '/requests in/ {print ticks / hz * 1e6 / $1}' "$work/$name-$round.txt" >> "$work/$name.cpu"
         awk '/Requests\/sec/ {print $2}' "$work/$name-$round.txt" >> "$work/$name.rps"
         awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$work/$name-$round.txt" >> "$work/$name.p99"
     done
@@ -101,8 +111,10 @@ w, names = sys.argv[1], sys.argv[2:]
 read = lambda f: [float(x) for x in open(f"{w}/{f}")]
 rps = {n: statistics.median(read(f"{n}.rps")) for n in names}
 p99 = {n: statistics.median(read(f"{n}.p99")) for n in names}
+cpu = {n: statistics.median(read(f"{n}.cpu")) for n in names}
 for n in names:
-    print(f"{n:8} {rps[n]:9.0f} req/s  p99 {p99[n]:.2f} ms  (median of rounds)")
+    print(f"{n:8} {rps[n]:9.0f} req/s  p99 {p99[n]:.2f} ms  {cpu[n]:5.1f} us CPU/request  (median of rounds)")
 print(f"router / haproxy: throughput {rps['router'] / rps['haproxy']:.2f}x (goal >= 1.0), "
-      f"p99 {p99['router'] / p99['haproxy']:.2f}x (goal <= 1.0)")
+      f"p99 {p99['router'] / p99['haproxy']:.2f}x (goal <= 1.0), "
+      f"CPU per request {cpu['router'] / cpu['haproxy']:.2f}x")
 PY

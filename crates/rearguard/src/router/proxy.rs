@@ -3,43 +3,45 @@
 //! no lock on the request path), hop-by-hop headers stay on their hop, `X-Forwarded-For`,
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` tell the instance who asked, and
 //! WebSocket upgrades are tunnelled both ways. Each answer is counted for its version.
+//!
+//! Written on httparse (hyper's own parser) rather than on hyper's connections: a proxy
+//! passes a message on as bytes, and hyper's per-message machinery (a header map and a body
+//! channel per message, a task per instance connection) kept the router at 0.9x HAProxy's
+//! throughput (bench/router.sh). One task per client connection drives both hops; a body
+//! is relayed in its own framing (a chunked body stays chunked), except toward an HTTP/1.0
+//! client, which gets it unchunked and then a close.
 
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, Table, Target, VERSION_HEADER};
 use crate::clock::Stopwatch;
 
-/// The instance's answer as it streams in, or one of the router's own (no box per
-/// response).
-type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// The longest message head accepted (a longer request gets 431).
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields a message head may carry (as hyper's default).
+const MAX_HEADERS: usize = 100;
+/// Bytes asked of the kernel per read.
+const READ_SIZE: usize = 16 * 1024;
+/// Instance connections one client connection keeps (a canary split uses two; more are
+/// left from earlier routes).
+const KEPT_UPSTREAMS: usize = 4;
 
-/// A client connection's own connections to instances (a canary split uses two).
-type Upstreams = Arc<std::sync::Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>>;
-
-/// Headers that belong to one hop only (RFC 9110 section 7.6.1), beside those the
-/// `Connection` header names.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that belong to one hop only (RFC 9110 section 7.6.1), beside `Upgrade` and
+/// those the `Connection` header names. `Transfer-Encoding` and `Trailer` go on: a body is
+/// relayed in the framing it came in.
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
-    "transfer-encoding",
 ];
 
 /// Serves one listener until `stop`.
@@ -56,186 +58,782 @@ pub(super) async fn serve(listener: TcpListener, table: Shared<Table>, stop: Can
             },
         };
         let _ = stream.set_nodelay(true);
-        let (table, stop) = (table.clone(), stop.clone());
+        let connection = Connection::new(stream, peer, table.clone());
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let upstreams = Upstreams::default();
-            let client = Arc::new(Client::new(peer));
-            let service = service_fn(move |request| {
-                forward(request, client.clone(), table.clone(), upstreams.clone())
-            });
-            let connection = http1::Builder::new()
-                .keep_alive(true)
-                // One flat buffer a message: for the small messages of most answers, a
-                // copy costs less than vectored writes (+7 % requests/s, bench/router.sh).
-                .writev(false)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
             tokio::select! {
-                _ = connection => {}
+                _ = connection.run() => {}
                 _ = stop.cancelled() => {}
             }
         });
     }
 }
 
-/// Why a request did not get an answer from its instance.
-enum Failure {
-    /// The instance could not be reached at all (its process died): the restart policy's
-    /// business, not evidence against the release.
-    Unreachable,
-    /// The exchange failed on its way.
-    Broken,
+/// How a message's body ends (RFC 9112 section 6.3).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// The body runs until the sender closes (a response only).
+    UntilClose,
 }
 
-async fn forward(
-    mut request: Request<Incoming>,
-    client: Arc<Client>,
+/// What the exchange learnt from a client's request head.
+struct RequestHead {
+    framing: Framing,
+    keep_alive: bool,
+    upgrade: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect_continue: bool,
+    /// A HEAD request: its answer has no body whatever its length says.
+    head_only: bool,
+    /// HTTP/1.0: no chunked answers, and a close after each.
+    http10: bool,
+}
+
+/// Why the client's request head was refused before any instance saw it.
+enum Refusal {
+    TooLarge,
+    Malformed,
+}
+
+/// An HTTP/1 connection to an instance, with what was read from it and not used yet.
+struct Upstream {
+    address: SocketAddr,
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl Upstream {
+    async fn connect(address: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect(address).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            address,
+            stream,
+            buffer: BytesMut::with_capacity(READ_SIZE),
+        })
+    }
+
+    /// Whether a kept connection can carry another request: the instance has not closed
+    /// it (nor sent anything unasked). No syscall unless the socket was reported readable.
+    fn is_idle_and_open(&self) -> bool {
+        self.buffer.is_empty()
+            && matches!(
+                self.stream.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            )
+    }
+}
+
+/// Which side of a relay failed.
+enum RelayError {
+    /// Reading from the sender (it closed or broke mid-message).
+    Source,
+    /// Writing to the receiver.
+    Sink,
+}
+
+/// Whether the client connection goes on after an exchange.
+#[derive(PartialEq)]
+enum Next {
+    Continue,
+    Close,
+}
+
+/// One client connection and the instance connections it uses.
+struct Connection {
+    client: TcpStream,
+    /// Read from the client and not used yet (a pipelined request may wait here).
+    from_client: BytesMut,
+    /// The message being written to one side.
+    out: Vec<u8>,
+    who: Client,
     table: Shared<Table>,
-    upstreams: Upstreams,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    let Some(table) = table.read().expect("lock").clone() else {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no release is serving yet\n",
-        ));
-    };
-    let target = table.pick().clone();
-    let upgrade = wants_upgrade(request.headers());
-    prepare(&mut request, &client, upgrade);
-    let watch = Stopwatch::start();
-    let outcome = if upgrade {
-        tunnel(request, target.address).await
-    } else {
-        send(&upstreams, target.address, request).await
-    };
-    let latency_ms = watch.elapsed().as_secs_f64() * 1000.0;
-    Ok(match outcome {
-        Ok(response) => {
-            target
-                .counters
-                .record(response.status().is_server_error(), latency_ms);
-            let (mut parts, body) = response.into_parts();
-            if !upgrade {
-                strip_hop_by_hop(&mut parts.headers);
-            }
-            name_version(&mut parts.headers, &target);
-            Response::from_parts(parts, Either::Left(body))
+    upstreams: Vec<Upstream>,
+}
+
+impl Connection {
+    fn new(client: TcpStream, peer: SocketAddr, table: Shared<Table>) -> Self {
+        Self {
+            client,
+            from_client: BytesMut::with_capacity(READ_SIZE),
+            out: Vec::with_capacity(READ_SIZE),
+            who: Client::new(peer),
+            table,
+            upstreams: Vec::new(),
         }
-        Err(failure) => {
-            if matches!(failure, Failure::Broken) {
-                target.counters.record(true, latency_ms);
+    }
+
+    async fn run(mut self) {
+        while self.exchange().await == Next::Continue {}
+    }
+
+    /// Reads one request, forwards it, relays its answer.
+    async fn exchange(&mut self) -> Next {
+        let length = match read_head(&mut self.client, &mut self.from_client).await {
+            Ok(Some(length)) => length,
+            Ok(None) | Err(_) => return Next::Close,
+        };
+        let table = self.table.read().expect("lock").clone();
+        let target = table.as_ref().map(|table| table.pick().clone());
+        self.out.clear();
+        let request = {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut request = httparse::Request::new(&mut headers);
+            let parsed = match request.parse(&self.from_client[..length]) {
+                Ok(httparse::Status::Complete(_)) => read_request(&request),
+                // A head cut at `MAX_HEAD`.
+                Ok(httparse::Status::Partial) => Err(Refusal::TooLarge),
+                Err(httparse::Error::TooManyHeaders) => Err(Refusal::TooLarge),
+                Err(_) => Err(Refusal::Malformed),
+            };
+            if let (Ok(head), Some(target)) = (&parsed, &target) {
+                write_request_head(&request, head, &self.who, target.address, &mut self.out);
             }
-            let mut response = plain(StatusCode::BAD_GATEWAY, "upstream failed\n");
-            name_version(response.headers_mut(), &target);
-            response
+            parsed
+        };
+        self.from_client.advance(length);
+        let request = match request {
+            Ok(request) => request,
+            Err(Refusal::TooLarge) => {
+                return self
+                    .answer("431 Request Header Fields Too Large", "", None, true)
+                    .await;
+            }
+            Err(Refusal::Malformed) => {
+                return self.answer("400 Bad Request", "", None, true).await;
+            }
+        };
+        // A request whose body is left unread ends its connection after the answer.
+        let unread_body = request.framing != Framing::Length(0);
+        let Some(target) = target else {
+            return self
+                .answer(
+                    "503 Service Unavailable",
+                    "no release is serving yet\n",
+                    None,
+                    unread_body || !request.keep_alive,
+                )
+                .await;
+        };
+        let watch = Stopwatch::start();
+        let mut upstream = match self.upstream(target.address).await {
+            Ok(upstream) => upstream,
+            // The instance could not be reached at all (its process died): the restart
+            // policy's business, not evidence against the release.
+            Err(_) => {
+                let close = unread_body || !request.keep_alive;
+                return self.bad_gateway(&target, close).await;
+            }
+        };
+        if request.expect_continue
+            && !request.http10
+            && self
+                .client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return Next::Close;
         }
+        match relay_body(
+            &mut self.client,
+            &mut self.from_client,
+            &mut upstream.stream,
+            &mut self.out,
+            request.framing,
+            false,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(RelayError::Source) => return Next::Close,
+            Err(RelayError::Sink) => {
+                target.counters.record(true, elapsed_ms(&watch));
+                return self.bad_gateway(&target, true).await;
+            }
+        }
+        let Some(answer) = self.read_answer(&mut upstream, &request, &target).await else {
+            target.counters.record(true, elapsed_ms(&watch));
+            return self.bad_gateway(&target, !request.keep_alive).await;
+        };
+        target
+            .counters
+            .record(answer.status >= 500, elapsed_ms(&watch));
+        if answer.switched {
+            self.tunnel(upstream).await;
+            return Next::Close;
+        }
+        let relayed = relay_body(
+            &mut upstream.stream,
+            &mut upstream.buffer,
+            &mut self.client,
+            &mut self.out,
+            answer.framing,
+            answer.dechunk,
+        )
+        .await;
+        if relayed.is_err() {
+            return Next::Close;
+        }
+        if answer.reusable {
+            self.keep(upstream);
+        }
+        if answer.close {
+            let _ = self.client.shutdown().await;
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    /// This client connection's open connection to `address`, or a new one.
+    async fn upstream(&mut self, address: SocketAddr) -> io::Result<Upstream> {
+        if let Some(at) = self.upstreams.iter().position(|u| u.address == address) {
+            let kept = self.upstreams.swap_remove(at);
+            if kept.is_idle_and_open() {
+                return Ok(kept);
+            }
+        }
+        Upstream::connect(address).await
+    }
+
+    fn keep(&mut self, upstream: Upstream) {
+        if self.upstreams.len() >= KEPT_UPSTREAMS {
+            self.upstreams.remove(0);
+        }
+        self.upstreams.push(upstream);
+    }
+
+    /// Reads the instance's final answer head (passing any informational one on to the
+    /// client) and writes the head the client gets to `out`; `None` when the instance
+    /// failed before an answer came.
+    async fn read_answer(
+        &mut self,
+        upstream: &mut Upstream,
+        request: &RequestHead,
+        target: &Target,
+    ) -> Option<AnswerHead> {
+        loop {
+            let length = read_head(&mut upstream.stream, &mut upstream.buffer)
+                .await
+                .ok()??;
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let Ok(httparse::Status::Complete(_)) = response.parse(&upstream.buffer[..length])
+            else {
+                return None;
+            };
+            let answer = read_response(&response, request)?;
+            if (100..200).contains(&answer.status) && !answer.switched {
+                // 100 Continue, 103 Early Hints: on to an HTTP/1.1 client, then the answer.
+                if !request.http10 {
+                    self.client
+                        .write_all(&upstream.buffer[..length])
+                        .await
+                        .ok()?;
+                }
+                upstream.buffer.advance(length);
+                continue;
+            }
+            write_response_head(&response, target, &answer, &mut self.out);
+            upstream.buffer.advance(length);
+            return Some(answer);
+        }
+    }
+
+    /// The instance switched protocols: its answer goes to the client, and then bytes are
+    /// copied both ways until either side closes.
+    async fn tunnel(&mut self, mut upstream: Upstream) {
+        self.out.extend_from_slice(&upstream.buffer);
+        if self.client.write_all(&self.out).await.is_err()
+            || upstream.stream.write_all(&self.from_client).await.is_err()
+        {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut self.client, &mut upstream.stream).await;
+    }
+
+    async fn bad_gateway(&mut self, target: &Target, close: bool) -> Next {
+        self.answer("502 Bad Gateway", "upstream failed\n", Some(target), close)
+            .await
+    }
+
+    /// Writes one of the router's own answers.
+    async fn answer(
+        &mut self,
+        status: &str,
+        text: &str,
+        target: Option<&Target>,
+        close: bool,
+    ) -> Next {
+        self.out.clear();
+        let out = &mut self.out;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_bytes());
+        out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+        out.extend_from_slice(text.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(target) = target {
+            write_version(target, out);
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(text.as_bytes());
+        if self.client.write_all(out).await.is_err() || close {
+            let _ = self.client.shutdown().await;
+            return Next::Close;
+        }
+        Next::Continue
+    }
+}
+
+/// What the exchange learnt from an instance's answer head.
+struct AnswerHead {
+    status: u16,
+    framing: Framing,
+    /// The instance switched protocols on an upgrade request: the connection becomes a
+    /// tunnel.
+    switched: bool,
+    /// The body goes to an HTTP/1.0 client without its chunks.
+    dechunk: bool,
+    /// The client connection ends after this answer.
+    close: bool,
+    /// Whether the instance connection can carry another request after this answer.
+    reusable: bool,
+}
+
+fn elapsed_ms(watch: &Stopwatch) -> f64 {
+    watch.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Reads until `buffer` holds a whole message head and returns its length, or `None` when
+/// the peer closed before a byte of it.
+async fn read_head(stream: &mut TcpStream, buffer: &mut BytesMut) -> io::Result<Option<usize>> {
+    let mut searched = 0;
+    loop {
+        if let Some(end) = head_end(buffer, searched) {
+            return Ok(Some(end));
+        }
+        if buffer.len() >= MAX_HEAD {
+            // Parsed as it is, it fails as too large (or malformed).
+            return Ok(Some(buffer.len()));
+        }
+        searched = buffer.len().saturating_sub(3);
+        if fill(stream, buffer).await? == 0 {
+            return if buffer.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+    }
+}
+
+/// The end of the first message head in `bytes` (after its blank line; bare LF line ends
+/// count, as httparse accepts them), searching from `from`.
+fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(found) = bytes.get(at..)?.iter().position(|&b| b == b'\n') {
+        let newline = at + found;
+        match bytes.get(newline + 1..) {
+            Some([b'\n', ..]) => return Some(newline + 2),
+            Some([b'\r', b'\n', ..]) => return Some(newline + 3),
+            _ => at = newline + 1,
+        }
+    }
+    None
+}
+
+async fn fill(stream: &mut TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
+    buffer.reserve(READ_SIZE);
+    stream.read_buf(buffer).await
+}
+
+/// Moves one body from `from` (what `buffer` holds first) to `to`, after whatever `out`
+/// holds already (the message head, so that a small message goes in one write).
+async fn relay_body(
+    from: &mut TcpStream,
+    buffer: &mut BytesMut,
+    to: &mut TcpStream,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    dechunk: bool,
+) -> Result<(), RelayError> {
+    let mut chunks = Chunks::Size;
+    let mut left = match framing {
+        Framing::Length(length) => length,
+        _ => 0,
+    };
+    loop {
+        let done = match framing {
+            Framing::Length(_) => {
+                let take = left.min(buffer.len() as u64) as usize;
+                out.extend_from_slice(&buffer[..take]);
+                buffer.advance(take);
+                left -= take as u64;
+                left == 0
+            }
+            Framing::Chunked => {
+                chunks
+                    .relay(buffer, out, dechunk)
+                    .map_err(|_| RelayError::Source)?;
+                chunks == Chunks::Done
+            }
+            Framing::UntilClose => {
+                out.extend_from_slice(buffer);
+                buffer.clear();
+                false
+            }
+        };
+        if !out.is_empty() {
+            to.write_all(out).await.map_err(|_| RelayError::Sink)?;
+            out.clear();
+        }
+        if done {
+            return Ok(());
+        }
+        match fill(from, buffer).await {
+            Ok(0) if framing == Framing::UntilClose => return Ok(()),
+            Ok(0) | Err(_) => return Err(RelayError::Source),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Where a chunked body's relay stands (RFC 9112 section 7.1).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Chunks {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl Chunks {
+    /// Moves what `buffer` holds of the body to `out` (only the data when `dechunk`), as
+    /// far as it goes.
+    fn relay(&mut self, buffer: &mut BytesMut, out: &mut Vec<u8>, dechunk: bool) -> io::Result<()> {
+        let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body");
+        loop {
+            match *self {
+                Chunks::Size => match httparse::parse_chunk_size(buffer) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        if !dechunk {
+                            out.extend_from_slice(&buffer[..used]);
+                        }
+                        buffer.advance(used);
+                        *self = if size == 0 {
+                            Chunks::Trailers
+                        } else {
+                            Chunks::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD => return Ok(()),
+                    _ => return Err(invalid()),
+                },
+                Chunks::Data(left) => {
+                    if buffer.is_empty() {
+                        return Ok(());
+                    }
+                    let take = left.min(buffer.len() as u64) as usize;
+                    out.extend_from_slice(&buffer[..take]);
+                    buffer.advance(take);
+                    *self = match left - take as u64 {
+                        0 => Chunks::DataEnd,
+                        left => Chunks::Data(left),
+                    };
+                }
+                Chunks::DataEnd => {
+                    if buffer.len() < 2 {
+                        return Ok(());
+                    }
+                    if &buffer[..2] != b"\r\n" {
+                        return Err(invalid());
+                    }
+                    if !dechunk {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    buffer.advance(2);
+                    *self = Chunks::Size;
+                }
+                Chunks::Trailers => {
+                    let Some(newline) = buffer.iter().position(|&b| b == b'\n') else {
+                        return if buffer.len() < MAX_HEAD {
+                            Ok(())
+                        } else {
+                            Err(invalid())
+                        };
+                    };
+                    let line = &buffer[..=newline];
+                    let last = line == b"\r\n" || line == b"\n";
+                    if !dechunk {
+                        out.extend_from_slice(line);
+                    }
+                    buffer.advance(newline + 1);
+                    if last {
+                        *self = Chunks::Done;
+                    }
+                }
+                Chunks::Done => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The tokens of a list header (`Connection: keep-alive, Upgrade`) across its fields.
+fn tokens<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|token| token.trim_ascii())
+}
+
+fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// How a message's body is framed, or `None` when its framing headers contradict each
+/// other (RFC 9112 section 6.3). Without either header, a request has no body and a
+/// response runs until close.
+fn framing(headers: &[httparse::Header<'_>], without: Framing) -> Option<Framing> {
+    let mut length = None;
+    let mut chunked = None;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let value: u64 = std::str::from_utf8(header.value)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            if length.is_some_and(|l| l != value) {
+                return None;
+            }
+            length = Some(value);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = header.value.rsplit(|&b| b == b',').next()?.trim_ascii();
+            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    Some(match (chunked, length) {
+        (Some(true), _) => Framing::Chunked,
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(length)) => Framing::Length(length),
+        (None, None) => without,
     })
 }
 
-/// Sends `request` on this client connection's connection to `address`, opening one if
-/// there is none (or the one kept was closed before the request went out).
-async fn send(
-    upstreams: &Upstreams,
-    address: SocketAddr,
-    mut request: Request<Incoming>,
-) -> Result<Response<Incoming>, Failure> {
-    // Requests on one client connection come one after another: the lock is never
-    // contended, and never held across an await.
-    let kept = {
-        let mut upstreams = upstreams.lock().expect("lock");
-        let at = upstreams.iter().position(|(a, _)| *a == address);
-        at.map(|at| upstreams.swap_remove(at).1)
+fn read_request(request: &httparse::Request<'_, '_>) -> Result<RequestHead, Refusal> {
+    let headers = &*request.headers;
+    let transfer_encoded = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let content_length = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("content-length"));
+    // Both framings in one request is how requests are smuggled past a proxy: refused, as
+    // is a transfer coding that does not end in chunked.
+    let framing = match framing(headers, Framing::Length(0)) {
+        Some(Framing::UntilClose) | None => return Err(Refusal::Malformed),
+        Some(_) if transfer_encoded && content_length => return Err(Refusal::Malformed),
+        Some(framing) => framing,
     };
-    if let Some(mut sender) = kept
-        && sender.ready().await.is_ok()
-    {
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                upstreams.lock().expect("lock").push((address, sender));
-                return Ok(response);
-            }
-            // Not sent (the instance closed the idle connection): send it afresh.
-            Err(mut error) => match error.take_message() {
-                Some(unsent) => request = unsent,
-                None => return Err(Failure::Broken),
-            },
+    let http10 = request.version == Some(0);
+    Ok(RequestHead {
+        framing,
+        keep_alive: !http10 && !has_token(headers, "connection", "close"),
+        upgrade: headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("upgrade"))
+            && has_token(headers, "connection", "upgrade"),
+        expect_continue: framing != Framing::Length(0)
+            && has_token(headers, "expect", "100-continue"),
+        head_only: request.method == Some("HEAD"),
+        http10,
+    })
+}
+
+fn read_response(
+    response: &httparse::Response<'_, '_>,
+    request: &RequestHead,
+) -> Option<AnswerHead> {
+    let status = response.code?;
+    let headers = &*response.headers;
+    let framing = if request.head_only || status < 200 || status == 204 || status == 304 {
+        Framing::Length(0)
+    } else {
+        framing(headers, Framing::UntilClose)?
+    };
+    Some(AnswerHead {
+        status,
+        framing,
+        switched: request.upgrade && status == 101,
+        dechunk: request.http10 && framing == Framing::Chunked,
+        close: !request.keep_alive || framing == Framing::UntilClose,
+        reusable: response.version == Some(1)
+            && framing != Framing::UntilClose
+            && !has_token(headers, "connection", "close"),
+    })
+}
+
+/// The headers of a message that stay on their hop: the fixed ones, `Upgrade`, and those
+/// its `Connection` header names.
+struct HopByHop<'a> {
+    named: Vec<&'a [u8]>,
+}
+
+impl<'a> HopByHop<'a> {
+    fn of(headers: &'a [httparse::Header<'a>]) -> Self {
+        Self {
+            named: tokens(headers, "connection").collect(),
         }
     }
-    let mut sender = connect(address, false).await?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|_| Failure::Broken)?;
-    upstreams.lock().expect("lock").push((address, sender));
-    Ok(response)
-}
 
-/// Opens an HTTP/1 connection to an instance.
-async fn connect(address: SocketAddr, upgrades: bool) -> Result<SendRequest<Incoming>, Failure> {
-    let stream = TcpStream::connect(address)
-        .await
-        .map_err(|_| Failure::Unreachable)?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        // As toward clients (see `serve`).
-        .writev(false)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| Failure::Unreachable)?;
-    tokio::spawn(async move {
-        let _ = if upgrades {
-            connection.with_upgrades().await
-        } else {
-            connection.await
-        };
-    });
-    Ok(sender)
-}
-
-/// A WebSocket (or other) upgrade: its own connection to the instance, and once the
-/// instance switches protocols, bytes copied both ways until either side closes.
-async fn tunnel(
-    mut request: Request<Incoming>,
-    address: SocketAddr,
-) -> Result<Response<Incoming>, Failure> {
-    let client_side = hyper::upgrade::on(&mut request);
-    let mut sender = connect(address, true).await?;
-    let mut response = sender
-        .send_request(request)
-        .await
-        .map_err(|_| Failure::Broken)?;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let instance_side = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            if let (Ok(client), Ok(instance)) = (client_side.await, instance_side.await) {
-                let _ = tokio::io::copy_bidirectional(
-                    &mut TokioIo::new(client),
-                    &mut TokioIo::new(instance),
-                )
-                .await;
-            }
-        });
+    fn names(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name.eq_ignore_ascii_case("upgrade")
+            || self
+                .named
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
     }
-    Ok(response)
 }
 
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+/// Writes the request head the instance gets: origin-form target, HTTP/1.1 (the instance
+/// connection stays open), the hop's own headers gone (an upgrade keeps `Connection` and
+/// `Upgrade`, which ask for it), and who asked.
+fn write_request_head(
+    request: &httparse::Request<'_, '_>,
+    head: &RequestHead,
+    who: &Client,
+    address: SocketAddr,
+    out: &mut Vec<u8>,
+) {
+    let headers = &*request.headers;
+    let path = request.path.unwrap_or("/");
+    out.extend_from_slice(request.method.unwrap_or("GET").as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(origin_form(path).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let (mut forwarded_for, mut forwarded) = (Vec::new(), Vec::new());
+    let (mut host, mut proto_given, mut host_given) = (None, false, false);
+    let hops = HopByHop::of(headers);
+    for header in headers {
+        let name = header.name;
+        let joined = if name.eq_ignore_ascii_case("x-forwarded-for") {
+            Some(&mut forwarded_for)
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            Some(&mut forwarded)
+        } else {
+            None
+        };
+        if let Some(joined) = joined {
+            joined.extend_from_slice(header.value);
+            joined.extend_from_slice(b", ");
+            continue;
+        }
+        // The router answered any `Expect: 100-continue` itself.
+        if (!head.upgrade && hops.names(name)) || name.eq_ignore_ascii_case("expect") {
+            continue;
+        }
+        proto_given |= name.eq_ignore_ascii_case("x-forwarded-proto");
+        host_given |= name.eq_ignore_ascii_case("x-forwarded-host");
+        if name.eq_ignore_ascii_case("host") {
+            host = Some(header.value);
+        }
+        write_header(out, name.as_bytes(), header.value);
+    }
+    forwarded_for.extend_from_slice(who.address.as_bytes());
+    write_header(out, b"x-forwarded-for", &forwarded_for);
+    forwarded.extend_from_slice(who.forwarded.as_bytes());
+    write_header(out, b"forwarded", &forwarded);
+    if !proto_given {
+        write_header(out, b"x-forwarded-proto", b"http");
+    }
+    match host {
+        Some(host) if !host_given => write_header(out, b"x-forwarded-host", host),
+        Some(_) => {}
+        // HTTP/1.1 requires one; an HTTP/1.0 client may have sent none.
+        None => write_header(out, b"host", address.to_string().as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An absolute-form target (`http://host/path`) as origin form (`/path`).
+fn origin_form(path: &str) -> &str {
+    match path.split_once("://") {
+        Some((_, rest)) if !path.starts_with('/') => rest.find('/').map_or("/", |at| &rest[at..]),
+        _ => path,
+    }
+}
+
+/// Writes the answer head the client gets: the instance's, without the hop's own headers
+/// (unless it switched protocols, which they ask for), naming the version that answered.
+fn write_response_head(
+    response: &httparse::Response<'_, '_>,
+    target: &Target,
+    answer: &AnswerHead,
+    out: &mut Vec<u8>,
+) {
+    let headers = &*response.headers;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(answer.status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let hops = HopByHop::of(headers);
+    let chunked = answer.framing == Framing::Chunked;
+    for header in headers {
+        let name = header.name;
+        let framing_dropped = (answer.dechunk
+            && (name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("trailer")))
+            // A chunked answer's length would contradict its chunks.
+            || (chunked && name.eq_ignore_ascii_case("content-length"));
+        if framing_dropped
+            || (!answer.switched && hops.names(name))
+            || name.eq_ignore_ascii_case(VERSION_HEADER)
+        {
+            continue;
+        }
+        write_header(out, name.as_bytes(), header.value);
+    }
+    write_version(target, out);
+    if answer.close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_version(target: &Target, out: &mut Vec<u8>) {
+    write_header(
+        out,
+        VERSION_HEADER.as_bytes(),
+        target.version_header.as_bytes(),
+    );
 }
 
 /// What the instance learns about the client, made once per client connection.
 struct Client {
     /// The client's address, for `X-Forwarded-For`.
-    address: HeaderValue,
+    address: String,
     /// `for=...;proto=http`, for `Forwarded` (RFC 7239: an IPv6 address is quoted and
     /// bracketed).
-    forwarded: HeaderValue,
+    forwarded: String,
 }
 
 impl Client {
@@ -246,98 +844,10 @@ impl Client {
             std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
         Self {
-            address: HeaderValue::from_str(&ip.to_string()).expect("an IP is a header value"),
-            forwarded: HeaderValue::from_str(&format!("for={node};proto=http"))
-                .expect("an IP is a header value"),
+            address: ip.to_string(),
+            forwarded: format!("for={node};proto=http"),
         }
     }
-}
-
-/// Readies a client's request for the instance: its hop's headers go (an upgrade keeps
-/// `Connection` and `Upgrade`, which ask for it), and the instance learns who asked.
-fn prepare(request: &mut Request<Incoming>, client: &Client, upgrade: bool) {
-    // An absolute-form target (`GET http://host/path`) goes on in origin form.
-    if request.uri().authority().is_some() {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(uri) = path.parse() {
-            *request.uri_mut() = uri;
-        }
-    }
-    let headers = request.headers_mut();
-    if !upgrade {
-        strip_hop_by_hop(headers);
-    }
-    append(headers, X_FORWARDED_FOR, &client.address);
-    append(headers, header::FORWARDED, &client.forwarded);
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key(X_FORWARDED_HOST)
-        && let Some(host) = headers.get(header::HOST).cloned()
-    {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-}
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Appends `value` to a list header (`a, b`), joining what earlier hops set.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
-    let joined = match headers.get(&name) {
-        None => value.clone(),
-        Some(earlier) => {
-            let mut bytes = earlier.as_bytes().to_vec();
-            bytes.extend_from_slice(b", ");
-            bytes.extend_from_slice(value.as_bytes());
-            match HeaderValue::from_bytes(&bytes) {
-                Ok(joined) => joined,
-                Err(_) => value.clone(),
-            }
-        }
-    };
-    headers.insert(name, joined);
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || name == header::UPGRADE
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names before any removal.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-fn name_version(headers: &mut HeaderMap, target: &Target) {
-    headers.insert(
-        HeaderName::from_static(VERSION_HEADER),
-        target.version_header.clone(),
-    );
-}
-
-pub(super) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        text.as_bytes(),
-    ))));
-    *response.status_mut() = status;
-    response
 }
 
 #[cfg(test)]
@@ -378,8 +888,8 @@ mod tests {
         listener.local_addr().expect("address")
     }
 
-    /// Reads one HTTP/1 message head (through the blank line) and a `Content-Length` body.
-    async fn read_message(stream: &mut TcpStream) -> String {
+    /// Reads one HTTP/1 message head, through its blank line.
+    async fn read_head_only(stream: &mut TcpStream) -> String {
         let mut bytes = Vec::new();
         let mut byte = [0u8; 1];
         while !bytes.ends_with(b"\r\n\r\n") {
@@ -387,11 +897,102 @@ mod tests {
             assert_eq!(n, 1, "closed mid-head: {}", String::from_utf8_lossy(&bytes));
             bytes.push(byte[0]);
         }
-        let head = String::from_utf8(bytes).expect("utf-8");
-        let length = header(&head, "content-length").map_or(0, |v| v.parse().expect("length"));
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    /// Reads one HTTP/1 message: its head and a `Content-Length` body, or a chunked body
+    /// as it came (chunks and all; the tests send no trailers).
+    async fn read_message(stream: &mut TcpStream) -> String {
+        let mut message = read_head_only(stream).await;
+        if header(&message, "transfer-encoding") == Some("chunked") {
+            let mut byte = [0u8; 1];
+            while !message.ends_with("\r\n0\r\n\r\n") && !message.ends_with("\n\r\n0\r\n\r\n") {
+                let n = stream.read(&mut byte).await.expect("read");
+                assert_eq!(n, 1, "closed mid-body: {message}");
+                message.push(byte[0] as char);
+            }
+            return message;
+        }
+        let length = header(&message, "content-length").map_or(0, |v| v.parse().expect("length"));
         let mut body = vec![0u8; length];
         stream.read_exact(&mut body).await.expect("body");
-        head + &String::from_utf8(body).expect("utf-8")
+        message + &String::from_utf8(body).expect("utf-8")
+    }
+
+    /// An instance that answers each request on a connection with `answer(request)`, and
+    /// closes the connection after `per_connection` answers. It counts the connections it
+    /// accepted.
+    async fn scripted_instance(
+        answer: fn(&str) -> String,
+        per_connection: usize,
+    ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    for _ in 0..per_connection {
+                        let seen = read_message(&mut stream).await;
+                        if stream.write_all(answer(&seen).as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    /// Answers with the request it received as the body, `Content-Length` framed.
+    fn echo(seen: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{seen}",
+            seen.len()
+        )
+    }
+
+    /// Answers with the request's body sent back in two chunks, whatever it was framed in
+    /// (line ends as `|`, so that a chunked body sent back cannot end the answer early).
+    fn chunked_echo(seen: &str) -> String {
+        let (_, body) = seen.split_once("\r\n\r\n").expect("a head");
+        let body = body.replace("\r\n", "|");
+        let (first, second) = body.split_at(body.len() / 2);
+        format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+            first.len(),
+            second.len()
+        )
+    }
+
+    /// A client connection to a router in front of `upstream`.
+    async fn client_of(upstream: SocketAddr) -> (TcpStream, std::sync::Arc<Router>) {
+        let listen = free_address(Ipv4Addr::LOCALHOST).await;
+        let router = router_to(listen, upstream).await;
+        let client = TcpStream::connect(listen).await.expect("connect");
+        (client, router)
+    }
+
+    async fn exchange(client: &mut TcpStream, request: &str) -> String {
+        client.write_all(request.as_bytes()).await.expect("write");
+        tokio::time::timeout(WITHIN, read_message(client))
+            .await
+            .expect("answered in time")
+    }
+
+    /// What a closed connection gives: the rest of its bytes.
+    async fn read_to_close(client: &mut TcpStream) -> String {
+        let mut rest = Vec::new();
+        tokio::time::timeout(WITHIN, client.read_to_end(&mut rest))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        String::from_utf8(rest).expect("utf-8")
     }
 
     /// The value of header `name` in a message head (names compared case-blind).
@@ -540,5 +1141,153 @@ mod tests {
             TcpStream::connect(elsewhere).await.is_err(),
             "it also listened on {elsewhere}"
         );
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_relayed_in_their_chunks_and_the_connection_goes_on() {
+        let (upstream, _) = scripted_instance(chunked_echo, usize::MAX).await;
+        let (mut client, _router) = client_of(upstream).await;
+        let answer = exchange(
+            &mut client,
+            "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+             4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n",
+        )
+        .await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(header(head, "transfer-encoding"), Some("chunked"));
+        // The instance saw the chunks as sent, and its own chunks came back as sent.
+        let sent = "4|Wiki|5;ext=1|pedia|0||";
+        let half = sent.len() / 2;
+        assert_eq!(
+            body,
+            format!(
+                "{half:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                &sent[..half],
+                sent.len() - half,
+                &sent[half..]
+            )
+        );
+        let again = exchange(
+            &mut client,
+            "POST /again HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd",
+        )
+        .await;
+        assert!(
+            again.ends_with("2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"),
+            "{again}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_http10_client_gets_a_chunked_answer_unchunked_and_then_a_close() {
+        let (upstream, _) = scripted_instance(chunked_echo, usize::MAX).await;
+        let (mut client, _router) = client_of(upstream).await;
+        client
+            .write_all(b"POST / HTTP/1.0\r\nContent-Length: 9\r\n\r\nWikipedia")
+            .await
+            .expect("write");
+        let answer = read_to_close(&mut client).await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+        assert_eq!(body, "Wikipedia");
+        assert_eq!(header(head, "transfer-encoding"), None, "{head}");
+        assert_eq!(header(head, "connection"), Some("close"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order() {
+        let (upstream, _) = scripted_instance(echo, usize::MAX).await;
+        let (mut client, _router) = client_of(upstream).await;
+        client
+            .write_all(
+                b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        for path in ["/first", "/second"] {
+            let answer = tokio::time::timeout(WITHIN, read_message(&mut client))
+                .await
+                .expect("answered in time");
+            let (_, seen) = answer.split_once("\r\n\r\n").expect("a head");
+            assert!(seen.starts_with(&format!("GET {path} HTTP/1.1")), "{seen}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_instance_closed_is_replaced_without_a_failed_request() {
+        // One answer per connection, then a close without notice, as an idle timeout does.
+        let (upstream, accepted) = scripted_instance(echo, 1).await;
+        let (mut client, _router) = client_of(upstream).await;
+        for n in 0..3 {
+            let answer = exchange(&mut client, "GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "request {n}: {answer}");
+            // The instance's close reaches the router before the next request.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_head_answer_has_no_body_whatever_its_length_says() {
+        fn head_answer(_: &str) -> String {
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".into()
+        }
+        let (upstream, _) = scripted_instance(head_answer, usize::MAX).await;
+        let (mut client, _router) = client_of(upstream).await;
+        for _ in 0..2 {
+            client
+                .write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .expect("write");
+            let head = tokio::time::timeout(WITHIN, read_head_only(&mut client))
+                .await
+                .expect("answered in time");
+            assert_eq!(header(&head, "content-length"), Some("5"), "{head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_expecting_100_continue_gets_it_from_the_router() {
+        let (upstream, _) = scripted_instance(echo, usize::MAX).await;
+        let (mut client, _router) = client_of(upstream).await;
+        client
+            .write_all(
+                b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        let interim = tokio::time::timeout(WITHIN, read_head_only(&mut client))
+            .await
+            .expect("100 in time");
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        let answer = exchange(&mut client, "hello").await;
+        let (_, seen) = answer.split_once("\r\n\r\n").expect("a head");
+        assert!(seen.ends_with("\r\n\r\nhello"), "{seen}");
+        assert_eq!(header(seen, "expect"), None, "{seen}");
+    }
+
+    #[tokio::test]
+    async fn refused_requests_get_their_status_and_an_unreachable_instance_502() {
+        let closed = free_address(Ipv4Addr::LOCALHOST).await;
+        let (mut client, _router) = client_of(closed).await;
+        let answer = exchange(&mut client, "GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert_eq!(header(&answer, "x-rearguard-version"), Some("v1"));
+        // Both framings at once (how requests are smuggled): refused and closed.
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = read_to_close(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        let (mut client, _router) = client_of(closed).await;
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Long: {}\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        // The router may answer before it read all of it.
+        let _ = client.write_all(long.as_bytes()).await;
+        let answer = read_to_close(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     }
 }
