@@ -1290,4 +1290,53 @@ mod tests {
         let answer = read_to_close(&mut client).await;
         assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     }
+
+    proptest::proptest! {
+        /// However a chunked body is cut into reads, it is relayed whole (or its data alone,
+        /// unchunked), and what follows it stays for the next message.
+        #[test]
+        fn a_chunked_body_is_relayed_whole_however_it_arrives(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..300), 0..6),
+            extension in proptest::bool::ANY,
+            trailer in proptest::bool::ANY,
+            cuts in proptest::collection::vec(1usize..64, 1..200),
+            dechunk in proptest::bool::ANY,
+        ) {
+            let mut encoded = Vec::new();
+            for chunk in &chunks {
+                encoded.extend_from_slice(format!("{:X}", chunk.len()).as_bytes());
+                if extension {
+                    encoded.extend_from_slice(b";name=value");
+                }
+                encoded.extend_from_slice(b"\r\n");
+                encoded.extend_from_slice(chunk);
+                encoded.extend_from_slice(b"\r\n");
+            }
+            encoded.extend_from_slice(b"0\r\n");
+            if trailer {
+                encoded.extend_from_slice(b"Digest: abc\r\n");
+            }
+            encoded.extend_from_slice(b"\r\n");
+            let next = b"GET /next HTTP/1.1\r\n\r\n";
+            let mut stream: Vec<u8> = encoded.clone();
+            stream.extend_from_slice(next);
+            let (mut state, mut buffer, mut out) = (super::Chunks::Size, bytes::BytesMut::new(), Vec::new());
+            let mut fed = 0;
+            for cut in cuts.iter().cycle() {
+                state.relay(&mut buffer, &mut out, dechunk).expect("a valid body");
+                if state == super::Chunks::Done || fed == stream.len() {
+                    break;
+                }
+                let end = (fed + cut).min(stream.len());
+                buffer.extend_from_slice(&stream[fed..end]);
+                fed = end;
+            }
+            proptest::prop_assert_eq!(state, super::Chunks::Done);
+            let expected = if dechunk { chunks.concat() } else { encoded };
+            proptest::prop_assert_eq!(out, expected);
+            let mut rest = buffer.to_vec();
+            rest.extend_from_slice(&stream[fed..]);
+            proptest::prop_assert_eq!(&rest[..], &next[..]);
+        }
+    }
 }
