@@ -26,8 +26,9 @@ use crate::clock::Stopwatch;
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a message head may carry (as hyper's default).
 const MAX_HEADERS: usize = 100;
-/// Bytes asked of the kernel per read.
-const READ_SIZE: usize = 16 * 1024;
+/// Bytes asked of the kernel per read (as hyper's first buffer: an idle keep-alive
+/// connection holds one per side).
+const READ_SIZE: usize = 8 * 1024;
 /// Instance connections one client connection keeps (a canary split uses two; more are
 /// left from earlier routes).
 const KEPT_UPSTREAMS: usize = 4;
@@ -158,7 +159,7 @@ impl Connection {
         Self {
             client,
             from_client: BytesMut::with_capacity(READ_SIZE),
-            out: Vec::with_capacity(READ_SIZE),
+            out: Vec::new(),
             who: Client::new(peer),
             table,
             upstreams: Vec::new(),
