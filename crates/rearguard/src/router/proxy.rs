@@ -33,6 +33,11 @@ const READ_SIZE: usize = 8 * 1024;
 /// left from earlier routes).
 const KEPT_UPSTREAMS: usize = 4;
 
+/// How long, and for how many reads, a closing connection drops what its client still
+/// sends (see `Connection::close`).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_READS: usize = 64;
+
 /// Headers that belong to one hop only (RFC 9110 section 7.6.1), beside `Upgrade` and
 /// those the `Connection` header names. `Transfer-Encoding` and `Trailer` go on: a body is
 /// relayed in the framing it came in.
@@ -177,25 +182,8 @@ impl Connection {
             Ok(None) | Err(_) => return Next::Close,
         };
         let table = self.table.read().expect("lock").clone();
-        let target = table.as_ref().map(|table| table.pick().clone());
-        self.out.clear();
-        let request = {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut headers);
-            let parsed = match request.parse(&self.from_client[..length]) {
-                Ok(httparse::Status::Complete(_)) => read_request(&request),
-                // A head cut at `MAX_HEAD`.
-                Ok(httparse::Status::Partial) => Err(Refusal::TooLarge),
-                Err(httparse::Error::TooManyHeaders) => Err(Refusal::TooLarge),
-                Err(_) => Err(Refusal::Malformed),
-            };
-            if let (Ok(head), Some(target)) = (&parsed, &target) {
-                write_request_head(&request, head, &self.who, target.address, &mut self.out);
-            }
-            parsed
-        };
-        self.from_client.advance(length);
-        let request = match request {
+        let target = table.map(|table| table.pick().clone());
+        let request = match self.take_request(length, target.as_deref()) {
             Ok(request) => request,
             Err(Refusal::TooLarge) => {
                 return self
@@ -206,15 +194,16 @@ impl Connection {
                 return self.answer("400 Bad Request", "", None, true).await;
             }
         };
-        // A request whose body is left unread ends its connection after the answer.
-        let unread_body = request.framing != Framing::Length(0);
+        // Unanswered by an instance, a request whose body is left unread ends its
+        // connection.
+        let close_unanswered = request.framing != Framing::Length(0) || !request.keep_alive;
         let Some(target) = target else {
             return self
                 .answer(
                     "503 Service Unavailable",
                     "no release is serving yet\n",
                     None,
-                    unread_body || !request.keep_alive,
+                    close_unanswered,
                 )
                 .await;
         };
@@ -223,10 +212,7 @@ impl Connection {
             Ok(upstream) => upstream,
             // The instance could not be reached at all (its process died): the restart
             // policy's business, not evidence against the release.
-            Err(_) => {
-                let close = unread_body || !request.keep_alive;
-                return self.bad_gateway(&target, close).await;
-            }
+            Err(_) => return self.bad_gateway(&target, close_unanswered).await,
         };
         if request.expect_continue
             && !request.http10
@@ -282,10 +268,34 @@ impl Connection {
             self.keep(upstream);
         }
         if answer.close {
-            let _ = self.client.shutdown().await;
-            return Next::Close;
+            return self.close().await;
         }
         Next::Continue
+    }
+
+    /// Parses the request head `from_client` starts with, writes the head `target` gets
+    /// to `out`, and consumes it.
+    fn take_request(
+        &mut self,
+        length: usize,
+        target: Option<&Target>,
+    ) -> Result<RequestHead, Refusal> {
+        self.out.clear();
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let parsed = match request.parse(&self.from_client[..length]) {
+            Ok(httparse::Status::Complete(_)) => read_request(&request),
+            // A head cut at `MAX_HEAD`.
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                Err(Refusal::TooLarge)
+            }
+            Err(_) => Err(Refusal::Malformed),
+        };
+        if let (Ok(head), Some(target)) = (&parsed, target) {
+            write_request_head(&request, head, &self.who, target.address, &mut self.out);
+        }
+        self.from_client.advance(length);
+        parsed
     }
 
     /// This client connection's open connection to `address`, or a new one.
@@ -326,6 +336,10 @@ impl Connection {
                 return None;
             };
             let answer = read_response(&response, request)?;
+            if answer.status == 101 && !answer.switched {
+                // A switch nobody asked for.
+                return None;
+            }
             if (100..200).contains(&answer.status) && !answer.switched {
                 // 100 Continue, 103 Early Hints: on to an HTTP/1.1 client, then the answer.
                 if !request.http10 {
@@ -384,10 +398,26 @@ impl Connection {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(text.as_bytes());
         if self.client.write_all(out).await.is_err() || close {
-            let _ = self.client.shutdown().await;
-            return Next::Close;
+            return self.close().await;
         }
         Next::Continue
+    }
+
+    /// Ends the client connection after an answer. What the client sent and the router did
+    /// not read (a refused request's rest) is read and dropped for a while first: closing
+    /// on unread bytes sends a reset, which can cost the client the answer itself.
+    async fn close(&mut self) -> Next {
+        let _ = self.client.shutdown().await;
+        let drain = async {
+            let mut scratch = [0u8; 4096];
+            for _ in 0..LINGER_READS {
+                if matches!(self.client.read(&mut scratch).await, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+        Next::Close
     }
 }
 
