@@ -1011,9 +1011,14 @@ mod tests {
 
     async fn exchange(client: &mut TcpStream, request: &str) -> String {
         client.write_all(request.as_bytes()).await.expect("write");
-        tokio::time::timeout(WITHIN, read_message(client))
+        within(read_message(client)).await
+    }
+
+    /// `future`'s output, failing the test if it takes longer than `WITHIN`.
+    async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(WITHIN, future)
             .await
-            .expect("answered in time")
+            .expect("done in time")
     }
 
     /// What a closed connection gives: the rest of its bytes.
@@ -1073,9 +1078,7 @@ mod tests {
             )
             .await
             .expect("write");
-        let answer = tokio::time::timeout(WITHIN, read_message(&mut client))
-            .await
-            .expect("answered in time");
+        let answer = within(read_message(&mut client)).await;
         let (head, seen) = answer.split_once("\r\n\r\n").expect("a head and a body");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(seen.starts_with("GET /path?q=1 HTTP/1.1"), "{seen}");
@@ -1163,9 +1166,7 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .expect("write");
-        let answer = tokio::time::timeout(WITHIN, read_message(&mut client))
-            .await
-            .expect("answered in time");
+        let answer = within(read_message(&mut client)).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let elsewhere = SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port()));
         assert!(
@@ -1236,9 +1237,7 @@ mod tests {
             .await
             .expect("write");
         for path in ["/first", "/second"] {
-            let answer = tokio::time::timeout(WITHIN, read_message(&mut client))
-                .await
-                .expect("answered in time");
+            let answer = within(read_message(&mut client)).await;
             let (_, seen) = answer.split_once("\r\n\r\n").expect("a head");
             assert!(seen.starts_with(&format!("GET {path} HTTP/1.1")), "{seen}");
         }
@@ -1270,9 +1269,7 @@ mod tests {
                 .write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
                 .await
                 .expect("write");
-            let head = tokio::time::timeout(WITHIN, read_head_only(&mut client))
-                .await
-                .expect("answered in time");
+            let head = within(read_head_only(&mut client)).await;
             assert_eq!(header(&head, "content-length"), Some("5"), "{head}");
         }
     }
@@ -1287,9 +1284,7 @@ mod tests {
             )
             .await
             .expect("write");
-        let interim = tokio::time::timeout(WITHIN, read_head_only(&mut client))
-            .await
-            .expect("100 in time");
+        let interim = within(read_head_only(&mut client)).await;
         assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
         let answer = exchange(&mut client, "hello").await;
         let (_, seen) = answer.split_once("\r\n\r\n").expect("a head");
