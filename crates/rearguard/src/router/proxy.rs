@@ -33,6 +33,10 @@ const READ_SIZE: usize = 8 * 1024;
 /// left from earlier routes).
 const KEPT_UPSTREAMS: usize = 4;
 
+/// A client connection whose next request head has not come whole within this is closed
+/// (as nginx's `keepalive_timeout`): idle and trickling clients do not hold sockets forever.
+const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How long, and for how many reads, a closing connection drops what its client still
 /// sends (see `Connection::close`).
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -177,9 +181,11 @@ impl Connection {
 
     /// Reads one request, forwards it, relays its answer.
     async fn exchange(&mut self) -> Next {
-        let length = match read_head(&mut self.client, &mut self.from_client).await {
-            Ok(Some(length)) => length,
-            Ok(None) | Err(_) => return Next::Close,
+        let next = read_head(&mut self.client, &mut self.from_client);
+        let length = match tokio::time::timeout(CLIENT_IDLE, next).await {
+            Ok(Ok(Some(length))) => length,
+            // Closed, broken, or idle too long.
+            _ => return Next::Close,
         };
         let table = self.table.read().expect("lock").clone();
         let target = table.map(|table| table.pick().clone());
@@ -1364,5 +1370,20 @@ mod tests {
             rest.extend_from_slice(&stream[fed..]);
             proptest::prop_assert_eq!(&rest[..], &next[..]);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_connection_idle_past_its_limit_is_closed() {
+        let (upstream, _) = scripted_instance(echo, usize::MAX).await;
+        let (mut client, _router) = client_of(upstream).await;
+        let answer = exchange(&mut client, "GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Half a head, then nothing: the clock (paused, moving on when all is idle) passes
+        // the limit and the router closes.
+        client.write_all(b"GET / HT").await.expect("write");
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(super::CLIENT_IDLE * 2, client.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "{closed:?} {rest:?}");
     }
 }
