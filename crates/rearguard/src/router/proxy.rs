@@ -645,11 +645,12 @@ fn framing(headers: &[httparse::Header<'_>], without: Framing) -> Option<Framing
     let mut chunked = None;
     for header in headers {
         if header.name.eq_ignore_ascii_case("content-length") {
-            let value: u64 = std::str::from_utf8(header.value)
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
+            // Digits only: Rust's parse takes a `+`, which an instance may read otherwise.
+            let digits = header.value.trim_ascii();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let value: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
             if length.is_some_and(|l| l != value) {
                 return None;
             }
@@ -1308,6 +1309,14 @@ mod tests {
         // Both framings at once (how requests are smuggled): refused and closed.
         client
             .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = read_to_close(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        // A length other than digits (`+3` parses as 3 in Rust, not in every instance).
+        let (mut client, _router) = client_of(closed).await;
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc")
             .await
             .expect("write");
         let answer = read_to_close(&mut client).await;
