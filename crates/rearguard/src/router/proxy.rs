@@ -638,9 +638,14 @@ fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool 
 }
 
 /// How a message's body is framed, or `None` when its framing headers contradict each
-/// other (RFC 9112 section 6.3). Without either header, a request has no body and a
-/// response runs until close.
-fn framing(headers: &[httparse::Header<'_>], without: Framing) -> Option<Framing> {
+/// other (RFC 9112 section 6.3), or carry both a length and a transfer coding where
+/// `refuse_both` (a response's coding overrides its length). Without either header, a
+/// request has no body and a response runs until close.
+fn framing(
+    headers: &[httparse::Header<'_>],
+    without: Framing,
+    refuse_both: bool,
+) -> Option<Framing> {
     let mut length = None;
     let mut chunked = None;
     for header in headers {
@@ -660,6 +665,9 @@ fn framing(headers: &[httparse::Header<'_>], without: Framing) -> Option<Framing
             chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
         }
     }
+    if refuse_both && chunked.is_some() && length.is_some() {
+        return None;
+    }
     Some(match (chunked, length) {
         (Some(true), _) => Framing::Chunked,
         (Some(false), _) => Framing::UntilClose,
@@ -670,17 +678,10 @@ fn framing(headers: &[httparse::Header<'_>], without: Framing) -> Option<Framing
 
 fn read_request(request: &httparse::Request<'_, '_>) -> Result<RequestHead, Refusal> {
     let headers = &*request.headers;
-    let transfer_encoded = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-    let content_length = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("content-length"));
     // Both framings in one request is how requests are smuggled past a proxy: refused, as
     // is a transfer coding that does not end in chunked.
-    let framing = match framing(headers, Framing::Length(0)) {
+    let framing = match framing(headers, Framing::Length(0), true) {
         Some(Framing::UntilClose) | None => return Err(Refusal::Malformed),
-        Some(_) if transfer_encoded && content_length => return Err(Refusal::Malformed),
         Some(framing) => framing,
     };
     let http10 = request.version == Some(0);
@@ -707,7 +708,7 @@ fn read_response(
     let framing = if request.head_only || status < 200 || status == 204 || status == 304 {
         Framing::Length(0)
     } else {
-        framing(headers, Framing::UntilClose)?
+        framing(headers, Framing::UntilClose, false)?
     };
     Some(AnswerHead {
         status,
@@ -1017,8 +1018,12 @@ mod tests {
     }
 
     async fn exchange(client: &mut TcpStream, request: &str) -> String {
-        client.write_all(request.as_bytes()).await.expect("write");
+        send(client, request.as_bytes()).await;
         within(read_message(client)).await
+    }
+
+    async fn send(client: &mut TcpStream, bytes: &[u8]) {
+        client.write_all(bytes).await.expect("write");
     }
 
     /// `future`'s output, failing the test if it takes longer than `WITHIN`.
@@ -1169,10 +1174,7 @@ mod tests {
         let listen = free_address(Ipv4Addr::new(127, 0, 0, 2)).await;
         let _router = router_to(listen, upstream).await;
         let mut client = TcpStream::connect(listen).await.expect("connect");
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .expect("write");
+        send(&mut client, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
         let answer = within(read_message(&mut client)).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let elsewhere = SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port()));
@@ -1222,10 +1224,11 @@ mod tests {
     async fn an_http10_client_gets_a_chunked_answer_unchunked_and_then_a_close() {
         let (upstream, _) = scripted_instance(chunked_echo, usize::MAX).await;
         let (mut client, _router) = client_of(upstream).await;
-        client
-            .write_all(b"POST / HTTP/1.0\r\nContent-Length: 9\r\n\r\nWikipedia")
-            .await
-            .expect("write");
+        send(
+            &mut client,
+            b"POST / HTTP/1.0\r\nContent-Length: 9\r\n\r\nWikipedia",
+        )
+        .await;
         let answer = read_to_close(&mut client).await;
         let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
         assert_eq!(body, "Wikipedia");
@@ -1237,12 +1240,11 @@ mod tests {
     async fn pipelined_requests_are_answered_in_order() {
         let (upstream, _) = scripted_instance(echo, usize::MAX).await;
         let (mut client, _router) = client_of(upstream).await;
-        client
-            .write_all(
-                b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n",
-            )
-            .await
-            .expect("write");
+        send(
+            &mut client,
+            b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
         for path in ["/first", "/second"] {
             let answer = within(read_message(&mut client)).await;
             let (_, seen) = answer.split_once("\r\n\r\n").expect("a head");
@@ -1272,10 +1274,7 @@ mod tests {
         let (upstream, _) = scripted_instance(head_answer, usize::MAX).await;
         let (mut client, _router) = client_of(upstream).await;
         for _ in 0..2 {
-            client
-                .write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
-                .await
-                .expect("write");
+            send(&mut client, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").await;
             let head = within(read_head_only(&mut client)).await;
             assert_eq!(header(&head, "content-length"), Some("5"), "{head}");
         }
@@ -1285,12 +1284,11 @@ mod tests {
     async fn a_client_expecting_100_continue_gets_it_from_the_router() {
         let (upstream, _) = scripted_instance(echo, usize::MAX).await;
         let (mut client, _router) = client_of(upstream).await;
-        client
-            .write_all(
-                b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
-            )
-            .await
-            .expect("write");
+        send(
+            &mut client,
+            b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+        .await;
         let interim = within(read_head_only(&mut client)).await;
         assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
         let answer = exchange(&mut client, "hello").await;
@@ -1307,18 +1305,16 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
         assert_eq!(header(&answer, "x-rearguard-version"), Some("v1"));
         // Both framings at once (how requests are smuggled): refused and closed.
-        client
-            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-            .await
-            .expect("write");
+        send(&mut client, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
         let answer = read_to_close(&mut client).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         // A length other than digits (`+3` parses as 3 in Rust, not in every instance).
         let (mut client, _router) = client_of(closed).await;
-        client
-            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc")
-            .await
-            .expect("write");
+        send(
+            &mut client,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+        )
+        .await;
         let answer = read_to_close(&mut client).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         let (mut client, _router) = client_of(closed).await;
@@ -1389,7 +1385,7 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         // Half a head, then nothing: the clock (paused, moving on when all is idle) passes
         // the limit and the router closes.
-        client.write_all(b"GET / HT").await.expect("write");
+        send(&mut client, b"GET / HT").await;
         let mut rest = Vec::new();
         let closed =
             tokio::time::timeout(super::CLIENT_IDLE * 2, client.read_to_end(&mut rest)).await;
