@@ -117,10 +117,41 @@ impl LatencyHistogram {
         counts
     }
 
+    /// The sum and variance over requests of a bucket's log-latency (its bounds' geometric
+    /// middle; half the first bound below it, twice the last above it): a block's mean of
+    /// it moves with the whole distribution's scale, as the shift test does.
+    pub fn log_latency_moments(&self) -> (f64, f64) {
+        let counts = self.per_bucket();
+        let n = self.total() as f64;
+        let sum: f64 = (0..BUCKETS)
+            .map(|i| counts[i] as f64 * bucket_log_ms(i))
+            .sum();
+        if n == 0.0 {
+            return (0.0, 0.0);
+        }
+        let mean = sum / n;
+        let squares: f64 = (0..BUCKETS)
+            .map(|i| counts[i] as f64 * (bucket_log_ms(i) - mean).powi(2))
+            .sum();
+        (sum, squares / n)
+    }
+
     /// Requests slower than `latency_ms` (fractional, see [`Self::count_at_or_below`]).
     pub fn count_above(&self, latency_ms: f64) -> f64 {
         (self.total() as f64 - self.count_at_or_below(latency_ms)).max(0.0)
     }
+}
+
+/// A representative log-latency (ln ms) of bucket `i`, see
+/// [`LatencyHistogram::log_latency_moments`].
+fn bucket_log_ms(i: usize) -> f64 {
+    let last = BUCKET_BOUNDS_MS.len() - 1;
+    let (low, high) = match i {
+        0 => (BUCKET_BOUNDS_MS[0] / 2.0, BUCKET_BOUNDS_MS[0]),
+        _ if i > last => (BUCKET_BOUNDS_MS[last], 2.0 * BUCKET_BOUNDS_MS[last]),
+        _ => (BUCKET_BOUNDS_MS[i - 1], BUCKET_BOUNDS_MS[i]),
+    };
+    0.5 * (low.ln() + high.ln())
 }
 
 /// A histogram's distribution prepared for many lookups inside its buckets: the share

@@ -92,8 +92,12 @@ const STEADY_SECONDS: i64 = 40;
 /// A canary's latency reference spans at least this many seconds.
 const LATENCY_REFERENCE_SECONDS: i64 = 20;
 
-/// A canary's latency reference widens until it holds this many baseline requests.
-const LATENCY_REFERENCE_REQUESTS: u64 = 300;
+/// A canary's latency reference widens until it holds this many baseline requests: the
+/// shape tests count the reference's sampling error against the evidence (a run's
+/// reference is this window plus the baseline's requests during the run), so a thin
+/// window makes them slow (300 requests missed a x1.4 tail in an even canary at 3 req/s
+/// that 1000 catch), and the environment's swings average out of a wide one.
+const LATENCY_REFERENCE_REQUESTS: u64 = 1000;
 
 /// The replaced release as it was just before the deploy.
 struct History {
@@ -205,7 +209,7 @@ impl Judge {
         let deploy_at = self.setup.deploy_at;
         let history = self.sums.between(i64::MIN, deploy_at - 1).baseline;
         let error_blocks = self.sums.baseline_blocks(deploy_at, |c| c.errors as f64);
-        let steady = stats::steady_blocks(&error_blocks, block_dispersion(&error_blocks));
+        let steady = series::steady_rate(&error_blocks);
         let error_chart = Chart::errors(self.reference_z(), steady.dispersion);
         let dispersion_above = |ms: Option<f64>| {
             ms.map_or(1.0, |ms| {
@@ -218,15 +222,29 @@ impl Judge {
         };
         let threshold = rules::regression::latency_threshold(&self.policy, &history);
         let dispersion = dispersion_above(threshold);
-        // The tail test listens to the far tail, which the environment moves the most.
+        // The shape tests weigh every request's latency, which the environment moves as a
+        // whole (a swing that barely moves a threshold's count moves a block's mean
+        // log-latency by several times its noise); the tail test also listens to the far
+        // tail, which the environment moves the most.
+        let log_latency = self
+            .sums
+            .baseline_blocks(deploy_at, |c| c.latency.log_latency_moments().0);
+        let shape_dispersion =
+            series::mean_dispersion(&log_latency, history.latency.log_latency_moments().1)
+                .max(dispersion);
         let tail_dispersion = dispersion_above(history.latency.quantile_ms(0.99));
         let fixed = threshold.filter(|_| self.setup.mode == Mode::BlueGreen);
         let z = self.reference_z();
         self.charts = Some([
             error_chart,
             Chart::latency(LatencyTest::SlowShare, z, dispersion, fixed),
-            Chart::latency(LatencyTest::Shift, z, dispersion, fixed),
-            Chart::latency(LatencyTest::Tail, z, tail_dispersion.max(dispersion), fixed),
+            Chart::latency(LatencyTest::Shift, z, shape_dispersion, fixed),
+            Chart::latency(
+                LatencyTest::Tail,
+                z,
+                tail_dispersion.max(shape_dispersion),
+                fixed,
+            ),
         ]);
         let seconds = error_blocks.len() as f64 * series::DISPERSION_BLOCK_SECONDS as f64;
         let steady_errors = Counts {

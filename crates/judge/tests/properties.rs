@@ -335,6 +335,62 @@ fn a_slow_path_is_caught_and_a_tolerable_slowdown_is_kept() {
 }
 
 #[test]
+fn a_tolerable_slowdown_inside_a_coarse_bucket_is_kept() {
+    // 5 % slower (tolerated: 8 %) at 300 req/s, the p95 (about 29 ms) and its tolerated
+    // threshold inside the (25, 50] ms bucket. The slow share's count above the threshold
+    // is read by interpolation across the bucket, which a shift moves more than the true
+    // share: held against the baseline's own share, it is sure of x1.05, so a rollback on
+    // it also needs the recent p95 materially slower (without that, rolled back twice).
+    for mode in [Mode::BlueGreen, Mode::Canary] {
+        let traffic = Traffic {
+            rps: 300.0,
+            median_ms: 15.0,
+            spread: 0.4,
+            ..Traffic::steady(mode)
+        };
+        let rolled_back =
+            rollbacks_over_seeds(&traffic, 4, 0x2545_F491_4F6C_DD1D, |_| (0.0, 15.0 * 1.05));
+        assert_eq!(rolled_back, Vec::<i64>::new(), "{mode:?}");
+    }
+}
+
+#[test]
+fn a_tolerable_slowdown_in_an_environment_that_moves_latency_is_kept() {
+    // 5 % slower at 30 req/s in blue-green, the environment moving every latency by about
+    // 10 % from one 10 s block to the next. The shift test weighs every request, and such
+    // a swing is several times its sampling noise over a block: its evidence is scaled
+    // down by the dispersion of the history's mean log-latency, not of its slow count.
+    let traffic = Traffic {
+        rps: 30.0,
+        median_ms: 15.0,
+        spread: 1.0,
+        environment: 0.1,
+        ..Traffic::steady(Mode::BlueGreen)
+    };
+    let rolled_back =
+        rollbacks_over_seeds(&traffic, 100, 0x2545_F491_4F6C_DD1D, |_| (0.0, 15.0 * 1.05));
+    assert_eq!(rolled_back, Vec::<i64>::new());
+}
+
+#[test]
+fn a_tolerable_slowdown_against_a_moving_canary_reference_is_kept() {
+    // 5 % slower in an even canary at 30 req/s (15 a side), latencies spread widely. The
+    // shape tests hold each second against the baseline's last 1000 requests or so, whose
+    // sampling error a long run shares at every step, so a run's evidence is that of two
+    // samples, not one: taken as one, 1 of these 200 good releases was rolled back (2 with
+    // a 300-request reference).
+    let traffic = Traffic {
+        rps: 30.0,
+        median_ms: 40.0,
+        spread: 1.0,
+        ..Traffic::steady(Mode::Canary)
+    };
+    let rolled_back =
+        rollbacks_over_seeds(&traffic, 200, 0x9E37_79B9_7F4A_7C15, |_| (0.0, 40.0 * 1.05));
+    assert_eq!(rolled_back, Vec::<i64>::new());
+}
+
+#[test]
 fn a_handful_of_errors_at_very_low_traffic_is_no_rollback() {
     // One request a minute, and two of the first three fail.
     let mut steps: Vec<Step> = (0..300)
@@ -511,10 +567,11 @@ fn a_regression_at_two_requests_a_second_is_caught() {
 }
 
 #[test]
-fn a_latency_ramp_is_not_rolled_back_before_it_is_material() {
-    // p95 twice as slow after 10 minutes, linearly: x1.25 (material) at t=450. At 200
-    // req/s the test against x1.08 is sure of "worse than tolerated" well before then, at
-    // about x1.2, so the rollback also waits for the recent p95 to be materially worse.
+fn a_latency_ramp_is_rolled_back_once_surely_worse_than_tolerated_and_not_before() {
+    // p95 twice as slow after 10 minutes, linearly: x1.08 (tolerated) at t=348, x1.25
+    // (material) at t=450. In between a release is neither good nor bad, so the rollback
+    // may come there, as the error rate's would (the scenarios score it caught on time),
+    // but never before x1.08, and at 200 req/s not long after x1.25.
     let traffic = Traffic {
         rps: 200.0,
         median_ms: 15.0,
@@ -526,7 +583,7 @@ fn a_latency_ramp_is_not_rolled_back_before_it_is_material() {
         let ratio = |t: i64| 1.0 + (t - 300).max(0) as f64 / 600.0;
         let at = first_rollback_over_time(rng, &traffic, |t| (0.0, 15.0 * ratio(t)))
             .expect("a doubled p95 is caught");
-        assert!((450..600).contains(&at), "seed {seed}: at {at}");
+        assert!((348..480).contains(&at), "seed {seed}: at {at}");
     }
 }
 

@@ -15,12 +15,15 @@
 //!   few) keeps its full weight;
 //! - warm-up: evidence may build during the warm-up, but a rollback also needs evidence
 //!   from after it;
-//! - materiality: a latency rollback also needs the recent p95 to be materially worse,
-//!   so a slowdown that grows is not rolled back while it is still tolerable;
+//! - materiality: a rollback on the slow share, whose null is the reference's own share
+//!   (see [`Chart::materially_slower`]), also needs the recent p95 to be materially worse;
 //! - the environment: when the baseline's rate moves from block to block more than chance
-//!   allows (dispersion, measured robustly so the history's own episodes do not count),
-//!   the evidence is scaled down by that factor (quasi-likelihood), taken at the
-//!   candidate's traffic: a shared factor's excess grows with a block's requests;
+//!   allows (dispersion, measured outside the history's own episodes, on what each test
+//!   weighs: the shape tests' on a block's mean log-latency), the evidence is scaled down
+//!   by that factor (quasi-likelihood), taken at the candidate's traffic: a shared
+//!   factor's excess grows with a block's requests;
+//! - the reference's own sampling error: the shape tests hold the candidate against the
+//!   reference's shape, so a run's evidence is that of two samples (see [`Chart::observe`]);
 //! - low traffic: a run needs `MIN_EVENTS` events, a thin baseline widens its bound, and
 //!   the shape tests need `MIN_SHAPE_REQUESTS` of reference.
 
@@ -118,6 +121,8 @@ struct Run {
     start: Option<i64>,
     events: f64,
     trials: f64,
+    /// The baseline's requests during the run (a canary's reference moves on with them).
+    baseline_trials: f64,
     /// Evidence of this run from steps after the warm-up (not limited by the transient
     /// budget: it only has to show the regression outlived the warm-up).
     after_warmup: f64,
@@ -169,7 +174,9 @@ enum Kind {
 /// The latency tests, each against the baseline's distribution within the tolerated ratio.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum LatencyTest {
-    /// Share of requests slower than the baseline's p95 times the tolerated ratio.
+    /// Share of requests slower than the baseline's p95 times the tolerated ratio, against
+    /// the baseline's own share there (at its upper bound, and at least 5 %); a rollback
+    /// also needs a materially slower recent p95 (see [`Chart::materially_slower`]).
     SlowShare,
     /// The whole distribution against the baseline's scaled by the tolerated ratio
     /// (multinomial over buckets): uses every request, not just the slow ones.
@@ -366,22 +373,25 @@ impl Chart {
         let budget = TRANSIENT_SHARE * policy.evidence_nats;
         let transient = policy.transient.whole_seconds();
         let past_warmup = after_warmup(policy, setup, step.t);
-        // A shape test against blue-green's fixed history takes the history's shape as
-        // exact, and its sampling error does not average out: it is the same bias at every
-        // step. The variance of a two-sample comparison is the candidate's times (1 +
-        // candidate requests / reference requests), so a run's evidence is its sum divided
-        // by that factor: a run as long as a 90-request history counts half (runs over 13
-        // minutes at 0.3 req/s rolled good releases back). A canary's reference moves with
-        // time, and the error rate and slow share already hold the candidate against the
-        // history's upper bound.
-        let fixed_shape = self.fixed_latency_threshold.is_some()
-            && matches!(
-                self.kind,
-                Kind::Latency(LatencyTest::Shift | LatencyTest::Tail)
-            );
-        let discount = |trials: f64| {
-            if fixed_shape {
-                1.0 + trials / reference.requests.max(1.0)
+        // A shape test takes the reference's shape as exact, but its sampling error does not
+        // average out over a run: against blue-green's fixed history it is the same bias at
+        // every step, and a canary's reference window (1000 requests or more) moves on only
+        // as fast as the run does. The variance of a two-sample comparison is the
+        // candidate's times (1 + candidate requests / reference requests), so a run's
+        // evidence is its sum divided by that factor, the reference counting what the run
+        // was held against: the window before it and the baseline's requests during it (none
+        // in blue-green). A run as long as a 90-request history counts half (runs over 13
+        // minutes at 0.3 req/s rolled good releases back); an even canary's long run, half.
+        // The error rate and slow share already hold the candidate against the reference's
+        // upper bound.
+        let shape_test = matches!(
+            self.kind,
+            Kind::Latency(LatencyTest::Shift | LatencyTest::Tail)
+        );
+        let baseline_trials = step.baseline.requests as f64;
+        let discount = |trials: f64, baseline_trials: f64| {
+            if shape_test {
+                1.0 + trials / (reference.requests + baseline_trials).max(1.0)
             } else {
                 1.0
             }
@@ -389,8 +399,9 @@ impl Chart {
         for (run, llr) in self.runs.iter_mut().zip(llrs) {
             let llr = llr / self.candidate_dispersion;
             let undiscounted = run.undiscounted + llr;
-            let llr = undiscounted / discount(run.trials + trials)
-                - run.undiscounted / discount(run.trials);
+            let llr = undiscounted
+                / discount(run.trials + trials, run.baseline_trials + baseline_trials)
+                - run.undiscounted / discount(run.trials, run.baseline_trials);
             run.statistic += run
                 .window
                 .allowed(step.t, transient, run.statistic, budget, llr);
@@ -399,6 +410,7 @@ impl Chart {
                 run.start = None;
                 run.events = 0.0;
                 run.trials = 0.0;
+                run.baseline_trials = 0.0;
                 run.after_warmup = 0.0;
                 run.undiscounted = 0.0;
             } else {
@@ -409,6 +421,7 @@ impl Chart {
                 run.start.get_or_insert(step.t);
                 run.events += events;
                 run.trials += trials;
+                run.baseline_trials += baseline_trials;
             }
             run.window.record(step.t, run.statistic);
         }
@@ -450,7 +463,9 @@ impl Chart {
                     && r.events >= MIN_EVENTS
             })
             .max_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
-        if !self.materially_slower(policy, setup, sums, now) {
+        if self.kind == Kind::Latency(LatencyTest::SlowShare)
+            && !self.materially_slower(policy, setup, sums, now)
+        {
             return None;
         }
         let start = run.start.unwrap_or(now);
@@ -458,12 +473,15 @@ impl Chart {
         Some(self.describe(policy, run, start, now, &window))
     }
 
-    /// Whether a latency chart's regression is material now: the candidate's p95 over the
+    /// Whether the slow share's regression is material now: the candidate's p95 over the
     /// last `MATERIAL_SECONDS` after the warm-up, at its lower bound, is at least the
-    /// policy's bad ratio times the baseline's. The CUSUMs prove "slower than tolerated" (x1.08); at high traffic
-    /// they are sure of it while a slowdown that grows is still at x1.2, before it is a
-    /// fault. Unknown p95s (too few requests) leave the decision to the CUSUMs; the error
-    /// rate is not asked.
+    /// policy's bad ratio times the baseline's. The slow share's null is the reference's
+    /// own share above the threshold, not the tolerated ratio's (a count inside a coarse
+    /// bucket is read by interpolation, which moves with a shift more than the true share
+    /// does: x1.05 read as x1.15 when the p95 sat in the (25, 50] ms bucket), so its
+    /// CUSUMs prove "slower than the baseline", and this check makes it "materially
+    /// slower". The shape tests model the tolerated ratio through the buckets and need no
+    /// such check. Unknown p95s (too few requests) leave the decision to the CUSUMs.
     fn materially_slower(&self, policy: &Policy, setup: &Setup, sums: &Sums, now: i64) -> bool {
         let Some(baseline_p95) = self.last_reference.baseline_p95_ms(policy) else {
             return true;
