@@ -223,14 +223,16 @@ impl Judge {
         let threshold = rules::regression::latency_threshold(&self.policy, &history);
         let dispersion = dispersion_above(threshold);
         // The shape tests weigh every request's latency, which the environment moves as a
-        // whole (a swing that barely moves a threshold's count moves a block's mean
-        // log-latency by several times its noise); the tail test also listens to the far
+        // whole: a 10 % swing from block to block that barely moves a threshold's count is
+        // 6 times the noise of a block's mean log-latency at 30 req/s (and, taken as
+        // evidence, rolled good releases back). The tail test also listens to the far
         // tail, which the environment moves the most.
         let log_latency = self
             .sums
             .baseline_blocks(deploy_at, |c| c.latency.log_latency_moments().0);
         let shape_dispersion =
-            series::mean_dispersion(&log_latency, history.latency.log_latency_moments().1)
+            stats::mean_dispersion(&log_latency, history.latency.log_latency_moments().1)
+                .clamp(1.0, 100.0)
                 .max(dispersion);
         let tail_dispersion = dispersion_above(history.latency.quantile_ms(0.99));
         let fixed = threshold.filter(|_| self.setup.mode == Mode::BlueGreen);

@@ -117,26 +117,6 @@ pub fn block_dispersion(blocks: &[(f64, f64)]) -> f64 {
     steady_rate(blocks).dispersion
 }
 
-/// How much the environment moves a block's mean from block to block beyond sampling
-/// noise: per-block (sum, requests) of a score whose variance over single requests is
-/// `variance`; the blocks' mean chi-square contribution (at least 1, at most 100). The
-/// shift test weighs every request's latency, so a 10 % swing of the whole distribution
-/// from block to block, which barely moves the count above a threshold, is 6 times its
-/// noise at 30 req/s (and taken as evidence, rolled good releases back).
-pub fn mean_dispersion(blocks: &[(f64, f64)], variance: f64) -> f64 {
-    let used: Vec<_> = blocks.iter().filter(|(_, n)| *n > 0.0).collect();
-    let requests: f64 = used.iter().map(|(_, n)| n).sum();
-    if used.len() < 3 || variance <= 0.0 {
-        return 1.0;
-    }
-    let mean = used.iter().map(|(sum, _)| sum).sum::<f64>() / requests;
-    let chi_square: f64 = used
-        .iter()
-        .map(|(sum, n)| n * (sum / n - mean).powi(2) / variance)
-        .sum();
-    (chi_square / (used.len() - 1) as f64).clamp(1.0, 100.0)
-}
-
 /// The blocks' steady rate and dispersion, outside their transient episodes.
 pub fn steady_rate(blocks: &[(f64, f64)]) -> Steady {
     steady_blocks(blocks, dispersion(blocks, 5.0).clamp(1.0, 20.0))

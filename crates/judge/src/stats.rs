@@ -104,19 +104,22 @@ fn dispersion_around(blocks: &[&(f64, f64)], p: f64) -> f64 {
     median(contributions) / CHI2_1_MEDIAN
 }
 
-/// The mean chi-square contribution of the blocks around the rate `p` (estimated from
-/// them), over that of chance: unbiased however few events a block holds, where the
-/// median's (robust to episodes, which the steady blocks no longer hold) reads a count's
-/// discreteness as dispersion: at 3 req/s and 2 to 3 % errors, under a failed request a
-/// 10 s block, it read 1.3 to 2.3 where there was none, and divided the evidence by that.
-fn pearson_dispersion(blocks: &[&(f64, f64)], p: f64) -> f64 {
+/// How much more than chance per-block means vary: blocks of (sum, requests) of a score
+/// whose variance over single requests is `variance` (for a rate, p (1 - p)); the blocks'
+/// mean chi-square contribution around their pooled mean. Unbiased however few events a
+/// block holds, where the median's (robust to episodes, so used to find them) reads a
+/// count's discreteness as dispersion: at 3 req/s and 2 to 3 % errors, under a failed
+/// request a 10 s block, it read 1.3 to 2.3 where there was none.
+pub fn mean_dispersion(blocks: &[(f64, f64)], variance: f64) -> f64 {
     let used: Vec<_> = blocks.iter().filter(|(_, n)| *n > 0.0).collect();
-    if used.len() < 3 || p <= 0.0 || p >= 1.0 {
+    if used.len() < 3 || variance <= 0.0 {
         return 1.0;
     }
+    let requests: f64 = used.iter().map(|(_, n)| n).sum();
+    let mean = used.iter().map(|(sum, _)| sum).sum::<f64>() / requests;
     let chi_square: f64 = used
         .iter()
-        .map(|(e, n)| (e - n * p).powi(2) / (n * p * (1.0 - p)))
+        .map(|(sum, n)| n * (sum / n - mean).powi(2) / variance)
         .sum();
     chi_square / (used.len() - 1) as f64
 }
@@ -188,13 +191,13 @@ pub fn steady_blocks(blocks: &[(f64, f64)], dispersion: f64) -> Steady {
             break;
         }
     }
-    // The episodes left out, the blocks' mean contribution measures the environment
-    // (see [`pearson_dispersion`]); the median's served to find the episodes.
+    // The episodes left out, the blocks' mean contribution measures the environment.
     let rate = sums.0 / sums.1.max(1.0);
+    let kept: Vec<(f64, f64)> = within(rate, d).into_iter().copied().collect();
     Steady {
         events: sums.0,
         trials: sums.1,
-        dispersion: pearson_dispersion(&within(rate, d), rate).clamp(1.0, 20.0),
+        dispersion: mean_dispersion(&kept, rate * (1.0 - rate)).clamp(1.0, 20.0),
     }
 }
 
