@@ -117,23 +117,28 @@ impl LatencyHistogram {
         counts
     }
 
-    /// The sum and variance over requests of a bucket's log-latency (its bounds' geometric
-    /// middle; half the first bound below it, twice the last above it): a block's mean of
-    /// it moves with the whole distribution's scale, as the shift test does.
-    pub fn log_latency_moments(&self) -> (f64, f64) {
+    /// The sum over requests of a bucket's log-latency (its bounds' geometric middle; half
+    /// the first bound below it, twice the last above it): a block's mean of it moves with
+    /// the whole distribution's scale, as the shift test does.
+    pub fn log_latency_sum(&self) -> f64 {
         let counts = self.per_bucket();
-        let n = self.total() as f64;
-        let sum: f64 = (0..BUCKETS)
+        (0..BUCKETS)
             .map(|i| counts[i] as f64 * bucket_log_ms(i))
-            .sum();
+            .sum()
+    }
+
+    /// The variance over requests of the log-latency of [`Self::log_latency_sum`].
+    pub fn log_latency_variance(&self) -> f64 {
+        let n = self.total() as f64;
         if n == 0.0 {
-            return (0.0, 0.0);
+            return 0.0;
         }
-        let mean = sum / n;
+        let counts = self.per_bucket();
+        let mean = self.log_latency_sum() / n;
         let squares: f64 = (0..BUCKETS)
             .map(|i| counts[i] as f64 * (bucket_log_ms(i) - mean).powi(2))
             .sum();
-        (sum, squares / n)
+        squares / n
     }
 
     /// Requests slower than `latency_ms` (fractional, see [`Self::count_at_or_below`]).
@@ -143,7 +148,7 @@ impl LatencyHistogram {
 }
 
 /// A representative log-latency (ln ms) of bucket `i`, see
-/// [`LatencyHistogram::log_latency_moments`].
+/// [`LatencyHistogram::log_latency_sum`].
 fn bucket_log_ms(i: usize) -> f64 {
     let last = BUCKET_BOUNDS_MS.len() - 1;
     let (low, high) = match i {

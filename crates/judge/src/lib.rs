@@ -229,9 +229,9 @@ impl Judge {
         // tail, which the environment moves the most.
         let log_latency = self
             .sums
-            .baseline_blocks(deploy_at, |c| c.latency.log_latency_moments().0);
+            .baseline_blocks(deploy_at, |c| c.latency.log_latency_sum());
         let shape_dispersion =
-            stats::mean_dispersion(&log_latency, history.latency.log_latency_moments().1)
+            stats::mean_dispersion(&log_latency, history.latency.log_latency_variance())
                 .clamp(1.0, 100.0)
                 .max(dispersion);
         let tail_dispersion = dispersion_above(history.latency.quantile_ms(0.99));

@@ -757,8 +757,9 @@ fn a_slow_path_on_a_thin_canary_is_caught_though_the_environment_moves_latency()
 fn a_latency_warm_up_that_fades_by_its_end_is_no_rollback() {
     // Three times slower at the deploy, back to normal linearly by the end of the 40 s
     // warm-up, at 300 req/s in blue-green with the environment moving latency every 10 s.
-    // Evidence from the warm-up may stand, but whether a slowdown is material is judged
-    // on what came after it: a 30 s p95 reaching back into the warm-up passed for one.
+    // Evidence from the warm-up may stand, but a rollback needs evidence from after it,
+    // and the slow share's materiality is judged on what came after it: a 30 s p95
+    // reaching back into the warm-up passed for a material slowdown.
     let traffic = Traffic {
         rps: 300.0,
         median_ms: 40.0,
