@@ -278,7 +278,8 @@ def scenario(rng, family, episode_every=None):
              "mode": mode, "baseline_error_rate": base_error, "jitter": jitter,
              "latency_jitter": latency_jitter, "median_ms": median, "sigma": sigma,
              "p95_ratio": round(bad_ratio, 3), "warmup": warmup,
-             "episodes": len(episodes), "error_delta": round(error_delta(DURATION - 1), 4)}
+             "episodes": len(episodes), "error_delta": round(error_delta(DURATION - 1), 4),
+             "slow_share": tail[0], "slow_factor": tail[1]}
     if mode == "canary":
         label["canary_weight"] = weight
     if gray_from is not None:

@@ -3,7 +3,7 @@
 
   bench/judge_sets.py [--bin BIN] [--peer BIN] [--seeds 11-16,41-46]
                       [--keep-seeds 21-24] [--stress-seeds 31-38] [--miss-seeds 61-62]
-                      [--draws 23] [--show-misses]
+                      [--draws 23] [--show-misses] [--ceiling 5,7]
 
 Each standard seed is one set from bench/gen_scenarios.py (25 scenarios per family); each
 keep seed is a set of 75 per good-release family (what a false rollback would come from);
@@ -14,7 +14,9 @@ Scenarios are judged with `BIN backtest CSV --meta META --json` through the offi
 scorer's functions (scenarios/score.py), and the results are pooled: false
 rollbacks, premature rollbacks, detectable faults caught, and the median delay after onset.
 With --draws N, it also shows how the median delay of a set with only N detectable faults
-(the public set has 23) varies from draw to draw of the standard sets' faults.
+(the public set has 23) varies from draw to draw of the standard sets' faults. With
+--ceiling, it shows beside the judge's catches, class by class, how many of the standard
+sets' faults any judge could catch at those levels of evidence (bench/ceiling.py).
 """
 import argparse, os, random, statistics, subprocess, sys, tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "..", "scenarios")
 sys.path.insert(0, SCENARIOS)
 import score  # noqa: E402  (the official scorer, beside the public scenarios)
+import ceiling  # noqa: E402
 
 MISS_FAMILIES = ("polluted_history", "low_traffic_clear", "thin_history")
 KEEP_FAMILIES = ("same,bursty_same,improvement,low_traffic_noise,warmup_blip,shared_outage,"
@@ -122,6 +125,8 @@ def main():
     ap.add_argument("--draws", type=int, help="faults per draw for the median's spread")
     ap.add_argument("--show-misses", action="store_true",
                     help="list the judge's missed detectable faults with their parameters")
+    ap.add_argument("--ceiling", help="evidence levels (nats, comma-separated) at which to show "
+                    "how many standard faults any judge could catch (bench/ceiling.py)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         groups = {"standard": [], "keep": [], "stress": []}
@@ -151,6 +156,14 @@ def main():
                         print("\n".join(misses(labels, results)), flush=True)
                     if a.draws and group == "standard":
                         print(f"  {median_over_draws(labels, results, a.draws)}", flush=True)
+                    if a.ceiling and group == "standard" and label == "judge":
+                        entries = [(f"{os.path.basename(d)}/{name}", os.path.join(d, name + ".csv"),
+                                    labels[f"{os.path.basename(d)}/{name}"])
+                                   for d in directories for name in score.load_labels(d)]
+                        for nats in a.ceiling.split(","):
+                            print(f"  catchable at {nats} nats, beside the judge's catches:")
+                            print("\n".join(ceiling.table(entries, float(nats),
+                                                          ceiling.caught(labels, results))), flush=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ export CARGO_TERM_COLOR=never
 
 cargo fmt --all -- --check
 python3 scripts/check-msrv.py
+python3 -m unittest discover --start-directory bench --pattern 'test_*.py'
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 if need cargo-nextest; then
     cargo nextest run --workspace --all-features --locked --no-fail-fast

@@ -55,8 +55,8 @@ fn the_public_scenarios_are_judged_without_a_false_rollback() {
     assert!(summary["detected"].as_u64().unwrap() >= 22, "{summary}");
 }
 
-#[test]
-fn generated_scenarios_are_judged_without_a_false_rollback() {
+/// A set from bench/gen_scenarios.py: four scenarios of each family, drawn with seed 1.
+fn generated() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new("python3");
     command
@@ -65,6 +65,12 @@ fn generated_scenarios_are_judged_without_a_false_rollback() {
         .args(["--count", "4", "--seed", "1"]);
     let out = support::run_bounded(command, Duration::from_secs(300));
     assert!(out.status.success(), "{}", support::stderr(&out));
+    dir
+}
+
+#[test]
+fn generated_scenarios_are_judged_without_a_false_rollback() {
+    let dir = generated();
     let summary = score(dir.path());
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["false_rollbacks"], 0, "{summary}");
@@ -72,4 +78,40 @@ fn generated_scenarios_are_judged_without_a_false_rollback() {
         summary["detected"].as_u64().unwrap() * 10 >= summary["detectable"].as_u64().unwrap() * 8,
         "{summary}"
     );
+}
+
+/// bench/ceiling.py bounds what any judge could catch from the scenarios' own data; a judge
+/// that caught more, in all or in a class, would show the bound wrong (the judge is held to
+/// the same tolerances).
+#[test]
+fn the_judge_catches_no_more_than_the_ceiling_allows() {
+    let dir = generated();
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(repository().join("bench/ceiling.py"))
+        .arg(dir.path())
+        .args(["--nats", "5", "--json", "--cmd"])
+        .arg(format!(
+            "{} backtest {{csv}} --meta {{meta}} --json",
+            support::binary().display()
+        ));
+    let out = support::run_bounded(command, Duration::from_secs(300));
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let ceiling: serde_json::Value = serde_json::from_str(support::stdout(&out).trim()).unwrap();
+    println!("{ceiling}");
+    let classes = ceiling["classes"].as_object().unwrap();
+    assert!(classes.len() >= 10, "{ceiling}");
+    // The latency part of the bound is an expected count: a judge may be a fault lucky.
+    for (class, counts) in std::iter::once(("all", &ceiling)).chain(
+        classes
+            .iter()
+            .map(|(class, counts)| (class.as_str(), counts)),
+    ) {
+        let judge = counts["judge"].as_f64().unwrap();
+        let catchable = counts["catchable"].as_f64().unwrap();
+        assert!(
+            judge <= catchable + 1.0,
+            "{class}: the judge caught {judge}, the bound allows {catchable}"
+        );
+    }
 }
