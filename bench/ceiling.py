@@ -68,20 +68,20 @@ def errors_evidence(base_errors, base_requests, errors, requests):
 def counts(csv_path, onset):
     """Running (baseline errors, baseline requests, candidate errors, candidate requests)
     from the first step and the onset, at each look."""
-    looks, totals = [], [0, 0, 0, 0]
+    looks, totals, next_look = [], [0, 0, 0, 0], onset + LOOK_EVERY
     with open(csv_path) as f:
         next(f)
         for line in f:
             t, version, requests, errors = line.split(",", 4)[:4]
             t, requests, errors = int(t), int(requests), int(errors)
-            if looks and t >= looks[-1][0] + LOOK_EVERY or not looks and t >= onset + LOOK_EVERY:
-                looks.append((t, tuple(totals)))
+            if t >= next_look:
+                looks.append(tuple(totals))
+                next_look = t + LOOK_EVERY
             if version == "baseline":
                 totals[0] += errors; totals[1] += requests
             elif t >= onset:
                 totals[2] += errors; totals[3] += requests
-    looks.append((None, tuple(totals)))
-    return [looked for _, looked in looks]
+    return looks + [tuple(totals)]
 
 
 def latency_shares(truth, ratio, slow_share):

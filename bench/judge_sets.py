@@ -78,14 +78,9 @@ def misses(labels, results):
     """One line per detectable fault not caught (or caught before it was worse than
     tolerated: its onset, or a ramp's gray_from, as score.py counts), with the parameters it
     was drawn with, so a class of misses shows itself."""
-    lines = []
+    lines, hits = [], ceiling.caught(labels, results)
     for name, truth in sorted(labels.items()):
-        if truth["expect"] != "rollback" or truth.get("oracle_delay") is None \
-                or truth["oracle_delay"] > score.DETECTABLE_S:
-            continue
-        result = results.get(name) or {}
-        early = truth.get("gray_from", truth["onset"])
-        if result.get("verdict") == "rollback" and (result.get("decided_at") or 0) >= early:
+        if not ceiling.detectable(truth) or name in hits:
             continue
         keys = ("mode", "canary_weight", "rps", "error_delta", "baseline_error_rate", "jitter", "p95_ratio", "oracle_delay")
         lines.append(f"  missed {name}: " + ", ".join(f"{k} {truth.get(k)}" for k in keys))
@@ -95,9 +90,7 @@ def misses(labels, results):
 def median_over_draws(labels, results, faults, draws=2000, target=45):
     """Spread of the median delay over sets of `faults` detectable faults drawn at random
     (each scored by score.py, so misses are left out of the median as it leaves them)."""
-    detectable = [name for name, truth in labels.items() if truth["expect"] == "rollback"
-                  and truth.get("oracle_delay") is not None
-                  and truth["oracle_delay"] <= score.DETECTABLE_S]
+    detectable = [name for name, truth in labels.items() if ceiling.detectable(truth)]
     rng = random.Random(1)
     medians = []
     for _ in range(draws):
