@@ -17,7 +17,8 @@ environment needs more evidence than this (about 7 nats where a one-off test nee
 With --cmd (as score.py's), each class also shows how many the judge caught.
 
 - Error faults: the likelihood ratio of the scenario's own counts (baseline: all its
-  requests; candidate: its requests from the onset) against the nearest rates within
+  requests, a rare transient episode included; candidate: its requests from the onset,
+  likewise) against the nearest rates within
   tolerance, maximised over both (a generalized likelihood ratio), at the best of the
   looks; counted caught if it reaches NATS.
 - Latency faults: the expected evidence of the same comparison from the true bucket
