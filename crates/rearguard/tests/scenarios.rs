@@ -55,14 +55,18 @@ fn the_public_scenarios_are_judged_without_a_false_rollback() {
     assert!(summary["detected"].as_u64().unwrap() >= 22, "{summary}");
 }
 
-/// A set from bench/gen_scenarios.py: four scenarios of each family, drawn with seed 1.
-fn generated() -> tempfile::TempDir {
+/// A set from bench/gen_scenarios.py drawn with seed 1: `count` scenarios of each family
+/// (`families`, or all).
+fn generated(count: u32, families: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new("python3");
     command
         .arg(repository().join("bench/gen_scenarios.py"))
         .arg(dir.path())
-        .args(["--count", "4", "--seed", "1"]);
+        .args(["--count", &count.to_string(), "--seed", "1"]);
+    if let Some(families) = families {
+        command.args(["--families", families]);
+    }
     let out = support::run_bounded(command, Duration::from_secs(300));
     assert!(out.status.success(), "{}", support::stderr(&out));
     dir
@@ -70,7 +74,7 @@ fn generated() -> tempfile::TempDir {
 
 #[test]
 fn generated_scenarios_are_judged_without_a_false_rollback() {
-    let dir = generated();
+    let dir = generated(4, None);
     let summary = score(dir.path());
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["false_rollbacks"], 0, "{summary}");
@@ -82,10 +86,14 @@ fn generated_scenarios_are_judged_without_a_false_rollback() {
 
 /// bench/ceiling.py bounds what any judge could catch from the scenarios' own data; a judge
 /// that caught more, in all or in a class, would show the bound wrong (the judge is held to
-/// the same tolerances).
+/// the same tolerances). The families are those where the bound binds, so a bound set too
+/// low shows (one that looked only at the first minute allows 22.3 of the 26 caught here).
 #[test]
 fn the_judge_catches_no_more_than_the_ceiling_allows() {
-    let dir = generated();
+    let dir = generated(
+        10,
+        Some("error_step,delayed,noisy_baseline_small_fault,tail,latency_shift"),
+    );
     let mut command = std::process::Command::new("python3");
     command
         .arg(repository().join("bench/ceiling.py"))
@@ -100,7 +108,7 @@ fn the_judge_catches_no_more_than_the_ceiling_allows() {
     let ceiling: serde_json::Value = serde_json::from_str(support::stdout(&out).trim()).unwrap();
     println!("{ceiling}");
     let classes = ceiling["classes"].as_object().unwrap();
-    assert!(classes.len() >= 10, "{ceiling}");
+    assert!(classes.len() >= 8, "{ceiling}");
     // The latency part of the bound is an expected count: a judge may be a fault lucky.
     for (class, counts) in std::iter::once(("all", &ceiling)).chain(
         classes
