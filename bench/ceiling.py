@@ -26,7 +26,7 @@ With --cmd (as score.py's), each class also shows how many the judge caught.
   1 / (1/candidate + 1/baseline) requests; counted with the chance that a normal statistic
   of that mean reaches sqrt(2 NATS).
 """
-import argparse, json, math, os, sys
+import argparse, functools, json, math, os, sys
 from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist
 
@@ -66,6 +66,7 @@ def errors_evidence(base_errors, base_requests, errors, requests):
     return best - null((lo + hi) / 2)
 
 
+@functools.lru_cache(maxsize=None)  # read once, whatever the levels asked
 def counts(csv_path, onset):
     """Running (baseline errors, baseline requests, candidate errors, candidate requests)
     from the first step and the onset, at each look."""
@@ -134,6 +135,12 @@ def caught(labels, results):
             and (results[name].get("decided_at") or 0) >= truth.get("gray_from", truth["onset"])}
 
 
+def entries(directories):
+    """(name prefixed by its set, csv path, truth) of every scenario of `directories`."""
+    return [(f"{os.path.basename(d)}/{name}", os.path.join(d, name + ".csv"), truth)
+            for d in directories for name, truth in score.load_labels(d).items()]
+
+
 def judged(template, entries):
     """The judge's result for each entry, by score.py's own runner."""
     def one(entry):
@@ -157,11 +164,16 @@ def bound(entries, nats, caught=None):
     return classes
 
 
+def totals(classes):
+    """The sums of `bound`'s rows over its classes."""
+    return [sum(row[i] for row in classes.values()) for i in range(3)]
+
+
 def table(entries, nats, caught=None):
     """Lines per family and mode: detectable faults, how many the bound allows, and (given
     `caught`, the names a judge caught) the judge's catches."""
     classes = bound(entries, nats, caught)
-    total = [sum(row[i] for row in classes.values()) for i in range(3)]
+    total = totals(classes)
     lines = [f"  {family:28s} {mode:9s} {n:5d} detectable, bound {bound:7.1f}"
              + (f", judge {judge}" if caught is not None else "")
              for (family, mode), (n, bound, judge) in sorted(classes.items())]
@@ -179,22 +191,21 @@ def main():
     ap.add_argument("--json", action="store_true", help="one JSON object per level")
     ap.add_argument("--cmd", help="a judge's command, as score.py's: its catches are shown too")
     a = ap.parse_args()
-    entries = [(f"{os.path.basename(d)}/{name}", os.path.join(d, name + ".csv"), truth)
-               for d in a.dirs for name, truth in score.load_labels(d).items()]
+    scenarios = entries(a.dirs)
     judge = None
     if a.cmd:
-        judge = caught({name: truth for name, _, truth in entries}, judged(a.cmd, entries))
+        judge = caught({name: truth for name, _, truth in scenarios}, judged(a.cmd, scenarios))
     for nats in map(float, a.nats.split(",")):
         if not a.json:
             print(f"catchable at {nats:g} nats:")
-            print("\n".join(table(entries, nats, judge)))
+            print("\n".join(table(scenarios, nats, judge)))
             continue
-        classes = bound(entries, nats, judge)
+        classes = bound(scenarios, nats, judge)
         row = lambda n, c, j: {"detectable": n, "catchable": round(c, 1),
                                **({"judge": j} if judge is not None else {})}
         print(json.dumps({
             "nats": nats,
-            **row(*(sum(r[i] for r in classes.values()) for i in range(3))),
+            **row(*totals(classes)),
             "classes": {f"{family}/{mode}": row(*r) for (family, mode), r in sorted(classes.items())}}))
 
 

@@ -19,7 +19,6 @@ With --draws N, it also shows how the median delay of a set with only N detectab
 sets' faults any judge could catch at those levels of evidence (bench/ceiling.py).
 """
 import argparse, os, random, statistics, subprocess, sys, tempfile
-from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "..", "scenarios")
@@ -46,26 +45,11 @@ def generate(out, seed, *extra):
                     "--seed", str(seed), *extra], check=True)
 
 
-def judge(binary, directory):
-    labels = score.load_labels(directory)
-    template = f"{binary} backtest {{csv}} --meta {{meta}} --json"
-
-    def one(name):
-        csv, meta = (os.path.join(directory, name + ext) for ext in (".csv", ".json"))
-        return name, score.run_cmd(template, csv, meta, 60)[0]
-
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        return labels, dict(pool.map(one, sorted(labels)))
-
-
 def pooled(binary, directories):
     """All sets scored as one by score.py's own scorer (names prefixed by their set)."""
-    labels, results = {}, {}
-    for directory in directories:
-        set_labels, set_results = judge(binary, directory)
-        prefix = os.path.basename(directory) + "/"
-        labels.update({prefix + name: truth for name, truth in set_labels.items()})
-        results.update({prefix + name: result for name, result in set_results.items()})
+    entries = ceiling.entries(directories)
+    labels = {name: truth for name, _, truth in entries}
+    results = ceiling.judged(f"{binary} backtest {{csv}} --meta {{meta}} --json", entries)
     s, rows = score.score(results, labels)
     falses = [row.split()[2] for row in rows if row.startswith("FALSE ROLLBACK")]
     summary = (f"false rollbacks {s['false_rollbacks']}/{s['keep']}, premature {s['premature']}, "
@@ -150,9 +134,7 @@ def main():
                     if a.draws and group == "standard":
                         print(f"  {median_over_draws(labels, results, a.draws)}", flush=True)
                     if a.ceiling and group == "standard" and label == "judge":
-                        entries = [(f"{os.path.basename(d)}/{name}", os.path.join(d, name + ".csv"),
-                                    labels[f"{os.path.basename(d)}/{name}"])
-                                   for d in directories for name in score.load_labels(d)]
+                        entries = ceiling.entries(directories)
                         for nats in a.ceiling.split(","):
                             print(f"  catchable at {nats} nats, beside the judge's catches:")
                             print("\n".join(ceiling.table(entries, float(nats),
